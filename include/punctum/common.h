@@ -1,0 +1,55 @@
+/* punctum — shared small utilities: error reporting, checked arithmetic, allocation. */
+#ifndef PUNCTUM_COMMON_H
+#define PUNCTUM_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PUNCTUM_VERSION "0.1.0"
+#define PUNCTUM_FORMAT 1
+
+/* An error is a one-line, human-readable message that names the file and the problem.
+ * Functions that can fail take a pt_error* and return 0 on success, non-zero on failure. */
+typedef struct {
+    char msg[512];
+} pt_error;
+
+/* printf-style; sets e->msg (e may be NULL). Always returns -1 so callers can `return pt_fail(...)`. */
+int pt_fail(pt_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefix an existing message: "PREFIX: old message". Returns -1. */
+int pt_fail_prefix(pt_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Overflow-checked size arithmetic: return 0 on success, -1 on overflow (result untouched). */
+static inline int pt_mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+static inline int pt_add_size(size_t a, size_t b, size_t *out) {
+    if (b > SIZE_MAX - a) return -1;
+    *out = a + b;
+    return 0;
+}
+
+/* Allocation that aborts with a message on out-of-memory (used only for sizes already validated). */
+void *pt_xmalloc(size_t n);
+void *pt_xcalloc(size_t n, size_t size);
+void *pt_xrealloc(void *p, size_t n);
+char *pt_xstrdup(const char *s);
+
+/* Read a whole (small) file into memory, NUL-terminated. Refuses files larger than max_bytes. */
+char *pt_read_file(const char *path, size_t max_bytes, size_t *len_out, pt_error *e);
+
+/* Join a directory and a file name into a newly allocated path. */
+char *pt_path_join(const char *dir, const char *name);
+
+/* Monotonic wall clock in seconds. */
+double pt_now(void);
+
+/* float16 / bfloat16 <-> float32 conversion (round-to-nearest-even for the narrowing direction). */
+float pt_f16_to_f32(uint16_t h);
+float pt_bf16_to_f32(uint16_t h);
+uint16_t pt_f32_to_f16(float f);
+uint16_t pt_f32_to_bf16(float f);
+
+#endif

@@ -1,0 +1,36 @@
+/* punctum — a sweep: pairs JSONL in, HDF5 out (SPEC §3-§5). The one place that follows a pair
+ * from its record through tokenization, batching, the forward pass and its statistics, to the
+ * rows handed to the writer. */
+#ifndef PUNCTUM_SWEEP_H
+#define PUNCTUM_SWEEP_H
+
+#include "punctum/records.h"
+
+typedef enum { PT_POS_PUNCT = 0, PT_POS_ALL, PT_POS_LAST, PT_POS_NONE } pt_pos_mode;
+
+typedef struct {
+    const char *model_dir, *pairs_path, *out_path;
+    const char *backend;      /* auto | cpu | cuda */
+    const char *dtype;        /* f32 | bf16 | f16 (NULL: backend default) */
+    int device;
+    int stat_mass, stat_last, stat_resid, stat_topk, stat_lens, stat_patterns;
+    int topk;
+    int ablate_knockout;
+    pt_pos_mode positions;
+    int positions_k;          /* last:K */
+    char *windows;            /* "all" | "each" | "LO:HI,..." */
+    int patch_resid;
+    pt_derive_kind derive;
+    const char *derive_str;
+    int batch_tokens;         /* 0: default */
+    int shard_i, shard_n;
+    int resume, force, store_f16, strict;
+    int progress;             /* 0 never, 1 always, -1 auto (stderr is a terminal) */
+    int threads;
+    char *command_line;
+} pt_run_opts;
+
+/* Run a sweep; returns the process exit code (0, 1, 2, 130, 143) and prints errors. */
+int pt_sweep_run(const pt_run_opts *o);
+
+#endif

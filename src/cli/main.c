@@ -1,0 +1,43 @@
+/* punctum — command-line entry point: dispatch to the subcommands (SPEC §4). */
+#include <stdio.h>
+#include <string.h>
+
+#include "punctum/cli.h"
+#include "punctum/common.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "punctum %s — attention and ablation statistics for transformer LMs over prompt pairs\n"
+            "\n"
+            "usage:\n"
+            "  punctum run --model DIR --pairs FILE.jsonl --out FILE.h5 [options]\n"
+            "  punctum inspect FILE.h5\n"
+            "  punctum merge --out OUT.h5 [--allow-partial] PART.h5...\n"
+            "  punctum tokenize --model DIR [--json] TEXT|-\n"
+            "  punctum --help | --version\n"
+            "\n"
+            "`punctum run --help` lists the sweep's options.\n",
+            PUNCTUM_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("punctum %s (HDF5 format %d)\n", PUNCTUM_VERSION, PUNCTUM_FORMAT);
+        return 0;
+    }
+    if (!strcmp(cmd, "run")) return pt_cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "inspect")) return pt_cmd_inspect(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return pt_cmd_tokenize(argc - 1, argv + 1);
+    fprintf(stderr, "punctum: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,174 @@
+/* punctum — shared small utilities. */
+#include "punctum/common.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+int pt_fail(pt_error *e, const char *fmt, ...) {
+    if (e) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int pt_fail_prefix(pt_error *e, const char *fmt, ...) {
+    if (e) {
+        char prefix[256], joined[sizeof prefix + sizeof e->msg + 2];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(prefix, sizeof prefix, fmt, ap);
+        va_end(ap);
+        snprintf(joined, sizeof joined, "%s: %s", prefix, e->msg);
+        snprintf(e->msg, sizeof e->msg, "%.*s", (int)sizeof e->msg - 1, joined);
+    }
+    return -1;
+}
+
+static void oom(size_t n) {
+    fprintf(stderr, "punctum: out of memory (allocating %zu bytes)\n", n);
+    exit(1);
+}
+
+void *pt_xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) oom(n);
+    return p;
+}
+
+void *pt_xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) oom(n * size);
+    return p;
+}
+
+void *pt_xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) oom(n);
+    return q;
+}
+
+char *pt_xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = pt_xmalloc(n);
+    memcpy(d, s, n);
+    return d;
+}
+
+char *pt_read_file(const char *path, size_t max_bytes, size_t *len_out, pt_error *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pt_fail(e, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        pt_fail(e, "%s: not a regular file", path);
+        return NULL;
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        fclose(f);
+        pt_fail(e, "%s: file too large (%lld bytes, limit %zu)", path, (long long)st.st_size,
+                max_bytes);
+        return NULL;
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = pt_xmalloc(n + 1);
+    if (n && fread(buf, 1, n, f) != n) {
+        fclose(f);
+        free(buf);
+        pt_fail(e, "%s: read error", path);
+        return NULL;
+    }
+    fclose(f);
+    buf[n] = 0;
+    if (len_out) *len_out = n;
+    return buf;
+}
+
+char *pt_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = pt_xmalloc(a + b + 2);
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/') p[k++] = '/';
+    memcpy(p + k, name, b + 1);
+    return p;
+}
+
+double pt_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float bits_to_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static uint32_t f32_to_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+float pt_bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
+
+float pt_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                e++;
+                mant <<= 1;
+            } while (!(mant & 0x400u));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    return bits_to_f32(u);
+}
+
+uint16_t pt_f32_to_bf16(float f) {
+    uint32_t u = f32_to_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+uint16_t pt_f32_to_f16(float f) {
+    uint32_t u = f32_to_bits(f);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    uint32_t au = u & 0x7fffffffu;
+    if (au > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
+    if (au >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow (incl. rounding) -> inf */
+    if (au < 0x38800000u) { /* subnormal or zero in f16 */
+        if (au < 0x33000000u) return (uint16_t)sign;
+        uint32_t exp = au >> 23, mant = (au & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126 - exp; /* 14..24 */
+        uint32_t r = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = ((au >> 13) - ((127 - 15) << 10));
+    uint32_t rem = au & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+    return (uint16_t)(sign | r);
+}
