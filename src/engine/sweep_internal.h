@@ -102,6 +102,10 @@ void pt_sweep_str(pt_sweep *S, int id, const char *s);
 float *pt_sweep_dev(pt_sweep *S, pt_devbuf *b, size_t floats);
 void *pt_sweep_host(void **p, size_t *cap, size_t bytes);
 
+/* sweep.c */
+void pt_sweep_build_schema(pt_sweep *S);
+void pt_sweep_batch(pt_sweep *S, pt_record **recs, int n);
+
 /* experiments.c */
 int pt_sweep_setup_experiments(pt_sweep *S, pt_error *e);
 void pt_sweep_emit_windows(pt_sweep *S);
