@@ -41,7 +41,7 @@ typedef struct {
     double rope_high_freq_factor;    /* llama3 */
     int rope_original_max_positions; /* llama3 */
 
-    int sliding_window;    /* mistral (and qwen2 with use_sliding_window): 0 = none */
+    int sliding_window;    /* mistral: 0 = none (qwen2 use_sliding_window is refused) */
 } pt_config;
 
 /* Parse and validate config.json. Every field is type-checked and range-checked
