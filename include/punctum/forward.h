@@ -9,10 +9,19 @@
 
 #include "punctum/backend.h"
 
+/* Where forward time goes (PUNCTUM_PROFILE=1 prints it when the engine is freed). */
+typedef enum {
+    PT_PROF_EMBED, PT_PROF_NORM, PT_PROF_GEMM, PT_PROF_ROPE, PT_PROF_ATTN, PT_PROF_MLP_ACT,
+    PT_PROF_RESID, PT_PROF_CAPTURE, PT_PROF_HEAD, PT_PROF_N
+} pt_prof_kind;
+
 typedef struct {
     pt_backend *be;
     const pt_config *cfg;
     pt_weights w;            /* the backend's weights */
+    int profile;
+    double prof_s[PT_PROF_N];
+    double gemm_flops;
 
     /* activation buffers (device), sized for `cap_rows` rows */
     int cap_rows;

@@ -5,6 +5,8 @@
  * task owns its outputs: no atomics, no order-dependent sums). */
 #include "punctum/backend.h"
 
+#include "backend/cpu_math.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -23,6 +25,10 @@ typedef struct {
     float **scores;
     double **mass_acc;
     size_t *scratch_keys;
+    /* RoPE cos/sin by position, shared by every layer: [rope_positions][head_dim/2] each */
+    float *rope_cos, *rope_sin;
+    const float *rope_freq_of; /* the inv_freq the table was built from */
+    int rope_positions, rope_half;
 } cpu_ctx;
 
 static void cpu_destroy(pt_backend *be) {
@@ -34,6 +40,8 @@ static void cpu_destroy(pt_backend *be) {
     free(c->scores);
     free(c->mass_acc);
     free(c->scratch_keys);
+    free(c->rope_cos);
+    free(c->rope_sin);
     free(c);
     free(be);
 }
@@ -131,34 +139,49 @@ static void cpu_linear(pt_backend *be, const float *x, int n, const pt_linear *l
     }
 }
 
+/* cos/sin of a float32 angle pos * inv_freq, as transformers computes them, tabulated once
+ * per position (grown on demand) instead of once per layer and row. */
+static void rope_table(cpu_ctx *c, const float *inv_freq, int half, int max_pos) {
+    if (c->rope_freq_of == inv_freq && c->rope_half == half && max_pos < c->rope_positions) return;
+    int n = max_pos + 1;
+    if (n < 2 * c->rope_positions) n = 2 * c->rope_positions;
+    if (n < 256) n = 256;
+    c->rope_cos = pt_xrealloc(c->rope_cos, (size_t)n * half * sizeof(float));
+    c->rope_sin = pt_xrealloc(c->rope_sin, (size_t)n * half * sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (int p = 0; p < n; p++)
+        for (int i = 0; i < half; i++) {
+            const float ang = (float)p * inv_freq[i];
+            c->rope_cos[(size_t)p * half + i] = (float)cos((double)ang);
+            c->rope_sin[(size_t)p * half + i] = (float)sin((double)ang);
+        }
+    c->rope_positions = n;
+    c->rope_half = half;
+    c->rope_freq_of = inv_freq;
+}
+
 static void cpu_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, float *qkv, int n,
                      const int32_t *pos) {
-    (void)be;
+    cpu_ctx *c = be->ctx;
     const int hd = cfg->head_dim, half = hd / 2;
     const int heads = cfg->n_heads + cfg->n_kv_heads; /* q heads then k heads */
     const int stride = (cfg->n_heads + 2 * cfg->n_kv_heads) * hd;
-#pragma omp parallel
-    {
-        float *cs = malloc((size_t)hd * sizeof(float));
-#pragma omp for schedule(static)
-        for (int r = 0; r < n; r++) {
-            /* cos/sin of a float32 angle, as transformers computes them */
+    int max_pos = 0;
+    for (int r = 0; r < n; r++)
+        if (pos[r] > max_pos) max_pos = pos[r];
+    rope_table(c, inv_freq, half, max_pos);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; r++) {
+        const float *cs = c->rope_cos + (size_t)pos[r] * half, *sn = c->rope_sin + (size_t)pos[r] * half;
+        float *row = qkv + (size_t)r * stride;
+        for (int h = 0; h < heads; h++) {
+            float *v = row + (size_t)h * hd;
             for (int i = 0; i < half; i++) {
-                const float ang = (float)pos[r] * inv_freq[i];
-                cs[i] = (float)cos((double)ang);
-                cs[half + i] = (float)sin((double)ang);
-            }
-            float *row = qkv + (size_t)r * stride;
-            for (int h = 0; h < heads; h++) {
-                float *v = row + (size_t)h * hd;
-                for (int i = 0; i < half; i++) {
-                    const float x1 = v[i], x2 = v[i + half];
-                    v[i] = x1 * cs[i] - x2 * cs[half + i];
-                    v[i + half] = x2 * cs[i] + x1 * cs[half + i];
-                }
+                const float x1 = v[i], x2 = v[i + half];
+                v[i] = x1 * cs[i] - x2 * sn[i];
+                v[i + half] = x2 * cs[i] + x1 * sn[i];
             }
         }
-        free(cs);
     }
 }
 
@@ -220,20 +243,18 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
             const int i = s->pos0 + q0 + r; /* query position */
             float *sr = S + (size_t)r * nk;
             const int lo = a->window > 0 && i - a->window + 1 > 0 ? i - a->window + 1 : 0;
-            /* visible keys: lo .. i, minus the knocked-out one */
+            const int ko = knock && s->ko_pos >= lo && s->ko_pos < i ? s->ko_pos : -1;
+            /* visible keys: lo .. i, minus the knocked-out one (its score is left out of the max
+             * and its probability is zeroed); the loops are branch-free so they vectorise */
+            if (ko >= 0) sr[ko] = -INFINITY;
             float mx = -INFINITY;
-            for (int j = lo; j <= i; j++)
-                if (!(knock && j == s->ko_pos && i > j) && sr[j] > mx) mx = sr[j];
+#pragma omp simd reduction(max : mx)
+            for (int j = lo; j <= i; j++) mx = sr[j] > mx ? sr[j] : mx;
+            for (int j = lo; j <= i; j++) sr[j] = pt_expf(sr[j] - mx);
+            if (ko >= 0) sr[ko] = 0.0f;
             double sum = 0;
-            for (int j = lo; j <= i; j++) {
-                if (knock && j == s->ko_pos && i > j) {
-                    sr[j] = 0;
-                    continue;
-                }
-                const float p = expf(sr[j] - mx);
-                sr[j] = p;
-                sum += p;
-            }
+#pragma omp simd reduction(+ : sum)
+            for (int j = lo; j <= i; j++) sum += (double)sr[j];
             const float inv = (float)(1.0 / sum);
             for (int j = 0; j < lo; j++) sr[j] = 0;
             for (int j = lo; j <= i; j++) sr[j] *= inv;
@@ -268,9 +289,11 @@ static void cpu_attention(pt_backend *be, const pt_attn_args *a) {
         attend_segment_head(c, a, &a->segs[task / a->n_heads], task % a->n_heads);
 }
 
-static float gelu_tanh(float x) {
+static inline float gelu_tanh(float x) {
     const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    const float y = k * (x + 0.044715f * x * x * x);
+    /* 1 + tanh(y) = 2 - 2 / (exp(2y) + 1), branch-free */
+    return 0.5f * x * (2.0f - 2.0f / (pt_expf(2.0f * y) + 1.0f));
 }
 
 static void cpu_mlp_act(pt_backend *be, const pt_config *cfg, const float *h, int n, float *out) {
@@ -281,7 +304,7 @@ static void cpu_mlp_act(pt_backend *be, const pt_config *cfg, const float *h, in
         for (int r = 0; r < n; r++) {
             const float *g = h + (size_t)r * 2 * ff, *u = g + ff;
             float *o = out + (size_t)r * ff;
-            for (int i = 0; i < ff; i++) o[i] = (g[i] / (1.0f + expf(-g[i]))) * u[i];
+            for (int i = 0; i < ff; i++) o[i] = (g[i] / (1.0f + pt_expf(-g[i]))) * u[i];
         }
     } else {
 #pragma omp parallel for schedule(static)

@@ -2,8 +2,31 @@
  * are flags in pt_config handled inside the backend ops; this file is the same for all. */
 #include "punctum/forward.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Time one backend call when profiling (synchronising so device time is attributed). */
+#define PROF(en, kind, call)                                                                       \
+    do {                                                                                           \
+        if (!(en)->profile) {                                                                      \
+            call;                                                                                  \
+        } else {                                                                                   \
+            (en)->be->sync((en)->be);                                                              \
+            const double t0_ = pt_now();                                                           \
+            call;                                                                                  \
+            (en)->be->sync((en)->be);                                                              \
+            (en)->prof_s[kind] += pt_now() - t0_;                                                  \
+        }                                                                                          \
+    } while (0)
+
+static const char *prof_names[PT_PROF_N] = {"embed", "norm", "gemm", "rope", "attention",
+                                             "mlp_act", "residual", "capture", "lm_head"};
+
+static void linear(pt_engine *en, const float *x, int n, const pt_linear *lin, float *y) {
+    PROF(en, PT_PROF_GEMM, en->be->linear(en->be, x, n, lin, y));
+    en->gemm_flops += 2.0 * n * lin->out * lin->in;
+}
 
 static void release(pt_engine *en) {
     pt_backend *be = en->be;
@@ -33,10 +56,22 @@ int pt_engine_init(pt_engine *en, pt_backend *be, const pt_config *cfg, const pt
     en->be = be;
     en->cfg = cfg;
     en->w = *dev_w;
+    const char *p = getenv("PUNCTUM_PROFILE");
+    en->profile = p && *p && strcmp(p, "0");
     return 0;
 }
 
 void pt_engine_free(pt_engine *en) {
+    if (en->profile) {
+        double total = 0;
+        for (int k = 0; k < PT_PROF_N; k++) total += en->prof_s[k];
+        fprintf(stderr, "[punctum profile] forward %.3f s:", total);
+        for (int k = 0; k < PT_PROF_N; k++)
+            if (en->prof_s[k] > 0) fprintf(stderr, " %s %.3f", prof_names[k], en->prof_s[k]);
+        if (en->prof_s[PT_PROF_GEMM] > 0)
+            fprintf(stderr, "; projections %.1f GFLOP/s", 1e-9 * en->gemm_flops / en->prof_s[PT_PROF_GEMM]);
+        fprintf(stderr, "\n");
+    }
     if (en->be) release(en);
     memset(en, 0, sizeof *en);
 }
@@ -107,9 +142,10 @@ void pt_decode(pt_engine *en, const float *x, int m, float *logits) {
     const pt_config *c = en->cfg;
     for (int r0 = 0; r0 < m; r0 += en->cap_final) {
         const int k = m - r0 < en->cap_final ? m - r0 : en->cap_final;
-        be->norm(be, c, x + (size_t)r0 * c->d_model, k, en->w.final_norm_w, en->w.final_norm_b,
-                 en->final_h);
-        be->linear(be, en->final_h, k, &en->w.lm_head, logits + (size_t)r0 * c->vocab_size);
+        PROF(en, PT_PROF_HEAD, be->norm(be, c, x + (size_t)r0 * c->d_model, k, en->w.final_norm_w,
+                                        en->w.final_norm_b, en->final_h));
+        PROF(en, PT_PROF_HEAD,
+             be->linear(be, en->final_h, k, &en->w.lm_head, logits + (size_t)r0 * c->vocab_size));
     }
 }
 
@@ -118,12 +154,15 @@ static void capture(pt_engine *en, pt_fwd *f, int l) {
     pt_backend *be = en->be;
     const pt_config *c = en->cfg;
     const int d = c->d_model, L = c->n_layers;
-    if (f->resid_norm) be->row_norms(be, en->x, f->n_rows, d, f->resid_norm + l, (size_t)L + 1);
+    if (f->resid_norm)
+        PROF(en, PT_PROF_CAPTURE,
+             be->row_norms(be, en->x, f->n_rows, d, f->resid_norm + l, (size_t)L + 1));
     if (f->resid_all)
-        be->copy(be, f->resid_all + (size_t)l * f->n_rows * d, en->x,
-                 (size_t)f->n_rows * d * sizeof(float));
+        PROF(en, PT_PROF_CAPTURE, be->copy(be, f->resid_all + (size_t)l * f->n_rows * d, en->x,
+                                           (size_t)f->n_rows * d * sizeof(float)));
     if (f->tap_resid && f->n_tap > 0)
-        be->gather_rows(be, en->x, f->tap_rows, f->n_tap, d, f->tap_resid + (size_t)l * f->n_tap * d);
+        PROF(en, PT_PROF_CAPTURE, be->gather_rows(be, en->x, f->tap_rows, f->n_tap, d,
+                                                  f->tap_resid + (size_t)l * f->n_tap * d));
 }
 
 void pt_forward(pt_engine *en, pt_fwd *f) {
@@ -134,19 +173,21 @@ void pt_forward(pt_engine *en, pt_fwd *f) {
     const int q_stride = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
 
     if (f->x_in)
-        be->copy(be, en->x, f->x_in, (size_t)n * d * sizeof(float));
+        PROF(en, PT_PROF_EMBED, be->copy(be, en->x, f->x_in, (size_t)n * d * sizeof(float)));
     else
-        be->embed(be, c, w, f->ids, f->pos, n, en->x);
+        PROF(en, PT_PROF_EMBED, be->embed(be, c, w, f->ids, f->pos, n, en->x));
 
     for (int l = f->start_layer; l < L; l++) {
         const pt_layer_weights *lw = &w->layers[l];
         capture(en, f, l);
 
         /* attention block */
-        be->norm(be, c, en->x, n, lw->norm1_w, lw->norm1_b, en->h);
-        be->linear(be, en->h, n, &lw->qkv, en->qkv);
-        if (c->rope != PT_ROPE_NONE) be->rope(be, c, w->rope_inv_freq, en->qkv, n, f->pos);
-        be->store_kv(be, c, en->qkv, n, en->k_cache[l], en->v_cache[l], f->kv_rows);
+        PROF(en, PT_PROF_NORM, be->norm(be, c, en->x, n, lw->norm1_w, lw->norm1_b, en->h));
+        linear(en, en->h, n, &lw->qkv, en->qkv);
+        if (c->rope != PT_ROPE_NONE)
+            PROF(en, PT_PROF_ROPE, be->rope(be, c, w->rope_inv_freq, en->qkv, n, f->pos));
+        PROF(en, PT_PROF_ATTN,
+             be->store_kv(be, c, en->qkv, n, en->k_cache[l], en->v_cache[l], f->kv_rows));
         pt_attn_args a = {
             .layer = l, .q = en->qkv, .q_stride = q_stride,
             .k_cache = en->k_cache[l], .v_cache = en->v_cache[l], .out = en->attn,
@@ -155,16 +196,16 @@ void pt_forward(pt_engine *en, pt_fwd *f) {
             .n_layers = L, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
             .head_dim = c->head_dim, .window = c->sliding_window,
         };
-        be->attention(be, &a);
-        be->linear(be, en->attn, n, &lw->o, en->tmp);
-        be->add(be, en->x, en->tmp, (size_t)n * d);
+        PROF(en, PT_PROF_ATTN, be->attention(be, &a));
+        linear(en, en->attn, n, &lw->o, en->tmp);
+        PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
 
         /* MLP block */
-        be->norm(be, c, en->x, n, lw->norm2_w, lw->norm2_b, en->h);
-        be->linear(be, en->h, n, &lw->up, en->ff_in);
-        be->mlp_act(be, c, en->ff_in, n, en->ff_act);
-        be->linear(be, en->ff_act, n, &lw->down, en->tmp);
-        be->add(be, en->x, en->tmp, (size_t)n * d);
+        PROF(en, PT_PROF_NORM, be->norm(be, c, en->x, n, lw->norm2_w, lw->norm2_b, en->h));
+        linear(en, en->h, n, &lw->up, en->ff_in);
+        PROF(en, PT_PROF_MLP_ACT, be->mlp_act(be, c, en->ff_in, n, en->ff_act));
+        linear(en, en->ff_act, n, &lw->down, en->tmp);
+        PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
     }
     capture(en, f, L);
 
