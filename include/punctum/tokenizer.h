@@ -31,6 +31,8 @@ void pt_encoding_free(pt_encoding *enc);
  * invalid UTF-8 replaced by U+FFFD. Returns a pointer to a NUL-terminated string owned by the
  * tokenizer (valid until it is freed) or NULL if id is out of range. */
 const char *pt_tokenizer_piece(const pt_tokenizer *t, int32_t id);
+/* The same piece with its length in bytes (a piece may contain NUL, e.g. "<0x00>" decoded). */
+const char *pt_tokenizer_piece_bytes(const pt_tokenizer *t, int32_t id, size_t *len);
 int pt_tokenizer_vocab_size(const pt_tokenizer *t);
 
 #endif
