@@ -228,17 +228,25 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
     const float *vp = a->v_cache + (size_t)s->prefix_kv * kvd + (size_t)kvh * hd;
     const float *ko = a->k_cache + (size_t)s->own_kv * kvd + (size_t)kvh * hd;
     const float *vo = a->v_cache + (size_t)s->own_kv * kvd + (size_t)kvh * hd;
+    const int contiguous = s->pos0 == 0 || s->own_kv == s->prefix_kv + s->pos0;
+    if (s->pos0 == 0) kp = ko, vp = vo;
 
     for (int q0 = 0; q0 < s->n_q; q0 += ATTN_QBLOCK) {
         const int bq = s->n_q - q0 < ATTN_QBLOCK ? s->n_q - q0 : ATTN_QBLOCK;
         const int nk = s->pos0 + q0 + bq; /* keys visible to the block's last query */
         const float *qb = a->q + (size_t)(s->row + q0) * a->q_stride + (size_t)h * hd;
-        /* S[bq, nk] = scale * Q K^T: prefix span then own span */
-        if (s->pos0 > 0)
+        /* S[bq, nk] = scale * Q K^T: one span when the prefix's keys and the run's own keys are
+         * adjacent in the cache (a clean or prefix-shared sequence: the same GEMM, so the same
+         * rounding, as an independent pass), else prefix span then own span (variants) */
+        if (contiguous)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, hd, scale, qb,
+                        a->q_stride, kp, kvd, 0.0f, S, nk);
+        else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, s->pos0, hd, scale, qb,
                         a->q_stride, kp, kvd, 0.0f, S, nk);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, q0 + bq, hd, scale, qb,
-                    a->q_stride, ko, kvd, 0.0f, S + s->pos0, nk);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, q0 + bq, hd, scale, qb,
+                        a->q_stride, ko, kvd, 0.0f, S + s->pos0, nk);
+        }
         for (int r = 0; r < bq; r++) {
             const int i = s->pos0 + q0 + r; /* query position */
             float *sr = S + (size_t)r * nk;
@@ -271,11 +279,15 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
         /* out[block] = P V: prefix span then own span */
         float *ob = a->out + (size_t)(s->row + q0) * (a->n_heads * hd) + (size_t)h * hd;
         const int od = a->n_heads * hd;
-        if (s->pos0 > 0)
+        if (contiguous)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, nk, 1.0f, S, nk, vp, kvd,
+                        0.0f, ob, od);
+        else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, s->pos0, 1.0f, S, nk, vp,
                         kvd, 0.0f, ob, od);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, q0 + bq, 1.0f, S + s->pos0,
-                    nk, vo, kvd, s->pos0 > 0 ? 1.0f : 0.0f, ob, od);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, q0 + bq, 1.0f,
+                        S + s->pos0, nk, vo, kvd, 1.0f, ob, od);
+        }
     }
     if (a->mass && s->mass_row >= 0)
         for (int j = 0; j < n_keys_total; j++) a->mass[(size_t)(s->mass_row + j) * LH + lh] += (float)mass[j];
