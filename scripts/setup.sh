@@ -35,6 +35,11 @@ if ! "$VENV/bin/python" -c "import numpy, h5py, torch, transformers, tokenizers,
   "$VENV/bin/pip" install -q "${PY_DEPS[@]}"
 fi
 
+# the analysis package (python/), editable so the checkout is what runs
+if ! "$VENV/bin/python" -c "import punctum.report" 2>/dev/null; then
+  "$VENV/bin/pip" install -q --no-deps -e python/
+fi
+
 echo "setup: building" >&2
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
