@@ -31,7 +31,8 @@ void pt_sweep_build_schema(pt_sweep *S) {
     add_col(S, C_PAIR_KL_AB, "/pairs/kl_ab", PT_F32, 0, 0, 0);
     add_col(S, C_PAIR_KL_BA, "/pairs/kl_ba", PT_F32, 0, 0, 0);
     add_col(S, C_PAIR_JS, "/pairs/js", PT_F32, 0, 0, 0);
-    if (o->stat_resid) add_col(S, C_PAIR_RESID_COS, "/pairs/resid_cos", PT_F32, 1, L + 1, 0);
+    /* pair statistics are always recorded: they cost a few final-position rows */
+    add_col(S, C_PAIR_RESID_COS, "/pairs/resid_cos", PT_F32, 1, L + 1, 0);
 
     add_col(S, C_SEQ_PAIR, "/seqs/pair", PT_I64, 0, 0, 0);
     add_col(S, C_SEQ_SIDE, "/seqs/side", PT_I8, 0, 0, 0);
@@ -252,8 +253,7 @@ static void clean_forward(pt_sweep *S) {
         be->fill(be, f.pattern, 0.0f, (size_t)P->n_pat_rows * LH + 1);
     }
     if (S->o->stat_resid) f.resid_norm = pt_sweep_dev(S, &S->d_rnorm, (size_t)n * (L + 1));
-    if (S->o->stat_resid || S->o->stat_lens)
-        f.tap_resid = pt_sweep_dev(S, &S->d_tap, (size_t)(L + 1) * ns * d);
+    f.tap_resid = pt_sweep_dev(S, &S->d_tap, (size_t)(L + 1) * ns * d);
     if (S->experiments) f.resid_all = pt_sweep_dev(S, &S->d_resid_all, (size_t)(L + 1) * n * d);
     f.logits = pt_sweep_dev(S, &S->d_logits, (size_t)ns * V);
     pt_forward(&S->en, &f);
@@ -302,11 +302,8 @@ static void emit_clean(pt_sweep *S, pt_record **recs, int n) {
         const float *lb = S->logp_dev + (size_t)r->seq_local[1] * V;
         be->divergence(be, la, 0, lb, 0, 1, V, &kl_ab[p], &kl_ba[p], &js[p]);
     }
-    float *tap = NULL;
-    if (S->o->stat_resid) {
-        tap = pt_sweep_host((void **)&S->h_tap, &S->h_tap_cap, (size_t)(L + 1) * ns * d * sizeof(float));
-        be->to_host(be, tap, S->d_tap.p, (size_t)(L + 1) * ns * d * sizeof(float));
-    }
+    float *tap = pt_sweep_host((void **)&S->h_tap, &S->h_tap_cap, (size_t)(L + 1) * ns * d * sizeof(float) + 1);
+    if (ns > 0) be->to_host(be, tap, S->d_tap.p, (size_t)(L + 1) * ns * d * sizeof(float));
 
     /* /pairs */
     for (int p = 0; p < n; p++) {
@@ -321,14 +318,12 @@ static void emit_clean(pt_sweep *S, pt_record **recs, int n) {
         *(float *)pt_sweep_rows(S, C_PAIR_KL_AB, 1) = (float)kl_ab[p];
         *(float *)pt_sweep_rows(S, C_PAIR_KL_BA, 1) = (float)kl_ba[p];
         *(float *)pt_sweep_rows(S, C_PAIR_JS, 1) = (float)js[p];
-        if (S->o->stat_resid) {
-            float *rc = pt_sweep_rows(S, C_PAIR_RESID_COS, 1);
-            for (int l = 0; l <= L; l++) {
-                const int a = r->seq_local[0], b = r->seq_local[1];
-                rc[l] = a >= 0 && b >= 0 ? (float)cosine(tap + ((size_t)l * ns + a) * d,
-                                                         tap + ((size_t)l * ns + b) * d, d)
-                                         : NAN;
-            }
+        float *rc = pt_sweep_rows(S, C_PAIR_RESID_COS, 1);
+        for (int l = 0; l <= L; l++) {
+            const int a = r->seq_local[0], b = r->seq_local[1];
+            rc[l] = a >= 0 && b >= 0 ? (float)cosine(tap + ((size_t)l * ns + a) * d,
+                                                     tap + ((size_t)l * ns + b) * d, d)
+                                     : NAN;
         }
     }
 
