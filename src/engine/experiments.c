@@ -274,23 +274,29 @@ static void flush_variants(pt_sweep *S, int kind) {
 
 /* ---- the experiments of one batch ------------------------------------------------------- */
 
+/* Variants are laid out window by window (each window starts at its own layer), so that the
+ * variants of every sequence of the batch that start at the same layer share sub-batches. */
 static void knockout(pt_sweep *S) {
     pt_experiments *X = S->ex;
     pt_plan *P = &S->plan;
+    int32_t **sets = pt_xcalloc((size_t)P->n_seqs, sizeof *sets);
+    int *n_set = pt_xcalloc((size_t)P->n_seqs, sizeof *n_set);
     for (int s = 0; s < P->n_seqs; s++) {
-        const pt_bseq *q = &P->seqs[s];
-        int32_t *set = pt_xmalloc((size_t)q->T * sizeof(int32_t));
-        const int n = position_set(S, q, 0, set);
-        for (int w = 0; w < X->n_windows; w++)
-            for (int k = 0; k < n; k++) {
-                const int j = set[k];
-                struct variant v = {s, j, w, X->windows[w][0], q->pair};
+        sets[s] = pt_xmalloc((size_t)P->seqs[s].T * sizeof(int32_t));
+        n_set[s] = position_set(S, &P->seqs[s], 0, sets[s]);
+    }
+    for (int w = 0; w < X->n_windows; w++)
+        for (int s = 0; s < P->n_seqs; s++)
+            for (int k = 0; k < n_set[s]; k++) {
+                const int j = sets[s][k];
+                struct variant v = {s, j, w, X->windows[w][0], P->seqs[s].pair};
                 add_variant(S, KIND_KNOCKOUT, s, j + 1, X->windows[w][0], j, X->windows[w][0],
                             X->windows[w][1], -1, v);
             }
-        free(set);
-    }
     flush_variants(S, KIND_KNOCKOUT);
+    for (int s = 0; s < P->n_seqs; s++) free(sets[s]);
+    free(sets);
+    free(n_set);
 }
 
 static void patching(pt_sweep *S, pt_record **recs, int n) {

@@ -133,20 +133,55 @@ static int is_sentence_punct_tail(const char *s, size_t n, size_t *cut) {
     return 0;
 }
 
+/* Byte length of the white-space character (Unicode White_Space, PropList.txt) ending
+ * s[0..n), 0 if none. line_breaks = 0: the line breaks of has_line_break() do not count. */
+static size_t trailing_space(const char *s, size_t n, int line_breaks) {
+    static const char *ws[] = {"\xc2\xa0",     "\xe1\x9a\x80", "\xe2\x80\xaf", "\xe2\x81\x9f",
+                               "\xe3\x80\x80", "\xc2\x85",     "\xe2\x80\xa8", "\xe2\x80\xa9"};
+    const size_t n_ws = line_breaks ? 8 : 5; /* the last three are line breaks */
+    if (n == 0) return 0;
+    const unsigned char c = (unsigned char)s[n - 1];
+    if (c == ' ' || c == '\t') return 1;
+    if (c >= 0x0a && c <= 0x0d) return line_breaks ? 1 : 0;
+    /* U+2000 ... U+200A: e2 80 80 ... e2 80 8a */
+    if (n >= 3 && (unsigned char)s[n - 3] == 0xe2 && (unsigned char)s[n - 2] == 0x80 && c >= 0x80 &&
+        c <= 0x8a)
+        return 3;
+    for (size_t k = 0; k < n_ws; k++) {
+        size_t m = strlen(ws[k]);
+        if (n >= m && memcmp(s + n - m, ws[k], m) == 0) return m;
+    }
+    return 0;
+}
+
+/* A mandatory line break of UAX #14 (LF, VT, FF, CR, NEL, LINE / PARAGRAPH SEPARATOR). */
+static int has_line_break(const char *s) {
+    return strpbrk(s, "\n\v\f\r") || strstr(s, "\xc2\x85") || strstr(s, "\xe2\x80\xa8") ||
+           strstr(s, "\xe2\x80\xa9");
+}
+
 int pt_is_punct_text(const char *s) {
     if (!s) return 0;
-    if (strchr(s, '\n') || strchr(s, '\r')) return 1;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\f' || s[n - 1] == '\v'))
-        n--;
+    if (has_line_break(s)) return 1;
+    size_t n = strlen(s), w;
+    while ((w = trailing_space(s, n, 1)) > 0) n -= w;
     size_t cut;
     return is_sentence_punct_tail(s, n, &cut);
 }
 
+/* --derive-b strip-punct: drop the final run of sentence punctuation and the white space
+ * between and after its marks (line breaks excepted); a is copied unchanged when it does not
+ * end in punctuation. */
 static char *strip_trailing_punct(const char *a) {
-    size_t n = strlen(a), cut;
-    while (n > 0 && (a[n - 1] == ' ' || a[n - 1] == '\t')) n--;
-    while (is_sentence_punct_tail(a, n, &cut)) n -= cut;
+    size_t n = strlen(a), cut, w;
+    int any = 0;
+    for (;;) {
+        while ((w = trailing_space(a, n, 0)) > 0) n -= w;
+        if (!is_sentence_punct_tail(a, n, &cut)) break;
+        n -= cut;
+        any = 1;
+    }
+    if (!any) n = strlen(a);
     char *b = pt_xmalloc(n + 1);
     memcpy(b, a, n);
     b[n] = 0;
