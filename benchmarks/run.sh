@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run every CPU benchmark in one go on this machine and write benchmarks/RESULTS.md (machine,
+# date, commit and command with each table). Benchmarks are not tests: they take minutes and
+# want a quiet machine.
+#
+#   benchmarks/run.sh            # all
+#   QUICK=1 benchmarks/run.sh    # fewer repetitions
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${PUNCTUM_VENV:-$HOME/.cache/punctum/venv}"
+PY="$VENV/bin/python"
+export PUNCTUM_BIN="${PUNCTUM_BIN:-$PWD/build/punctum}"
+OUT=benchmarks/RESULTS.md
+REPS=2; [ "${QUICK:-0}" = 1 ] && REPS=1
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include kernels || echo "+dirty")
+{
+  echo "# punctum benchmarks"
+  echo
+  echo "- machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
+  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "- commit: $commit"
+  echo "- command: benchmarks/run.sh (each section names its own command)"
+  echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo
+  echo "Ratios are measured within one run on the same machine; on these shared 2-core CPU"
+  echo "machines absolute times say little. GPU figures live under benchmarks/results/."
+  echo
+  echo "## CPU engine vs Hugging Face transformers (SPEC §8)"
+  echo
+  echo '```'; echo "$PY benchmarks/bench_cpu.py --repeat $REPS"; echo '```'
+  "$PY" benchmarks/bench_cpu.py --repeat "$REPS"
+  echo
+  echo "## Causal experiments: knockout and prefix sharing (SPEC §8)"
+  echo
+  echo '```'; echo "$PY benchmarks/bench_experiments.py --reps $REPS"; echo '```'
+  "$PY" benchmarks/bench_experiments.py --reps "$REPS"
+  echo
+  echo "## Tokenizer throughput vs tokenizers (one thread)"
+  echo
+  echo '```'; echo "$PY benchmarks/bench_tokenizer.py"; echo '```'
+  "$PY" benchmarks/bench_tokenizer.py
+} > "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+echo "wrote $OUT"
