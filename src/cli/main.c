@@ -1,4 +1,5 @@
 /* punctum — command-line entry point: dispatch to the subcommands (SPEC §4). */
+#include <hdf5.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +22,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* HDF5's own exit-time cleanup can crash on a file whose close failed (a full disk); every
+     * file is closed explicitly, so it is not needed */
+    H5dont_atexit();
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -31,12 +35,17 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "--version")) {
+#ifdef PT_HAVE_MPI
+        printf("punctum %s (HDF5 format %d; MPI)\n", PUNCTUM_VERSION, PUNCTUM_FORMAT);
+#else
         printf("punctum %s (HDF5 format %d)\n", PUNCTUM_VERSION, PUNCTUM_FORMAT);
+#endif
         return 0;
     }
     if (!strcmp(cmd, "run")) return pt_cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return pt_cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return pt_cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "merge")) return pt_cmd_merge(argc - 1, argv + 1);
     fprintf(stderr, "punctum: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -26,7 +26,9 @@ struct pt_experiments {
     float *lp_tmp, *lp_tmp2;
     double *kl_tmp, *kl_tmp2;
     /* what each variant of the sub-batch is, for emitting its row */
-    struct variant { int seq, pos, window, layer, pair; } *vars;
+    struct variant { int seq, pos, window, layer, pair; int64_t slot; } *vars;
+    /* knockout results of the batch, by output row (sequence, window, position order) */
+    struct ko_row { float kl, dtop1, dtarget; int8_t changed; } *ko;
     pt_devbuf d_xin, d_logits, d_lens_x;
     int start_layer;
     const float *patch_src; /* unused marker */
@@ -98,6 +100,7 @@ void pt_sweep_free_experiments(pt_sweep *S) {
     for (size_t k = 0; k < 3; k++)
         if (bufs[k]->p) S->be->free(S->be, bufs[k]->p);
     free(X->windows);
+    free(X->ko);
     free(X->segs);
     free(X->vars);
     free(X->fin);
@@ -233,18 +236,12 @@ static void flush_variants(pt_sweep *S, int kind) {
             float *tq = pt_xmalloc((size_t)(v1 - v0) * sizeof(float));
             for (int v = v0; v < v1; v++) X->ids_tmp[v - v0] = tgt;
             be->pick(be, Q, v1 - v0, V, X->ids_tmp, tq);
-            for (int v = v0; v < v1; v++) {
-                *(int64_t *)pt_sweep_rows(S, C_KO_SEQ, 1) = S->n_seqs_total + s;
-                *(int32_t *)pt_sweep_rows(S, C_KO_POS, 1) = X->vars[v].pos;
-                *(int32_t *)pt_sweep_rows(S, C_KO_WIN, 1) = X->vars[v].window;
-                *(float *)pt_sweep_rows(S, C_KO_KL, 1) = (float)X->kl_tmp[v];
-                *(float *)pt_sweep_rows(S, C_KO_DTOP1, 1) =
-                    X->lp_tmp2[v] - P->topk_lp[(size_t)s * S->topk];
-                *(float *)pt_sweep_rows(S, C_KO_DTARGET, 1) =
-                    tgt >= 0 ? tq[v - v0] - P->target_lp[s] : NAN;
-                *(int8_t *)pt_sweep_rows(S, C_KO_CHANGED, 1) =
-                    (int8_t)(X->top1[v] != P->topk_id[(size_t)s * S->topk]);
-            }
+            for (int v = v0; v < v1; v++)
+                X->ko[X->vars[v].slot] = (struct ko_row){
+                    .kl = (float)X->kl_tmp[v],
+                    .dtop1 = X->lp_tmp2[v] - P->topk_lp[(size_t)s * S->topk],
+                    .dtarget = tgt >= 0 ? tq[v - v0] - P->target_lp[s] : NAN,
+                    .changed = (int8_t)(X->top1[v] != P->topk_id[(size_t)s * S->topk])};
             free(tq);
         } else {
             const pt_record *r = P->seqs[X->vars[v0].seq].rec;
@@ -274,28 +271,46 @@ static void flush_variants(pt_sweep *S, int kind) {
 
 /* ---- the experiments of one batch ------------------------------------------------------- */
 
-/* Variants are laid out window by window (each window starts at its own layer), so that the
- * variants of every sequence of the batch that start at the same layer share sub-batches. */
+/* Variants are computed window by window (each window starts at its own layer), so that the
+ * variants of every sequence of the batch that start at the same layer share sub-batches; the
+ * rows are written in (sequence, window, position) order. */
 static void knockout(pt_sweep *S) {
     pt_experiments *X = S->ex;
     pt_plan *P = &S->plan;
     int32_t **sets = pt_xcalloc((size_t)P->n_seqs, sizeof *sets);
+    int64_t *first = pt_xcalloc((size_t)P->n_seqs + 1, sizeof *first);
     int *n_set = pt_xcalloc((size_t)P->n_seqs, sizeof *n_set);
     for (int s = 0; s < P->n_seqs; s++) {
         sets[s] = pt_xmalloc((size_t)P->seqs[s].T * sizeof(int32_t));
         n_set[s] = position_set(S, &P->seqs[s], 0, sets[s]);
+        first[s + 1] = first[s] + (int64_t)n_set[s] * X->n_windows;
     }
+    X->ko = pt_xrealloc(X->ko, (size_t)(first[P->n_seqs] + 1) * sizeof *X->ko);
     for (int w = 0; w < X->n_windows; w++)
         for (int s = 0; s < P->n_seqs; s++)
             for (int k = 0; k < n_set[s]; k++) {
                 const int j = sets[s][k];
-                struct variant v = {s, j, w, X->windows[w][0], P->seqs[s].pair};
+                struct variant v = {s, j, w, X->windows[w][0], P->seqs[s].pair,
+                                    first[s] + (int64_t)w * n_set[s] + k};
                 add_variant(S, KIND_KNOCKOUT, s, j + 1, X->windows[w][0], j, X->windows[w][0],
                             X->windows[w][1], -1, v);
             }
     flush_variants(S, KIND_KNOCKOUT);
+    for (int s = 0; s < P->n_seqs; s++)
+        for (int w = 0; w < X->n_windows; w++)
+            for (int k = 0; k < n_set[s]; k++) {
+                const struct ko_row *row = &X->ko[first[s] + (int64_t)w * n_set[s] + k];
+                *(int64_t *)pt_sweep_rows(S, C_KO_SEQ, 1) = S->n_seqs_total + s;
+                *(int32_t *)pt_sweep_rows(S, C_KO_POS, 1) = sets[s][k];
+                *(int32_t *)pt_sweep_rows(S, C_KO_WIN, 1) = w;
+                *(float *)pt_sweep_rows(S, C_KO_KL, 1) = row->kl;
+                *(float *)pt_sweep_rows(S, C_KO_DTOP1, 1) = row->dtop1;
+                *(float *)pt_sweep_rows(S, C_KO_DTARGET, 1) = row->dtarget;
+                *(int8_t *)pt_sweep_rows(S, C_KO_CHANGED, 1) = row->changed;
+            }
     for (int s = 0; s < P->n_seqs; s++) free(sets[s]);
     free(sets);
+    free(first);
     free(n_set);
 }
 
@@ -309,7 +324,7 @@ static void patching(pt_sweep *S, pt_record **recs, int n) {
         if (A->T != B->T) continue; /* patching needs equal token counts */
         for (int l = 0; l < L; l++)
             for (int pos = 0; pos < A->T; pos++) {
-                struct variant v = {r->seq_local[0], pos, 0, l, p};
+                struct variant v = {r->seq_local[0], pos, 0, l, p, -1};
                 add_variant(S, KIND_PATCH, r->seq_local[0], pos, l, -1, 0, 0, B->kv0 + pos, v);
             }
     }
@@ -363,6 +378,34 @@ static void lens(pt_sweep *S) {
     free(top1);
     free(tgt);
     free(rows);
+}
+
+/* Rows the experiments of one record will run (each weighted by the share of layers it runs),
+ * so the main loop can cut batches of comparable work and commit regularly. Deterministic in
+ * the record, so a resumed run cuts the same batches. */
+int64_t pt_sweep_experiment_rows(pt_sweep *S, const pt_record *r) {
+    if (!S->experiments || r->status) return 0;
+    const pt_config *c = S->cfg;
+    const int L = c->n_layers;
+    int64_t rows = 0;
+    for (int side = 0; side < 1 + r->has_b; side++) {
+        const int64_t T = r->n_tok[side];
+        if (S->o->ablate_knockout) {
+            pt_bseq q = {.rec = (pt_record *)r, .side = side, .T = (int)T, .ids = r->ids[side]};
+            int32_t *set = pt_xmalloc((size_t)T * sizeof(int32_t));
+            const int n = position_set(S, &q, 0, set);
+            int64_t per_window = 0;
+            for (int k = 0; k < n; k++) per_window += T - 1 - set[k];
+            free(set);
+            for (int w = 0; w < S->ex->n_windows; w++)
+                rows += per_window * (L - S->ex->windows[w][0]) / L;
+        }
+    }
+    if (S->o->patch_resid && r->has_b && r->n_tok[0] == r->n_tok[1]) {
+        const int64_t T = r->n_tok[0];
+        rows += T * (T + 1) / 2 * (L + 1) / 2; /* sum over layers l of (L - l) / L */
+    }
+    return rows;
 }
 
 void pt_sweep_experiments(pt_sweep *S, pt_record **recs, int n) {

@@ -110,6 +110,7 @@ void pt_sweep_batch(pt_sweep *S, pt_record **recs, int n);
 int pt_sweep_setup_experiments(pt_sweep *S, pt_error *e);
 void pt_sweep_emit_windows(pt_sweep *S);
 void pt_sweep_experiments(pt_sweep *S, pt_record **recs, int n);
+int64_t pt_sweep_experiment_rows(pt_sweep *S, const pt_record *r);
 void pt_sweep_free_experiments(pt_sweep *S);
 
 #endif
