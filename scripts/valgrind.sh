@@ -8,6 +8,7 @@ VENV="${PUNCTUM_VENV:-$HOME/.cache/punctum/venv}"
 BUILD=${BUILD:-build}
 VG=(valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite)
 export OMP_NUM_THREADS=1
+export PUNCTUM_PCRE2_JIT=0 # valgrind cannot follow PCRE2's JIT-compiled code
 fail=0
 for t in "$BUILD"/test_*; do
   [ -x "$t" ] || continue
