@@ -234,41 +234,54 @@ int pt_cmd_inspect(int argc, char **argv) {
     int64_t pa = dset_rows(f, "/patching/resid/kl_to_b");
     if (pa > 0) printf("patching rows: %lld\n", (long long)pa);
 
-    /* most-attended tokens per layer: mean over heads of attn_mass, averaged over occurrences of
-     * the same token text; position 0 (the attention sink of most models) left out */
+    /* most-attended tokens per layer: attn_mass[j] / (T - j), the mean attention token j receives
+     * from the queries that can see it (so early positions are not favoured), averaged over heads
+     * and over the occurrences of the same token text; position 0 (the attention sink of most
+     * models) and the final position (seen only by itself) are left out, and token texts seen
+     * fewer than 3 times too when there are enough others */
     if (dset_rows(f, "/tokens/attn_mass") >= 0 && n_tok > 0 && L > 0 && H > 0) {
         tok_map map = {NULL, 0, 0, (int)L};
         const int64_t step = 4096;
         float *mass = pt_xmalloc((size_t)step * L * H * sizeof(float));
         int32_t *pos = pt_xmalloc((size_t)step * sizeof(int32_t));
         char **text = pt_xmalloc((size_t)step * sizeof(char *));
-        for (int64_t r0 = 0; r0 < n_tok; r0 += step) {
+        int64_t *seq = pt_xmalloc((size_t)step * sizeof(int64_t));
+        int32_t *seq_len = pt_xmalloc((size_t)(n_seqs > 0 ? n_seqs : 1) * sizeof(int32_t));
+        if (read_rows(f, "/seqs/n_tok", H5T_NATIVE_INT32, 0, n_seqs, 1, seq_len)) n_seqs = 0;
+        for (int64_t r0 = 0; r0 < n_tok && n_seqs > 0; r0 += step) {
             const int64_t m = n_tok - r0 < step ? n_tok - r0 : step;
             if (read_rows(f, "/tokens/attn_mass", H5T_NATIVE_FLOAT, r0, m, (size_t)(L * H), mass) ||
                 read_rows(f, "/tokens/pos", H5T_NATIVE_INT32, r0, m, 1, pos) ||
+                read_rows(f, "/tokens/seq", H5T_NATIVE_INT64, r0, m, 1, seq) ||
                 read_rows(f, "/tokens/text", stype, r0, m, 1, text))
                 break;
             for (int64_t i = 0; i < m; i++) {
-                if (pos[i] > 0) {
+                const int T = seq[i] >= 0 && seq[i] < n_seqs ? seq_len[seq[i]] : 0;
+                if (pos[i] > 0 && pos[i] < T - 1) {
                     tok_acc *a = map_get(&map, text[i] ? text[i] : "");
                     a->count++;
                     for (int l = 0; l < L; l++) {
                         double s = 0;
                         for (int h = 0; h < H; h++) s += mass[((size_t)i * L + l) * H + h];
-                        a->sum[l] += s / H;
+                        a->sum[l] += s / H / (T - pos[i]);
                     }
                 }
                 if (text[i]) H5free_memory(text[i]);
             }
         }
-        printf("\nmost-attended tokens per layer (mean attn_mass over heads and occurrences, position > 0):\n");
+        size_t frequent = 0;
+        for (size_t k = 0; k < map.cap; k++) frequent += map.slots[k].text && map.slots[k].count >= 3;
+        const int64_t min_count = frequent >= 2 * TOP ? 3 : 1;
+        printf("\nmost-attended tokens per layer (attention received per later query, mean over heads\n"
+               "and occurrences; first and final positions left out%s):\n",
+               min_count > 1 ? "; tokens seen at least 3 times" : "");
         for (int l = 0; l < L; l++) {
             const tok_acc *best[TOP] = {0};
             double bv[TOP];
             for (int k = 0; k < TOP; k++) bv[k] = -1;
             for (size_t s = 0; s < map.cap; s++) {
                 const tok_acc *a = &map.slots[s];
-                if (!a->text || a->count == 0) continue;
+                if (!a->text || a->count < min_count) continue;
                 const double v = a->sum[l] / a->count;
                 for (int k = 0; k < TOP; k++)
                     if (v > bv[k]) {
@@ -283,7 +296,7 @@ int pt_cmd_inspect(int argc, char **argv) {
             for (int k = 0; k < TOP && best[k]; k++) {
                 putchar(' ');
                 print_escaped(best[k]->text);
-                printf(" %.2f", bv[k]);
+                printf(" %.3f", bv[k]);
             }
             putchar('\n');
         }
@@ -295,6 +308,8 @@ int pt_cmd_inspect(int argc, char **argv) {
         free(mass);
         free(pos);
         free(text);
+        free(seq);
+        free(seq_len);
     }
     H5Tclose(stype);
     H5Fclose(f);
