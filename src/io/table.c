@@ -50,7 +50,7 @@ void pt_batch_free(pt_batch *b) {
 void *pt_col_append(pt_batch *b, int i, size_t rows) {
     pt_col *c = &b->cols[i];
     const size_t esz = pt_ctype_size(c->spec.type) * c->row_elems;
-    if (c->n_rows + rows > c->cap_rows) {
+    if (c->n_rows + rows > c->cap_rows || !c->data) { /* never hand out NULL, even for 0 rows */
         size_t cap = c->cap_rows ? c->cap_rows : 64;
         while (cap < c->n_rows + rows) cap *= 2;
         c->data = pt_xrealloc(c->data, cap * esz);
