@@ -1,0 +1,187 @@
+# punctum — the CUDA backend (kernels/) and its CPU emulation build (tests/emu/), included by
+# CMakeLists.txt. Everything here is optional and guarded:
+#
+#   nvcc found (and PT_CUDA=ON, default)      the real backend goes into punctum_core / punctum;
+#                                             CMAKE_CUDA_ARCHITECTURES defaults to "80;90".
+#   CUDA headers found (PT_CUDA_EMU=ON, def.) punctum-emu: the same main/engine sources with the
+#                                             backend compiled as host C++ against tests/emu/, and
+#                                             the `cuda-emu` tests.
+#   neither                                   nothing changes: cuda_absent.c provides the stubs.
+#
+# Kernel sources are compiled once per build kind: kernels/cuda_backend.cu by nvcc, and the same
+# file included by tests/emu/emu_backend.cpp for the emulation.
+
+option(PT_CUDA "Build the CUDA backend into punctum when nvcc is available" ON)
+option(PT_CUDA_EMU "Build punctum-emu (CUDA backend on the CPU emulation) when CUDA headers are available" ON)
+option(PT_CUDA_MMA "Tensor-core (mma.sync) attention path for bf16/f16" ON)
+
+# What punctum_core was configured with, before anything CUDA is added to it (the emulation
+# build compiles the same sources with the same settings).
+get_target_property(PT_CORE_LIBS punctum_core LINK_LIBRARIES)
+get_target_property(PT_CORE_INCS punctum_core INCLUDE_DIRECTORIES)
+get_target_property(PT_CORE_DEFS punctum_core COMPILE_DEFINITIONS)
+foreach(v PT_CORE_LIBS PT_CORE_INCS PT_CORE_DEFS)
+  if(NOT ${v})
+    set(${v} "")
+  endif()
+endforeach()
+
+# ---- CUDA headers (for the emulation; no GPU and no nvcc needed) -----------------------------
+set(PT_CUDA_INCLUDE_DIR "")
+if(PT_CUDA_EMU)
+  find_package(CUDAToolkit QUIET)
+  set(_pt_hint_dirs)
+  if(CUDAToolkit_FOUND)
+    list(APPEND _pt_hint_dirs ${CUDAToolkit_INCLUDE_DIRS})
+  endif()
+  list(APPEND _pt_hint_dirs $ENV{CUDA_HOME}/include $ENV{CUDA_PATH}/include /usr/local/cuda/include
+       /opt/cuda/include /usr/include)
+  find_path(PT_CUDA_INCLUDE_DIR_FOUND NAMES cublasLt.h PATHS ${_pt_hint_dirs} NO_DEFAULT_PATH)
+  if(PT_CUDA_INCLUDE_DIR_FOUND AND EXISTS ${PT_CUDA_INCLUDE_DIR_FOUND}/cuda_runtime_api.h
+     AND EXISTS ${PT_CUDA_INCLUDE_DIR_FOUND}/cuda_bf16.h)
+    set(PT_CUDA_INCLUDE_DIR ${PT_CUDA_INCLUDE_DIR_FOUND})
+  endif()
+endif()
+
+# ---- the real backend (nvcc) -----------------------------------------------------------------
+set(PT_HAVE_REAL_CUDA OFF)
+if(PT_CUDA)
+  include(CheckLanguage)
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES "80;90")
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(PT_HAVE_REAL_CUDA ON)
+  endif()
+endif()
+
+set(PT_CUDA_BACKEND_BUILT ${PT_HAVE_REAL_CUDA} CACHE INTERNAL "the cuda backend is compiled into punctum")
+if(PT_HAVE_REAL_CUDA)
+  message(STATUS "punctum: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
+  set(CMAKE_CUDA_STANDARD 17)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  # The top-level add_compile_options(-Wall -Wextra ...) are host-compiler flags: nvcc takes
+  # them through -Xcompiler. Rewrite punctum_core's options per language.
+  get_target_property(_pt_opts punctum_core COMPILE_OPTIONS)
+  set(_pt_new_opts)
+  if(_pt_opts)
+    foreach(o ${_pt_opts})
+      list(APPEND _pt_new_opts "$<$<COMPILE_LANGUAGE:C,CXX>:${o}>" "$<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=${o}>")
+      if(o STREQUAL "-Werror")
+        list(APPEND _pt_new_opts "$<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings>")
+      endif()
+    endforeach()
+    set_target_properties(punctum_core PROPERTIES COMPILE_OPTIONS "${_pt_new_opts}")
+  endif()
+  target_sources(punctum_core PRIVATE ${CMAKE_SOURCE_DIR}/kernels/cuda_backend.cu)
+  target_include_directories(punctum_core PRIVATE ${CMAKE_SOURCE_DIR}/kernels)
+  target_compile_definitions(punctum_core PRIVATE PT_HAVE_CUDA PT_CUDA_MMA=$<BOOL:${PT_CUDA_MMA}>)
+  target_compile_options(punctum_core PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo --expt-relaxed-constexpr -Xptxas=-warn-spills>)
+  target_link_libraries(punctum_core PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt)
+  set_target_properties(punctum_core PROPERTIES CUDA_SEPARABLE_COMPILATION OFF)
+  # Targets defined before CUDA was enabled (punctum, the unit tests) link CUDA code through
+  # punctum_core and need the architectures too.
+  get_property(_pt_targets DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTY BUILDSYSTEM_TARGETS)
+  foreach(t ${_pt_targets})
+    get_target_property(_pt_type ${t} TYPE)
+    if(NOT _pt_type STREQUAL "INTERFACE_LIBRARY" AND NOT _pt_type STREQUAL "UTILITY")
+      set_target_properties(${t} PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
+    endif()
+  endforeach()
+elseif(PT_CUDA)
+  message(STATUS "punctum: CUDA backend OFF (no nvcc found)")
+endif()
+
+# ---- Python for the end-to-end tests (torch, transformers, h5py: scripts/setup.sh's venv) -------
+set(PT_PYTHON "" CACHE FILEPATH "Python with torch, transformers, h5py for the end-to-end tests")
+if(PT_PYTHON)
+  set(_pt_py ${PT_PYTHON})
+elseif(EXISTS $ENV{HOME}/.cache/punctum/venv/bin/python)
+  set(_pt_py $ENV{HOME}/.cache/punctum/venv/bin/python)
+else()
+  find_program(_pt_py NAMES python3)
+endif()
+
+# ---- the emulation build ----------------------------------------------------------------------
+enable_testing()
+if(PT_CUDA_INCLUDE_DIR)
+  message(STATUS "punctum: punctum-emu ON (CUDA headers: ${PT_CUDA_INCLUDE_DIR})")
+  enable_language(CXX)
+  set(CMAKE_CXX_STANDARD 17)
+  set(CMAKE_CXX_STANDARD_REQUIRED ON)
+  set(CMAKE_CXX_EXTENSIONS ON)
+
+  add_library(punctum_core_emu STATIC ${PT_CORE_SOURCES}
+    ${CMAKE_SOURCE_DIR}/tests/emu/cuda_emu.cpp
+    ${CMAKE_SOURCE_DIR}/tests/emu/emu_backend.cpp)
+  target_include_directories(punctum_core_emu PUBLIC ${PT_CORE_INCS})
+  target_include_directories(punctum_core_emu PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
+  target_include_directories(punctum_core_emu SYSTEM PRIVATE ${PT_CUDA_INCLUDE_DIR})
+  target_compile_definitions(punctum_core_emu PUBLIC ${PT_CORE_DEFS})
+  target_compile_definitions(punctum_core_emu PRIVATE PT_HAVE_CUDA PT_CUDA_EMU PT_CUDA_MMA=$<BOOL:${PT_CUDA_MMA}>)
+  target_link_libraries(punctum_core_emu PUBLIC ${PT_CORE_LIBS})
+  if(PT_SANITIZE AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    # GCC 12 miscompiles UBSan's null check of a TLS address (a `je` after an `lea`, on stale
+    # flags) and reports threadIdx & co. as null at random: keep every check but that one.
+    set_source_files_properties(${CMAKE_SOURCE_DIR}/tests/emu/emu_backend.cpp PROPERTIES
+      COMPILE_OPTIONS "-fno-sanitize=null")
+  endif()
+
+  add_executable(punctum-emu ${CMAKE_SOURCE_DIR}/src/cli/main.c)
+  target_link_libraries(punctum-emu PRIVATE punctum_core_emu)
+
+  # op-by-op comparison: the emulated cuda backend against the cpu backend
+  add_executable(test_backend_ops_emu ${CMAKE_SOURCE_DIR}/tests/emu/test_backend_ops.c)
+  target_link_libraries(test_backend_ops_emu PRIVATE punctum_core_emu)
+  add_test(NAME cuda_emu_backend_ops COMMAND test_backend_ops_emu WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(cuda_emu_backend_ops PROPERTIES LABELS cuda-emu TIMEOUT 600)
+  # the same with the threads of every block run in a random order between barriers: a result
+  # that changes reads shared memory no barrier orders (a race on a GPU)
+  add_test(NAME cuda_emu_backend_ops_shuffled COMMAND test_backend_ops_emu --seed 7
+           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(cuda_emu_backend_ops_shuffled PROPERTIES LABELS cuda-emu TIMEOUT 600
+                       ENVIRONMENT PUNCTUM_EMU_SCHEDULE=shuffle)
+
+  # the emulation layer itself: barriers, shuffles, indices, cuBLAS / cuBLASLt conventions
+  add_executable(test_emu_selftest ${CMAKE_SOURCE_DIR}/tests/emu/test_emu_selftest.cpp)
+  target_include_directories(test_emu_selftest PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
+  target_include_directories(test_emu_selftest SYSTEM PRIVATE ${PT_CUDA_INCLUDE_DIR})
+  target_compile_definitions(test_emu_selftest PRIVATE PT_CUDA_EMU)
+  target_link_libraries(test_emu_selftest PRIVATE punctum_core_emu)
+  add_test(NAME cuda_emu_selftest COMMAND test_emu_selftest)
+  set_tests_properties(cuda_emu_selftest PROPERTIES LABELS cuda-emu TIMEOUT 120)
+
+  # end to end: punctum-emu --backend cuda vs punctum --backend cpu on tiny random models
+  if(_pt_py)
+    add_test(NAME cuda_emu_e2e
+      COMMAND ${_pt_py} ${CMAKE_SOURCE_DIR}/tests/emu/e2e.py
+              --punctum $<TARGET_FILE:punctum> --other $<TARGET_FILE:punctum-emu>
+              --work ${CMAKE_BINARY_DIR}/cuda-emu-e2e
+      WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+    set_tests_properties(cuda_emu_e2e PROPERTIES LABELS cuda-emu TIMEOUT 900 SKIP_RETURN_CODE 77)
+  endif()
+elseif(PT_CUDA_EMU)
+  message(STATUS "punctum: punctum-emu OFF (no CUDA headers found)")
+else()
+  message(STATUS "punctum: punctum-emu OFF (PT_CUDA_EMU=OFF)")
+endif()
+
+# ---- GPU tests (real backend; skipped where no GPU is usable) -----------------------------------
+if(PT_HAVE_REAL_CUDA)
+  add_executable(test_backend_ops_cuda ${CMAKE_SOURCE_DIR}/tests/emu/test_backend_ops.c)
+  target_link_libraries(test_backend_ops_cuda PRIVATE punctum_core)
+  add_test(NAME cuda_backend_ops COMMAND test_backend_ops_cuda --skip-without-gpu WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(cuda_backend_ops PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900)
+  if(_pt_py)
+    add_test(NAME cuda_e2e
+      COMMAND ${_pt_py} ${CMAKE_SOURCE_DIR}/tests/emu/e2e.py
+              --punctum $<TARGET_FILE:punctum> --other $<TARGET_FILE:punctum> --skip-without-cuda
+              --work ${CMAKE_BINARY_DIR}/cuda-e2e
+      WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+    set_tests_properties(cuda_e2e PROPERTIES LABELS gpu TIMEOUT 1800 SKIP_RETURN_CODE 77)
+  endif()
+endif()

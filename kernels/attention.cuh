@@ -1,0 +1,508 @@
+/* punctum — attention kernels of the CUDA backend. Semantics: cpu.c attend_segment_head.
+ *
+ * The T x T matrix is never materialised. Two passes over the packed segments:
+ *
+ * 1. k_attn_fwd*: query-major flash pass. A block owns (a tile of one segment's queries, one
+ *    head) and streams the visible keys in tiles with an online softmax; it writes the output
+ *    rows and each query's log-sum-exp (lse) of its scaled, masked scores.
+ * 2. k_attn_stats*: key-major statistics pass (only when mass / last / patterns are wanted). A
+ *    block owns (a tile of one segment's keys, one head), walks the segment's queries that can
+ *    see them, recomputes p = exp(s - lse) with the same score arithmetic as pass 1, and
+ *    accumulates attn_mass for its keys in registers: each (segment, key, head) has exactly one
+ *    owner, so no atomics; it also writes attn_last (the final query's row) and patterns.
+ *
+ * Key position j of a segment lives in cache row prefix_kv + j (j < pos0) or own_kv + j - pos0.
+ * Query i sees key j iff j <= i, i - j < window (window > 0), and not (j == ko && i > j).
+ *
+ * Two implementations of each pass:
+ * - plain (every dtype; the only one for f32): float FMAs, one key per lane for scores and
+ *   one head dimension per lane (strided) for the output; HD = head_dim rounded up to 32..256.
+ * - mma (bf16/f16 compute dtypes, head_dim <= 128, PT_CUDA_MMA): tensor-core tiles
+ *   (mma.sync m16n8k16; q, k, v and p rounded to f16, or bf16 with PUNCTUM_CUDA_MMA=bf16;
+ *   float accumulation), FlashAttention-2 style register-resident softmax and output. */
+#ifndef PUNCTUM_KERNELS_ATTENTION_CUH
+#define PUNCTUM_KERNELS_ATTENTION_CUH
+
+#include "pt_cuda.h"
+
+#include <math.h>
+
+enum { PT_SEG_MASS = 1, PT_SEG_LAST = 2, PT_SEG_PATTERN = 4 };
+
+/* A segment as the kernels see it: one layer's knockout already resolved. */
+struct pt_attn_seg {
+    int row, n_q, pos0, prefix_kv, own_kv;
+    int ko;        /* knocked-out key position in this layer, -1: none */
+    int final_pos; /* query position whose row goes to attn_last (-1: none) */
+    int flags;     /* PT_SEG_* wanted for this segment */
+    long long mass_row, last_row, pattern_row;
+};
+
+/* One block's work: segment and first query (pass 1) or first key (pass 2). */
+struct pt_attn_item {
+    int seg, start;
+};
+
+struct pt_attn_params {
+    const float *q;
+    int q_stride;
+    const float *k, *v; /* this layer's cache */
+    float *out;         /* [rows, H * hd] */
+    float *lse;         /* [rows, H] */
+    const pt_attn_seg *segs;
+    const pt_attn_item *items;
+    float *mass, *last, *pattern;
+    int LH, layer_off; /* n_layers * H, layer * H */
+    int H, group, hd, kvd, window;
+    float scale;
+};
+
+PT_DEV int pt_kv_row(const pt_attn_seg &s, int j) {
+    return j < s.pos0 ? s.prefix_kv + j : s.own_kv + (j - s.pos0);
+}
+PT_DEV bool pt_visible(int i, int j, int window, int ko) {
+    return j <= i && (window <= 0 || i - j < window) && !(j == ko && i > j);
+}
+
+/* ============================================================================================
+ * plain path
+ * ========================================================================================== */
+
+template <int HD> struct pt_plain_cfg {
+    static constexpr int RW = HD <= 128 ? 8 : 2;    /* query rows per warp (pass 1) */
+    static constexpr int BQ = 4 * RW;               /* query rows per block (pass 1) */
+    static constexpr int BK = 32;                   /* keys per tile (pass 1): one per lane */
+    static constexpr int KB = HD <= 128 ? 64 : 32;  /* keys per block (pass 2): one per thread */
+    static constexpr int QB = HD <= 64 ? 32 : (HD <= 128 ? 16 : 8); /* queries per tile (pass 2) */
+};
+
+template <int HD>
+__global__ void __launch_bounds__(128) k_attn_fwd(pt_attn_params P) {
+    using C = pt_plain_cfg<HD>;
+    constexpr int RW = C::RW, BQ = C::BQ, BK = C::BK, NC = HD / 32;
+    __shared__ float Qs[BQ][HD];
+    __shared__ float KVs[BK][HD + 1]; /* keys, then values, of the current tile */
+    __shared__ float Ps[4][RW][BK];
+
+    const pt_attn_item it = P.items[blockIdx.x];
+    const pt_attn_seg s = P.segs[it.seg];
+    const int h = blockIdx.y, kvh = h / P.group, hd = P.hd;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int q0 = it.start, nq = s.n_q - q0 < BQ ? s.n_q - q0 : BQ;
+    const int i_first = s.pos0 + q0, i_last = i_first + nq - 1;
+
+    for (int x = tid; x < BQ * HD; x += blockDim.x) {
+        const int r = x / HD, d = x % HD;
+        Qs[r][d] = r < nq && d < hd ? P.q[(size_t)(s.row + q0 + r) * P.q_stride + (size_t)h * hd + d] : 0.0f;
+    }
+
+    float m[RW], l[RW], o[RW][NC];
+PT_UNROLL
+    for (int r = 0; r < RW; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+PT_UNROLL
+        for (int c = 0; c < NC; c++) o[r][c] = 0.0f;
+    }
+    /* this warp's queries: positions wi0 .. wi1 (none when w * RW >= nq) */
+    const int wi0 = i_first + w * RW;
+    const int wi1 = wi0 + RW - 1 < i_last ? wi0 + RW - 1 : i_last;
+    const bool warp_live = w * RW < nq;
+    const int j_lo = P.window > 0 && i_first - P.window + 1 > 0 ? i_first - P.window + 1 : 0;
+
+    for (int j0 = j_lo; j0 <= i_last; j0 += BK) {
+        const int nk = i_last - j0 + 1 < BK ? i_last - j0 + 1 : BK;
+        __syncthreads(); /* Qs written / previous values consumed */
+        for (int x = tid; x < BK * HD; x += blockDim.x) {
+            const int jj = x / HD, d = x % HD;
+            KVs[jj][d] = jj < nk && d < hd ? P.k[(size_t)pt_kv_row(s, j0 + jj) * P.kvd + (size_t)kvh * hd + d] : 0.0f;
+        }
+        __syncthreads();
+        /* does any query of this warp see any key of the tile? (warp-uniform) */
+        const bool active = warp_live && j0 <= wi1 &&
+                            (P.window <= 0 || j0 + nk - 1 > wi0 - P.window);
+        float corr[RW];
+        if (active) {
+            const int j = j0 + lane;
+            float sc[RW];
+PT_UNROLL
+            for (int r = 0; r < RW; r++) sc[r] = 0.0f;
+            for (int d = 0; d < hd; d++) {
+                const float kd = KVs[lane][d];
+PT_UNROLL
+                for (int r = 0; r < RW; r++) sc[r] += Qs[w * RW + r][d] * kd;
+            }
+PT_UNROLL
+            for (int r = 0; r < RW; r++) {
+                const int i = wi0 + r;
+                const bool ok = i <= i_last && lane < nk && pt_visible(i, j, P.window, s.ko);
+                const float x = ok ? sc[r] * P.scale : -INFINITY;
+                const float mt = pt_warp_max(x);
+                const float mn = mt > m[r] ? mt : m[r];
+                const float p = ok ? expf(x - mn) : 0.0f;
+                corr[r] = m[r] == -INFINITY ? 0.0f : expf(m[r] - mn);
+                l[r] = l[r] * corr[r] + pt_warp_sum(p);
+                m[r] = mn;
+                Ps[w][r][lane] = p;
+            }
+        }
+        __syncthreads(); /* scores done: the tile's keys can be replaced by its values */
+        for (int x = tid; x < BK * HD; x += blockDim.x) {
+            const int jj = x / HD, d = x % HD;
+            KVs[jj][d] = jj < nk && d < hd ? P.v[(size_t)pt_kv_row(s, j0 + jj) * P.kvd + (size_t)kvh * hd + d] : 0.0f;
+        }
+        __syncthreads();
+        if (active) {
+PT_UNROLL
+            for (int r = 0; r < RW; r++)
+PT_UNROLL
+                for (int c = 0; c < NC; c++) o[r][c] *= corr[r];
+            for (int jj = 0; jj < nk; jj++) {
+PT_UNROLL
+                for (int c = 0; c < NC; c++) {
+                    const float vv = KVs[jj][lane + 32 * c];
+PT_UNROLL
+                    for (int r = 0; r < RW; r++) o[r][c] += Ps[w][r][jj] * vv;
+                }
+            }
+        }
+    }
+    if (warp_live) {
+        const int od = P.H * hd;
+PT_UNROLL
+        for (int r = 0; r < RW; r++) {
+            const int qr = w * RW + r;
+            if (qr >= nq) continue;
+            const size_t row = (size_t)s.row + q0 + qr;
+            const float inv = 1.0f / l[r];
+PT_UNROLL
+            for (int c = 0; c < NC; c++) {
+                const int d = lane + 32 * c;
+                if (d < hd) P.out[row * od + (size_t)h * hd + d] = o[r][c] * inv;
+            }
+            if (lane == 0) P.lse[row * P.H + h] = m[r] + logf(l[r]);
+        }
+    }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_params P) {
+    using C = pt_plain_cfg<HD>;
+    constexpr int KB = C::KB, QB = C::QB;
+    __shared__ float Ks[KB][HD + 1];
+    __shared__ float Qs[QB][HD];
+    __shared__ float Ls[QB];
+
+    const pt_attn_item it = P.items[blockIdx.x];
+    const pt_attn_seg s = P.segs[it.seg];
+    const int h = blockIdx.y, kvh = h / P.group, hd = P.hd, tid = threadIdx.x;
+    const int lh = P.layer_off + h;
+    const int n_keys = s.pos0 + s.n_q;
+    const int j0 = it.start, j = j0 + tid;
+    const bool kvalid = j < n_keys;
+
+    for (int x = tid; x < KB * HD; x += blockDim.x) {
+        const int jj = x / HD, d = x % HD;
+        Ks[jj][d] = j0 + jj < n_keys && d < hd
+                        ? P.k[(size_t)pt_kv_row(s, j0 + jj) * P.kvd + (size_t)kvh * hd + d] : 0.0f;
+    }
+    const bool want_mass = s.flags & PT_SEG_MASS, want_pat = s.flags & PT_SEG_PATTERN;
+    const bool want_last = s.flags & PT_SEG_LAST;
+    int i_begin = s.pos0 > j0 ? s.pos0 : j0, i_end = n_keys;
+    if (!want_mass && !want_pat) { /* attn_last alone: the final query only */
+        i_begin = s.final_pos;
+        i_end = s.final_pos + 1;
+    } else if (!want_pat && !want_last && P.window > 0 && j0 + KB - 1 + P.window < i_end) {
+        i_end = j0 + KB - 1 + P.window; /* later queries see none of these keys */
+    }
+    float acc = 0.0f;
+    for (int qt = i_begin; qt < i_end; qt += QB) {
+        const int nq = i_end - qt < QB ? i_end - qt : QB;
+        __syncthreads();
+        for (int x = tid; x < QB * HD; x += blockDim.x) {
+            const int r = x / HD, d = x % HD;
+            Qs[r][d] = r < nq && d < hd
+                           ? P.q[(size_t)(s.row + qt + r - s.pos0) * P.q_stride + (size_t)h * hd + d] : 0.0f;
+        }
+        for (int r = tid; r < QB; r += blockDim.x)
+            Ls[r] = r < nq ? P.lse[(size_t)(s.row + qt + r - s.pos0) * P.H + h] : 0.0f;
+        __syncthreads();
+        if (!kvalid) continue;
+        for (int r = 0; r < nq; r++) {
+            const int i = qt + r;
+            if (j > i) continue;
+            float dot = 0.0f;
+            for (int d = 0; d < hd; d++) dot += Qs[r][d] * Ks[tid][d];
+            const float p = pt_visible(i, j, P.window, s.ko) ? expf(dot * P.scale - Ls[r]) : 0.0f;
+            acc += p;
+            if (want_pat) P.pattern[(size_t)(s.pattern_row + (long long)i * (i + 1) / 2 + j) * P.LH + lh] = p;
+            if (want_last && i == s.final_pos) P.last[(size_t)(s.last_row + j) * P.LH + lh] = p;
+        }
+    }
+    if (want_mass && kvalid) P.mass[(size_t)(s.mass_row + j) * P.LH + lh] += acc;
+}
+
+/* ============================================================================================
+ * tensor-core (mma.sync m16n8k16) path
+ * ========================================================================================== */
+
+template <int HDP> struct pt_mma_cfg {
+    static constexpr int BQ = 64;       /* queries per block (pass 1): 16 per warp */
+    static constexpr int BK = 64;       /* keys per tile (pass 1) */
+    static constexpr int KB = 64;       /* keys per block (pass 2): 16 per warp */
+    static constexpr int QB = 64;       /* queries per tile (pass 2) */
+    static constexpr int LD = HDP + 8;  /* smem row stride in elements: conflict-free fragments */
+    static constexpr int KS = HDP / 16; /* k-steps over the head dimension */
+    static constexpr int ND = HDP / 8;  /* 8-wide n-blocks over the head dimension */
+};
+
+/* Fill rows [0, nrows) x [0, HDP) of a [64][LD] T tile from float source rows (zero padding). */
+template <int HDP, class T, class RowFn>
+PT_DEV void pt_load_tile(T (*dst)[pt_mma_cfg<HDP>::LD], int nrows, int hd, RowFn src_row) {
+    for (int x = threadIdx.x; x < 64 * HDP; x += blockDim.x) {
+        const int r = x / HDP, d = x % HDP;
+        float v = 0.0f;
+        if (r < nrows && d < hd) v = src_row(r)[d];
+        pt_st(&dst[r][d], v);
+    }
+}
+
+PT_DEV uint32_t pt_ld32(const void *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return u;
+}
+template <class T> PT_DEV uint32_t pt_ld2x16(const T *lo, const T *hi) {
+    uint16_t a, b;
+    memcpy(&a, lo, 2);
+    memcpy(&b, hi, 2);
+    return (uint32_t)a | ((uint32_t)b << 16);
+}
+
+template <int HDP, class T>
+__global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
+    using C = pt_mma_cfg<HDP>;
+    constexpr int BK = C::BK, LD = C::LD, KS = C::KS, ND = C::ND;
+    __shared__ __align__(16) T Ks[64][LD]; /* the Q tile first, then each tile's keys */
+    __shared__ __align__(16) T Vs[64][LD];
+
+    const pt_attn_item it = P.items[blockIdx.x];
+    const pt_attn_seg s = P.segs[it.seg];
+    const int h = blockIdx.y, kvh = h / P.group, hd = P.hd;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int q0 = it.start, nq = s.n_q - q0 < C::BQ ? s.n_q - q0 : C::BQ;
+    const int i_first = s.pos0 + q0, i_last = i_first + nq - 1;
+
+    pt_load_tile<HDP>(Ks, nq, hd, [&](int r) {
+        return P.q + (size_t)(s.row + q0 + r) * P.q_stride + (size_t)h * hd;
+    });
+    __syncthreads();
+    uint32_t qa[KS][4];
+PT_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        const int c = ks * 16 + 2 * t;
+        qa[ks][0] = pt_ld32(&Ks[16 * w + g][c]);
+        qa[ks][1] = pt_ld32(&Ks[16 * w + g + 8][c]);
+        qa[ks][2] = pt_ld32(&Ks[16 * w + g][c + 8]);
+        qa[ks][3] = pt_ld32(&Ks[16 * w + g + 8][c + 8]);
+    }
+    /* rows g and g + 8 of this warp's 16 */
+    const int ia = i_first + 16 * w + g, ib = ia + 8;
+    const bool va = ia <= i_last, vb = ib <= i_last;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float o[ND][4];
+PT_UNROLL
+    for (int n = 0; n < ND; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    const int wi0 = i_first + 16 * w, wi1 = wi0 + 15 < i_last ? wi0 + 15 : i_last;
+    const bool warp_live = 16 * w < nq;
+    const int j_lo = P.window > 0 && i_first - P.window + 1 > 0 ? i_first - P.window + 1 : 0;
+
+    for (int j0 = j_lo; j0 <= i_last; j0 += BK) {
+        const int nk = i_last - j0 + 1 < BK ? i_last - j0 + 1 : BK;
+        __syncthreads(); /* the Q tile / previous keys and values consumed */
+        const float *kbase = P.k + (size_t)kvh * hd, *vbase = P.v + (size_t)kvh * hd;
+        pt_load_tile<HDP>(Ks, nk, hd, [&](int r) { return kbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
+        pt_load_tile<HDP>(Vs, nk, hd, [&](int r) { return vbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
+        __syncthreads();
+        const bool active = warp_live && j0 <= wi1 && (P.window <= 0 || j0 + nk - 1 > wi0 - P.window);
+        if (!active) continue; /* warp-uniform; the next __syncthreads is at the loop top */
+        /* S = Q K^T for 16 rows x 64 keys */
+        float sc[8][4];
+PT_UNROLL
+        for (int nb = 0; nb < 8; nb++) {
+            sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
+PT_UNROLL
+            for (int ks = 0; ks < KS; ks++) {
+                uint32_t b[2];
+                b[0] = pt_ld32(&Ks[nb * 8 + g][ks * 16 + 2 * t]);
+                b[1] = pt_ld32(&Ks[nb * 8 + g][ks * 16 + 8 + 2 * t]);
+                pt_mma16816(sc[nb], qa[ks], b, sc[nb], (T *)nullptr);
+            }
+        }
+        /* mask, scale, online softmax (rows g: elements 0,1; g + 8: elements 2,3) */
+        float mx[2] = {-INFINITY, -INFINITY};
+PT_UNROLL
+        for (int nb = 0; nb < 8; nb++)
+PT_UNROLL
+            for (int e = 0; e < 4; e++) {
+                const int jj = nb * 8 + 2 * t + (e & 1), j = j0 + jj;
+                const int i = e < 2 ? ia : ib;
+                const bool ok = (e < 2 ? va : vb) && jj < nk && pt_visible(i, j, P.window, s.ko);
+                const float x = ok ? sc[nb][e] * P.scale : -INFINITY;
+                sc[nb][e] = x;
+                mx[e >> 1] = x > mx[e >> 1] ? x : mx[e >> 1];
+            }
+        float corr[2];
+PT_UNROLL
+        for (int rr = 0; rr < 2; rr++) {
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+            const float mn = mx[rr] > m[rr] ? mx[rr] : m[rr];
+            corr[rr] = m[rr] == -INFINITY ? 0.0f : expf(m[rr] - mn);
+            m[rr] = mn;
+            l[rr] *= corr[rr];
+        }
+        uint32_t pa[4][4]; /* P as the A operand of 4 k-steps of 16 keys */
+PT_UNROLL
+        for (int nb = 0; nb < 8; nb++) {
+            float p[4];
+PT_UNROLL
+            for (int e = 0; e < 4; e++) {
+                p[e] = sc[nb][e] == -INFINITY ? 0.0f : expf(sc[nb][e] - m[e >> 1]);
+                l[e >> 1] += p[e];
+            }
+            const int kk = nb >> 1, hi = nb & 1;
+            pa[kk][0 + 2 * hi] = pt_pack2(p[0], p[1], (T *)nullptr);
+            pa[kk][1 + 2 * hi] = pt_pack2(p[2], p[3], (T *)nullptr);
+        }
+PT_UNROLL
+        for (int n = 0; n < ND; n++) {
+            o[n][0] *= corr[0], o[n][1] *= corr[0];
+            o[n][2] *= corr[1], o[n][3] *= corr[1];
+        }
+        /* O += P V */
+PT_UNROLL
+        for (int kk = 0; kk < 4; kk++) {
+            const int r0 = kk * 16 + 2 * t;
+PT_UNROLL
+            for (int n = 0; n < ND; n++) {
+                const int c = n * 8 + g;
+                uint32_t b[2];
+                b[0] = pt_ld2x16(&Vs[r0][c], &Vs[r0 + 1][c]);
+                b[1] = pt_ld2x16(&Vs[r0 + 8][c], &Vs[r0 + 9][c]);
+                pt_mma16816(o[n], pa[kk], b, o[n], (T *)nullptr);
+            }
+        }
+    }
+    /* row sums: each lane holds its columns' share */
+PT_UNROLL
+    for (int rr = 0; rr < 2; rr++) {
+        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
+        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
+    }
+    const int od = P.H * hd;
+PT_UNROLL
+    for (int rr = 0; rr < 2; rr++) {
+        if (!(rr ? vb : va)) continue;
+        const size_t row = (size_t)s.row + q0 + 16 * w + g + 8 * rr;
+        const float inv = 1.0f / l[rr];
+PT_UNROLL
+        for (int n = 0; n < ND; n++)
+PT_UNROLL
+            for (int e = 0; e < 2; e++) {
+                const int d = n * 8 + 2 * t + e;
+                if (d < hd) P.out[row * od + (size_t)h * hd + d] = o[n][2 * rr + e] * inv;
+            }
+        if (t == 0) P.lse[row * P.H + h] = m[rr] + logf(l[rr]);
+    }
+}
+
+template <int HDP, class T>
+__global__ void __launch_bounds__(128, 1) k_attn_stats_mma(pt_attn_params P) {
+    using C = pt_mma_cfg<HDP>;
+    constexpr int QB = C::QB, LD = C::LD, KS = C::KS;
+    __shared__ __align__(16) T Qs[64][LD]; /* this block's keys first, then each query tile */
+    __shared__ float Ls[QB];
+
+    const pt_attn_item it = P.items[blockIdx.x];
+    const pt_attn_seg s = P.segs[it.seg];
+    const int h = blockIdx.y, kvh = h / P.group, hd = P.hd, lh = P.layer_off + h;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int n_keys = s.pos0 + s.n_q, j0 = it.start;
+    const int nkb = n_keys - j0 < C::KB ? n_keys - j0 : C::KB;
+
+    const float *kbase = P.k + (size_t)kvh * hd;
+    pt_load_tile<HDP>(Qs, nkb, hd, [&](int r) { return kbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
+    __syncthreads();
+    uint32_t ka[KS][4];
+PT_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        const int c = ks * 16 + 2 * t;
+        ka[ks][0] = pt_ld32(&Qs[16 * w + g][c]);
+        ka[ks][1] = pt_ld32(&Qs[16 * w + g + 8][c]);
+        ka[ks][2] = pt_ld32(&Qs[16 * w + g][c + 8]);
+        ka[ks][3] = pt_ld32(&Qs[16 * w + g + 8][c + 8]);
+    }
+    /* this lane's keys: rows g and g + 8 of the warp's 16 */
+    const int ja = j0 + 16 * w + g, jb = ja + 8;
+    const bool ka_ok = ja < n_keys, kb_ok = jb < n_keys;
+    const int wj0 = j0 + 16 * w;
+
+    const bool want_mass = s.flags & PT_SEG_MASS, want_pat = s.flags & PT_SEG_PATTERN;
+    const bool want_last = s.flags & PT_SEG_LAST;
+    int i_begin = s.pos0 > j0 ? s.pos0 : j0, i_end = n_keys;
+    if (!want_mass && !want_pat) {
+        i_begin = s.final_pos;
+        i_end = s.final_pos + 1;
+    } else if (!want_pat && !want_last && P.window > 0 && j0 + C::KB - 1 + P.window < i_end) {
+        i_end = j0 + C::KB - 1 + P.window;
+    }
+    float acc0 = 0.0f, acc1 = 0.0f;
+    for (int qt = i_begin; qt < i_end; qt += QB) {
+        const int nq = i_end - qt < QB ? i_end - qt : QB;
+        __syncthreads(); /* key fragments loaded / previous queries consumed */
+        pt_load_tile<HDP>(Qs, nq, hd, [&](int r) {
+            return P.q + (size_t)(s.row + qt + r - s.pos0) * P.q_stride + (size_t)h * hd;
+        });
+        for (int r = threadIdx.x; r < QB; r += blockDim.x)
+            Ls[r] = r < nq ? P.lse[(size_t)(s.row + qt + r - s.pos0) * P.H + h] : 0.0f;
+        __syncthreads();
+        if (wj0 > qt + nq - 1 || wj0 >= n_keys) continue; /* warp-uniform: no query sees these keys */
+PT_UNROLL
+        for (int nb = 0; nb < 8; nb++) {
+            if (qt + nb * 8 >= i_end) break; /* warp-uniform */
+            float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+PT_UNROLL
+            for (int ks = 0; ks < KS; ks++) {
+                uint32_t b[2];
+                b[0] = pt_ld32(&Qs[nb * 8 + g][ks * 16 + 2 * t]);
+                b[1] = pt_ld32(&Qs[nb * 8 + g][ks * 16 + 8 + 2 * t]);
+                pt_mma16816(sc, ka[ks], b, sc, (T *)nullptr);
+            }
+PT_UNROLL
+            for (int e = 0; e < 4; e++) {
+                const int qq = nb * 8 + 2 * t + (e & 1), i = qt + qq;
+                const int j = e < 2 ? ja : jb;
+                const bool kok = e < 2 ? ka_ok : kb_ok;
+                if (!kok || qq >= nq || j > i) continue;
+                const float p = pt_visible(i, j, P.window, s.ko) ? expf(sc[e] * P.scale - Ls[qq]) : 0.0f;
+                if (e < 2) /* (not acc[e >> 1]: keeps the accumulators in registers) */
+                    acc0 += p;
+                else
+                    acc1 += p;
+                if (want_pat) P.pattern[(size_t)(s.pattern_row + (long long)i * (i + 1) / 2 + j) * P.LH + lh] = p;
+                if (want_last && i == s.final_pos) P.last[(size_t)(s.last_row + j) * P.LH + lh] = p;
+            }
+        }
+    }
+    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
+    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
+    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
+    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
+    if (want_mass && t == 0) {
+        if (ka_ok) P.mass[(size_t)(s.mass_row + ja) * P.LH + lh] += acc0;
+        if (kb_ok) P.mass[(size_t)(s.mass_row + jb) * P.LH + lh] += acc1;
+    }
+}
+
+#endif

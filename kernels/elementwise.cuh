@@ -1,0 +1,148 @@
+/* punctum — row-wise and elementwise kernels of the CUDA backend: embedding, norms, RoPE,
+ * key/value store, MLP activations, add, fill, row norms, row gather, dtype conversion, bias.
+ * Semantics: src/backend/cpu.c, op by op (same formulas, same float/double choices). */
+#ifndef PUNCTUM_KERNELS_ELEMENTWISE_CUH
+#define PUNCTUM_KERNELS_ELEMENTWISE_CUH
+
+#include "pt_cuda.h"
+
+/* grid-stride loop over n elements */
+#define PT_FOR_N(i, n)                                                                             \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                       \
+         i += (size_t)gridDim.x * blockDim.x)
+
+__global__ void k_fill(float *dst, float v, size_t n) {
+    PT_FOR_N(i, n) dst[i] = v;
+}
+
+__global__ void k_add(float *x, const float *y, size_t n) {
+    PT_FOR_N(i, n) x[i] += y[i];
+}
+
+/* dst[i] = (T) src[i] */
+template <class T> __global__ void k_convert(T *dst, const float *src, size_t n) {
+    PT_FOR_N(i, n) pt_st(dst + i, src[i]);
+}
+
+/* y[r, :] += b */
+__global__ void k_bias(float *y, const float *b, int n, int out) {
+    const size_t total = (size_t)n * out;
+    PT_FOR_N(i, total) y[i] += b[i % (size_t)out];
+}
+
+/* x[r] = tok[ids[r]] (+ pos[pos[r]]); one block per row. */
+template <class T>
+__global__ void k_embed(float *x, const T *tok, const T *pos_emb, const int32_t *ids,
+                        const int32_t *pos, int d) {
+    const int r = blockIdx.x;
+    const T *t = tok + (size_t)ids[r] * d;
+    const T *p = pos_emb ? pos_emb + (size_t)pos[r] * d : nullptr;
+    float *xr = x + (size_t)r * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float v = pt_ld(t + i);
+        if (p) v += pt_ld(p + i);
+        xr[i] = v;
+    }
+}
+
+/* LayerNorm / RMSNorm of one row per block, sums in double as the CPU reference. */
+__global__ void k_norm(const float *x, float *y, const float *g, const float *b, int d, double eps,
+                       int rms) {
+    __shared__ double red[32];
+    const int r = blockIdx.x;
+    const float *xr = x + (size_t)r * d;
+    float *yr = y + (size_t)r * d;
+    if (rms) {
+        double ss = 0;
+        for (int i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * xr[i];
+        ss = pt_block_sum(ss, red);
+        const float inv = (float)(1.0 / sqrt(ss / d + eps));
+        for (int i = threadIdx.x; i < d; i += blockDim.x) yr[i] = g[i] * (xr[i] * inv);
+    } else {
+        double s = 0;
+        for (int i = threadIdx.x; i < d; i += blockDim.x) s += xr[i];
+        const double mean = pt_block_sum(s, red) / d;
+        double v = 0;
+        for (int i = threadIdx.x; i < d; i += blockDim.x) {
+            const double t = xr[i] - mean;
+            v += t * t;
+        }
+        const double var = pt_block_sum(v, red) / d;
+        const double inv = 1.0 / sqrt(var + eps);
+        for (int i = threadIdx.x; i < d; i += blockDim.x)
+            yr[i] = (float)((xr[i] - mean) * inv) * g[i] + b[i];
+    }
+}
+
+/* Rotate-half RoPE of the q and k heads of fused qkv row r (one block per row). cos/sin of the
+ * float32 angle evaluated in double, as the CPU reference does. half <= 256. */
+__global__ void k_rope(float *qkv, const float *inv_freq, const int32_t *pos, int half,
+                       int heads, int stride) {
+    __shared__ float cs[2][256];
+    const int r = blockIdx.x;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const float ang = (float)pos[r] * inv_freq[i];
+        cs[0][i] = (float)cos((double)ang);
+        cs[1][i] = (float)sin((double)ang);
+    }
+    __syncthreads();
+    float *row = qkv + (size_t)r * stride;
+    const int hd = 2 * half;
+    for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
+        const int h = k / half, i = k % half;
+        float *v = row + (size_t)h * hd;
+        const float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * cs[0][i] - x2 * cs[1][i];
+        v[i + half] = x2 * cs[0][i] + x1 * cs[1][i];
+    }
+}
+
+/* k and v parts of qkv row r -> cache row kv_rows[r] (one block per row). */
+__global__ void k_store_kv(const float *qkv, float *k_cache, float *v_cache, const int32_t *kv_rows,
+                           int qd, int kvd) {
+    const int r = blockIdx.x;
+    const float *row = qkv + (size_t)r * (qd + 2 * kvd);
+    const size_t dst = (size_t)kv_rows[r] * kvd;
+    for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+        k_cache[dst + i] = row[qd + i];
+        v_cache[dst + i] = row[qd + kvd + i];
+    }
+}
+
+__global__ void k_swiglu(const float *h, float *out, int n, int ff) {
+    const size_t total = (size_t)n * ff;
+    PT_FOR_N(i, total) {
+        const size_t r = i / (size_t)ff, c = i % (size_t)ff;
+        const float g = h[r * 2 * ff + c], u = h[r * 2 * ff + ff + c];
+        out[i] = (g / (1.0f + expf(-g))) * u;
+    }
+}
+
+__global__ void k_gelu_tanh(const float *h, float *out, size_t n) {
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    PT_FOR_N(i, n) {
+        const float x = h[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    }
+}
+
+/* out[r * stride] = ||x[r]||_2 (one block per row, double sum). */
+__global__ void k_row_norms(const float *x, int d, float *out, size_t stride) {
+    __shared__ double red[32];
+    const int r = blockIdx.x;
+    const float *xr = x + (size_t)r * d;
+    double ss = 0;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * xr[i];
+    ss = pt_block_sum(ss, red);
+    if (threadIdx.x == 0) out[(size_t)r * stride] = (float)sqrt(ss);
+}
+
+/* dst[i] = src[rows[i]] (one block per row). */
+__global__ void k_gather_rows(const float *src, const int32_t *rows, int d, float *dst) {
+    const int i = blockIdx.x;
+    const float *s = src + (size_t)rows[i] * d;
+    float *o = dst + (size_t)i * d;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) o[c] = s[c];
+}
+
+#endif

@@ -1,0 +1,952 @@
+/* punctum — backend op test (in the spirit of ggml's test-backend-ops): every operation of
+ * pt_backend runs on the `cuda` backend and on the `cpu` reference with the same random inputs
+ * (fixed, printed seeds), and the outputs are compared with absolute + relative tolerances
+ * after NaN/Inf mismatches are rejected. Every device output sits between sentinel guards to
+ * catch out-of-bounds writes; every output buffer starts filled with random values (identical
+ * on both backends), so writes to the wrong place, or missing writes, show up as mismatches.
+ *
+ * Linked against the emulated cuda backend it is the `cuda-emu` test (cuda_emu_backend_ops);
+ * linked against the real one it runs on a GPU (cuda_backend_ops, label gpu).
+ *
+ *   test_backend_ops [--seed N] [--skip-without-gpu] [--filter SUBSTR] [--quick]
+ *
+ * One table row per (op, shape, dtype): max abs error, max rel error, tolerance, verdict.
+ * Tolerances (SPEC §6): f32 1e-4 relative; bf16/f16 attention statistics 2e-2 absolute. For
+ * bf16/f16 GEMMs and embeddings the reference gets the same rounded weights and activations,
+ * so they are held to the f32 tolerance. */
+#include "punctum/backend.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- random numbers --------------------------------------------------------------------------- */
+
+static uint64_t g_rng;
+static uint64_t rnd_u64(void) {
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static float rnd_normal(void) {
+    double u1 = ((rnd_u64() >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+    double u2 = (rnd_u64() >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+static int rnd_int(int n) { return (int)(rnd_u64() % (uint64_t)n); }
+static float *rnd_vec(size_t n, float scale) {
+    float *v = pt_xmalloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) v[i] = rnd_normal() * scale;
+    return v;
+}
+
+/* Round to the storage precision of a compute dtype (what the cuda backend does to weights and
+ * GEMM activations), so the reference can be given the same values. */
+static float round_dt(float x, pt_compute_dtype dt) {
+    if (dt == PT_DTYPE_BF16) return pt_bf16_to_f32(pt_f32_to_bf16(x));
+    if (dt == PT_DTYPE_F16) return pt_f16_to_f32(pt_f32_to_f16(x));
+    return x;
+}
+static void round_vec(float *v, size_t n, pt_compute_dtype dt) {
+    for (size_t i = 0; i < n; i++) v[i] = round_dt(v[i], dt);
+}
+
+/* ---- device buffers with sentinels ------------------------------------------------------------ */
+
+enum { GUARD = 64 }; /* floats on each side */
+static const uint32_t GUARD_BITS = 0x7fa5a5a5u;
+
+typedef struct {
+    pt_backend *be;
+    void *base;
+    size_t n; /* floats (or 4-byte units) the op may touch */
+} dbuf;
+
+static float *dnew(pt_backend *be, dbuf *b, size_t n) {
+    b->be = be;
+    b->n = n;
+    const size_t tot = n + 2 * GUARD;
+    b->base = be->alloc(be, tot * sizeof(float));
+    if (!b->base) {
+        fprintf(stderr, "test_backend_ops: %s: alloc of %zu floats failed\n", be->name, tot);
+        exit(1);
+    }
+    uint32_t *h = pt_xmalloc(tot * sizeof(uint32_t));
+    for (size_t i = 0; i < tot; i++) h[i] = GUARD_BITS;
+    be->to_device(be, b->base, h, tot * sizeof(uint32_t));
+    free(h);
+    return (float *)b->base + GUARD;
+}
+static float *dfrom(pt_backend *be, dbuf *b, const float *host, size_t n) {
+    float *d = dnew(be, b, n);
+    if (n) be->to_device(be, d, host, n * sizeof(float));
+    return d;
+}
+static void dget(const dbuf *b, void *host) {
+    b->be->to_host(b->be, host, (float *)b->base + GUARD, b->n * sizeof(float));
+}
+/* number of guard words overwritten */
+static int dguards(const dbuf *b) {
+    const size_t tot = b->n + 2 * GUARD;
+    uint32_t *h = pt_xmalloc(tot * sizeof(uint32_t));
+    b->be->to_host(b->be, h, b->base, tot * sizeof(uint32_t));
+    int bad = 0;
+    for (size_t i = 0; i < GUARD; i++) bad += h[i] != GUARD_BITS;
+    for (size_t i = GUARD + b->n; i < tot; i++) bad += h[i] != GUARD_BITS;
+    free(h);
+    return bad;
+}
+static void dfree(dbuf *b) {
+    if (b->base) b->be->free(b->be, b->base);
+    b->base = NULL;
+}
+
+/* ---- comparison and the table ----------------------------------------------------------------- */
+
+typedef struct {
+    double max_abs, max_rel;
+    size_t n, bad, nan_mismatch;
+    size_t first_bad;
+} cmp_t;
+
+static void cmp_init(cmp_t *c) { memset(c, 0, sizeof *c), c->first_bad = (size_t)-1; }
+
+/* got vs ref: |got - ref| <= atol + rtol * |ref|, NaN / Inf must match exactly */
+static void cmp_f(cmp_t *c, const float *got, const float *ref, size_t n, double atol, double rtol) {
+    for (size_t i = 0; i < n; i++) {
+        const double g = got[i], r = ref[i];
+        c->n++;
+        if (isnan(g) || isnan(r) || isinf(g) || isinf(r)) {
+            const int same = (isnan(g) && isnan(r)) || (isinf(g) && isinf(r) && (g > 0) == (r > 0));
+            if (!same) {
+                c->nan_mismatch++, c->bad++;
+                if (c->first_bad == (size_t)-1) c->first_bad = c->n - 1;
+            }
+            continue;
+        }
+        const double d = fabs(g - r);
+        if (d > c->max_abs) c->max_abs = d;
+        if (fabs(r) > 1e-30 && d / fabs(r) > c->max_rel) c->max_rel = d / fabs(r);
+        if (d > atol + rtol * fabs(r)) {
+            c->bad++;
+            if (c->first_bad == (size_t)-1) c->first_bad = c->n - 1;
+        }
+    }
+}
+static void cmp_d(cmp_t *c, const double *got, const double *ref, size_t n, double atol, double rtol) {
+    for (size_t i = 0; i < n; i++) {
+        const float g = (float)got[i], r = (float)ref[i];
+        if (isnan(got[i]) != isnan(ref[i])) {
+            c->n++, c->bad++, c->nan_mismatch++;
+            continue;
+        }
+        (void)g, (void)r;
+        const double d = fabs(got[i] - ref[i]);
+        c->n++;
+        if (d > c->max_abs) c->max_abs = d;
+        if (fabs(ref[i]) > 1e-300 && d / fabs(ref[i]) > c->max_rel) c->max_rel = d / fabs(ref[i]);
+        if (d > atol + rtol * fabs(ref[i])) c->bad++;
+    }
+}
+static void cmp_i(cmp_t *c, const int32_t *got, const int32_t *ref, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        c->n++;
+        if (got[i] != ref[i]) {
+            c->bad++;
+            if (c->first_bad == (size_t)-1) c->first_bad = c->n - 1;
+        }
+    }
+}
+
+static int g_rows, g_failed;
+static const char *g_filter;
+
+static int want(const char *op) { return !g_filter || strstr(op, g_filter); }
+
+static void report(const char *op, const char *shape, const char *dt, const cmp_t *c, double atol,
+                   double rtol, int guards) {
+    const int ok = c->bad == 0 && guards == 0 && c->n > 0;
+    char tol[48];
+    snprintf(tol, sizeof tol, "%.0e+%.0e*|r|", atol, rtol);
+    printf("%-22s %-60s %-11s %7zu %10.3e %10.3e %-14s %s", op, shape, dt, c->n, c->max_abs, c->max_rel, tol,
+           ok ? "ok" : "FAIL");
+    if (!ok) {
+        printf("  (%zu bad", c->bad);
+        if (c->nan_mismatch) printf(", %zu nan/inf mismatches", c->nan_mismatch);
+        if (c->first_bad != (size_t)-1) printf(", first at %zu", c->first_bad);
+        if (guards) printf(", %d sentinel words overwritten", guards);
+        if (!c->n) printf(", nothing compared");
+        printf(")");
+        g_failed++;
+    }
+    printf("\n");
+    fflush(stdout);
+    g_rows++;
+}
+
+/* ---- synthetic models ------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    pt_config cfg;
+    pt_weights host;
+    float **owned;
+    int n_owned;
+} synth;
+
+static float *own(synth *s, float *p) {
+    s->owned = pt_xrealloc(s->owned, (size_t)(s->n_owned + 1) * sizeof(float *));
+    s->owned[s->n_owned++] = p;
+    return p;
+}
+static float *wmat(synth *s, size_t n, float scale, pt_compute_dtype dt) {
+    float *v = own(s, rnd_vec(n, scale));
+    round_vec(v, n, dt);
+    return v;
+}
+static float *wvec_around(synth *s, size_t n, float center, float scale) {
+    float *v = own(s, rnd_vec(n, scale));
+    for (size_t i = 0; i < n; i++) v[i] += center;
+    return v;
+}
+static pt_linear wlin(synth *s, int out, int in, int bias, pt_compute_dtype dt) {
+    pt_linear l = {wmat(s, (size_t)out * in, 0.2f, dt), bias ? wvec_around(s, (size_t)out, 0.0f, 0.1f) : NULL, out, in};
+    return l;
+}
+
+/* llama-like (RMSNorm, SwiGLU, RoPE, GQA) or gpt2-like (LayerNorm, GELU, learned positions,
+ * biases, tied head); weights rounded to dt so that both backends see the same values. */
+static void synth_make(synth *s, const char *name, int gpt2, int d, int H, int KV, int hd, int ff, int V,
+                       pt_compute_dtype dt) {
+    memset(s, 0, sizeof *s);
+    s->name = name;
+    pt_config *c = &s->cfg;
+    c->arch = gpt2 ? PT_ARCH_GPT2 : PT_ARCH_LLAMA;
+    snprintf(c->model_type, sizeof c->model_type, "%s", gpt2 ? "gpt2" : "llama");
+    c->n_layers = 1;
+    c->d_model = d;
+    c->n_heads = H;
+    c->n_kv_heads = KV;
+    c->head_dim = hd;
+    c->d_ff = ff;
+    c->vocab_size = V;
+    c->max_positions = 128;
+    c->bos_token_id = c->eos_token_id = -1;
+    c->norm = gpt2 ? PT_NORM_LAYERNORM : PT_NORM_RMSNORM;
+    c->norm_eps = 1e-5;
+    c->mlp = gpt2 ? PT_MLP_GELU_TANH : PT_MLP_SWIGLU;
+    c->learned_positions = gpt2;
+    c->qkv_bias = c->o_bias = c->mlp_bias = gpt2;
+    c->tied_embeddings = gpt2;
+    c->rope = gpt2 ? PT_ROPE_NONE : PT_ROPE_DEFAULT;
+    c->rope_theta = 10000.0;
+    pt_weights *w = &s->host;
+    w->tok_emb = wmat(s, (size_t)V * d, 0.5f, dt);
+    w->pos_emb = gpt2 ? wmat(s, (size_t)c->max_positions * d, 0.2f, dt) : NULL;
+    w->layers = pt_xcalloc(1, sizeof(pt_layer_weights));
+    pt_layer_weights *L = w->layers;
+    L->norm1_w = wvec_around(s, (size_t)d, 1.0f, 0.1f);
+    L->norm1_b = gpt2 ? wvec_around(s, (size_t)d, 0.0f, 0.1f) : NULL;
+    L->norm2_w = wvec_around(s, (size_t)d, 1.0f, 0.1f);
+    L->norm2_b = gpt2 ? wvec_around(s, (size_t)d, 0.0f, 0.1f) : NULL;
+    L->qkv = wlin(s, (H + 2 * KV) * hd, d, gpt2, dt);
+    L->o = wlin(s, d, H * hd, gpt2, dt);
+    L->up = wlin(s, gpt2 ? ff : 2 * ff, d, gpt2, dt);
+    L->down = wlin(s, d, ff, gpt2, dt);
+    w->final_norm_w = wvec_around(s, (size_t)d, 1.0f, 0.1f);
+    w->final_norm_b = gpt2 ? wvec_around(s, (size_t)d, 0.0f, 0.1f) : NULL;
+    if (gpt2) {
+        w->lm_head = (pt_linear){w->tok_emb, NULL, V, d};
+    } else {
+        w->lm_head = wlin(s, V, d, 0, dt);
+    }
+    if (!gpt2) {
+        float *inv = own(s, pt_xmalloc((size_t)hd / 2 * sizeof(float)));
+        pt_rope_inv_freq(c, inv);
+        w->rope_inv_freq = inv;
+    }
+}
+static void synth_free(synth *s) {
+    for (int i = 0; i < s->n_owned; i++) free(s->owned[i]);
+    free(s->owned);
+    free(s->host.layers);
+}
+
+/* ---- the backends ----------------------------------------------------------------------------- */
+
+typedef struct {
+    pt_backend *cpu, *gpu; /* gpu: the cuda backend under test */
+    pt_compute_dtype dt;
+    const char *tag;       /* dtype name, or dtype + variant (e.g. "bf16/plain") */
+} pair_t;
+
+/* ---- simple ops ------------------------------------------------------------------------------- */
+
+static void test_fill_add(pair_t *P) {
+    const size_t n = 1237;
+    if (want("fill")) {
+        dbuf a, b;
+        float *da = dnew(P->cpu, &a, n), *db = dnew(P->gpu, &b, n);
+        P->cpu->fill(P->cpu, da, -3.25f, n);
+        P->gpu->fill(P->gpu, db, -3.25f, n);
+        float *ha = pt_xmalloc(n * 4), *hb = pt_xmalloc(n * 4);
+        dget(&a, ha), dget(&b, hb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, hb, ha, n, 0, 0);
+        report("fill", "n=1237", P->tag, &c, 0, 0, dguards(&b));
+        dfree(&a), dfree(&b), free(ha), free(hb);
+    }
+    if (want("add")) {
+        float *x = rnd_vec(n, 1), *y = rnd_vec(n, 1);
+        dbuf xa, ya, xb, yb;
+        float *dxa = dfrom(P->cpu, &xa, x, n), *dya = dfrom(P->cpu, &ya, y, n);
+        float *dxb = dfrom(P->gpu, &xb, x, n), *dyb = dfrom(P->gpu, &yb, y, n);
+        P->cpu->add(P->cpu, dxa, dya, n);
+        P->gpu->add(P->gpu, dxb, dyb, n);
+        float *ha = pt_xmalloc(n * 4), *hb = pt_xmalloc(n * 4);
+        dget(&xa, ha), dget(&xb, hb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, hb, ha, n, 0, 0);
+        report("add", "n=1237", P->tag, &c, 0, 0, dguards(&xb) + dguards(&yb));
+        dfree(&xa), dfree(&ya), dfree(&xb), dfree(&yb), free(x), free(y), free(ha), free(hb);
+    }
+}
+
+/* ops that need a model: embed, norm, linear, rope, store_kv, mlp_act, row_norms, gather_rows */
+static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char *alt_tag) {
+    const pt_config *cfg = &S->cfg;
+    const int d = cfg->d_model, V = cfg->vocab_size, hd = cfg->head_dim, H = cfg->n_heads, KV = cfg->n_kv_heads;
+    pt_error e;
+    pt_weights wa, wb, wc;
+    memset(&wc, 0, sizeof wc);
+    if (P->cpu->load_weights(P->cpu, cfg, &S->host, &wa, &e) || P->gpu->load_weights(P->gpu, cfg, &S->host, &wb, &e)) {
+        fprintf(stderr, "load_weights: %s\n", e.msg);
+        exit(1);
+    }
+    if (gpu_alt && gpu_alt->load_weights(gpu_alt, cfg, &S->host, &wc, &e)) {
+        fprintf(stderr, "load_weights: %s\n", e.msg);
+        exit(1);
+    }
+    char shape[96];
+    const double rt = 1e-4;
+
+    /* embed */
+    if (want("embed")) {
+        const int n = 29;
+        int32_t ids[29], pos[29];
+        for (int i = 0; i < n; i++) ids[i] = i == 0 ? V - 1 : rnd_int(V), pos[i] = rnd_int(cfg->max_positions);
+        dbuf xa, xb;
+        float *dxa = dnew(P->cpu, &xa, (size_t)n * d), *dxb = dnew(P->gpu, &xb, (size_t)n * d);
+        P->cpu->embed(P->cpu, cfg, &wa, ids, pos, n, dxa);
+        P->gpu->embed(P->gpu, cfg, &wb, ids, pos, n, dxb);
+        float *ha = pt_xmalloc((size_t)n * d * 4), *hb = pt_xmalloc((size_t)n * d * 4);
+        dget(&xa, ha), dget(&xb, hb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, hb, ha, (size_t)n * d, 1e-7, 1e-6);
+        snprintf(shape, sizeof shape, "%s n=%d d=%d V=%d%s", S->name, n, d, V, wa.pos_emb ? " +pos" : "");
+        report("embed", shape, P->tag, &c, 1e-7, 1e-6, dguards(&xb));
+        dfree(&xa), dfree(&xb), free(ha), free(hb);
+    }
+
+    /* norms: the model's own kind, two widths of rows */
+    if (want("norm")) {
+        const int n = 37;
+        float *x = rnd_vec((size_t)n * d, 2.0f);
+        for (int i = 0; i < d; i++) x[i] += 5.0f; /* a row with a large mean */
+        dbuf xa, xb, ya, yb;
+        float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * d), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * d);
+        float *dya = dnew(P->cpu, &ya, (size_t)n * d), *dyb = dnew(P->gpu, &yb, (size_t)n * d);
+        const pt_layer_weights *la = &wa.layers[0], *lb = &wb.layers[0];
+        P->cpu->norm(P->cpu, cfg, dxa, n, la->norm1_w, la->norm1_b, dya);
+        P->gpu->norm(P->gpu, cfg, dxb, n, lb->norm1_w, lb->norm1_b, dyb);
+        float *ha = pt_xmalloc((size_t)n * d * 4), *hb = pt_xmalloc((size_t)n * d * 4);
+        dget(&ya, ha), dget(&yb, hb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, hb, ha, (size_t)n * d, 1e-6, rt);
+        snprintf(shape, sizeof shape, "%s %s n=%d d=%d", S->name, cfg->norm == PT_NORM_RMSNORM ? "rms" : "layer", n, d);
+        report("norm", shape, P->tag, &c, 1e-6, rt, dguards(&yb));
+        dfree(&xa), dfree(&xb), dfree(&ya), dfree(&yb), free(ha), free(hb), free(x);
+    }
+
+    /* linear: every projection of the layer and the LM head, a few row counts */
+    if (want("linear")) {
+        const pt_linear *la[] = {&wa.layers[0].qkv, &wa.layers[0].o, &wa.layers[0].up, &wa.layers[0].down, &wa.lm_head};
+        const pt_linear *lb[] = {&wb.layers[0].qkv, &wb.layers[0].o, &wb.layers[0].up, &wb.layers[0].down, &wb.lm_head};
+        const pt_linear *lc[5] = {NULL, NULL, NULL, NULL, NULL};
+        if (gpu_alt) lc[0] = &wc.layers[0].qkv, lc[1] = &wc.layers[0].o, lc[2] = &wc.layers[0].up,
+                     lc[3] = &wc.layers[0].down, lc[4] = &wc.lm_head;
+        const char *names[] = {"qkv", "o", "up", "down", "lm_head"};
+        const int rows[] = {1, 7, 33};
+        for (int k = 0; k < 5; k++)
+            for (int ri = 0; ri < 3; ri++) {
+                const int n = rows[ri], in = la[k]->in, out = la[k]->out;
+                float *x = rnd_vec((size_t)n * in, 1.0f);
+                round_vec(x, (size_t)n * in, P->dt); /* the cuda backend rounds GEMM inputs */
+                dbuf xa, xb, ya, yb, yc, xc;
+                float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * in), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * in);
+                float *dya = dnew(P->cpu, &ya, (size_t)n * out), *dyb = dnew(P->gpu, &yb, (size_t)n * out);
+                P->cpu->linear(P->cpu, dxa, n, la[k], dya);
+                P->gpu->linear(P->gpu, dxb, n, lb[k], dyb);
+                float *ha = pt_xmalloc((size_t)n * out * 4), *hb = pt_xmalloc((size_t)n * out * 4);
+                dget(&ya, ha), dget(&yb, hb);
+                double amax = 0;
+                for (size_t i = 0; i < (size_t)n * out; i++) amax = fabs(ha[i]) > amax ? fabs(ha[i]) : amax;
+                const double at = 1e-5 * (amax > 1 ? amax : 1);
+                cmp_t c;
+                cmp_init(&c);
+                cmp_f(&c, hb, ha, (size_t)n * out, at, rt);
+                snprintf(shape, sizeof shape, "%s %s n=%d %dx%d%s", S->name, names[k], n, out, in, la[k]->b ? " +b" : "");
+                report("linear", shape, P->tag, &c, at, rt, dguards(&yb));
+                if (gpu_alt) {
+                    float *dxc = dfrom(gpu_alt, &xc, x, (size_t)n * in), *dyc = dnew(gpu_alt, &yc, (size_t)n * out);
+                    gpu_alt->linear(gpu_alt, dxc, n, lc[k], dyc);
+                    dget(&yc, hb);
+                    cmp_init(&c);
+                    cmp_f(&c, hb, ha, (size_t)n * out, at, rt);
+                    report("linear", shape, alt_tag, &c, at, rt, dguards(&yc));
+                    dfree(&xc), dfree(&yc);
+                }
+                dfree(&xa), dfree(&xb), dfree(&ya), dfree(&yb), free(ha), free(hb), free(x);
+            }
+    }
+
+    const int qkv_w = (H + 2 * KV) * hd;
+    /* rope: positions small and large */
+    if (want("rope") && cfg->rope != PT_ROPE_NONE) {
+        const int n = 23;
+        int32_t pos[23];
+        for (int i = 0; i < n; i++) pos[i] = i < 12 ? i : rnd_int(20000);
+        float *x = rnd_vec((size_t)n * qkv_w, 1.0f);
+        dbuf xa, xb;
+        float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * qkv_w), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * qkv_w);
+        P->cpu->rope(P->cpu, cfg, wa.rope_inv_freq, dxa, n, pos);
+        P->gpu->rope(P->gpu, cfg, wb.rope_inv_freq, dxb, n, pos);
+        float *ha = pt_xmalloc((size_t)n * qkv_w * 4), *hb = pt_xmalloc((size_t)n * qkv_w * 4);
+        dget(&xa, ha), dget(&xb, hb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, hb, ha, (size_t)n * qkv_w, 1e-6, rt);
+        snprintf(shape, sizeof shape, "%s n=%d heads=%d+%d hd=%d pos<20000", S->name, n, H, KV, hd);
+        report("rope", shape, P->tag, &c, 1e-6, rt, dguards(&xb));
+        dfree(&xa), dfree(&xb), free(ha), free(hb), free(x);
+    }
+
+    /* store_kv: a permutation of cache rows; the rest of the cache must stay untouched */
+    if (want("store_kv")) {
+        const int n = 19, rows_c = 50, kvd = KV * hd;
+        int32_t kvr[19];
+        int perm[50];
+        for (int i = 0; i < rows_c; i++) perm[i] = i;
+        for (int i = rows_c - 1; i > 0; i--) {
+            int j = rnd_int(i + 1), t = perm[i];
+            perm[i] = perm[j], perm[j] = t;
+        }
+        for (int i = 0; i < n; i++) kvr[i] = perm[i];
+        float *x = rnd_vec((size_t)n * qkv_w, 1.0f), *k0 = rnd_vec((size_t)rows_c * kvd, 1.0f);
+        dbuf xa, xb, ka, kb, va, vb;
+        float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * qkv_w), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * qkv_w);
+        float *dka = dfrom(P->cpu, &ka, k0, (size_t)rows_c * kvd), *dkb = dfrom(P->gpu, &kb, k0, (size_t)rows_c * kvd);
+        float *dva = dfrom(P->cpu, &va, k0, (size_t)rows_c * kvd), *dvb = dfrom(P->gpu, &vb, k0, (size_t)rows_c * kvd);
+        P->cpu->store_kv(P->cpu, cfg, dxa, n, dka, dva, kvr);
+        P->gpu->store_kv(P->gpu, cfg, dxb, n, dkb, dvb, kvr);
+        const size_t tot = (size_t)rows_c * kvd;
+        float *ha = pt_xmalloc(tot * 4), *hb = pt_xmalloc(tot * 4);
+        cmp_t c;
+        cmp_init(&c);
+        dget(&ka, ha), dget(&kb, hb);
+        cmp_f(&c, hb, ha, tot, 0, 0);
+        dget(&va, ha), dget(&vb, hb);
+        cmp_f(&c, hb, ha, tot, 0, 0);
+        snprintf(shape, sizeof shape, "%s n=%d cache=%d kvd=%d", S->name, n, rows_c, kvd);
+        report("store_kv", shape, P->tag, &c, 0, 0, dguards(&kb) + dguards(&vb));
+        dfree(&xa), dfree(&xb), dfree(&ka), dfree(&kb), dfree(&va), dfree(&vb), free(ha), free(hb), free(x), free(k0);
+    }
+
+    /* mlp_act */
+    if (want("mlp_act")) {
+        const int n = 13, ff = cfg->d_ff, w_in = cfg->mlp == PT_MLP_SWIGLU ? 2 * ff : ff;
+        float *h = rnd_vec((size_t)n * w_in, 3.0f);
+        h[0] = 30.0f, h[1] = -30.0f, h[2] = 0.0f;
+        dbuf ha_, hb_, oa, ob;
+        float *dha = dfrom(P->cpu, &ha_, h, (size_t)n * w_in), *dhb = dfrom(P->gpu, &hb_, h, (size_t)n * w_in);
+        float *doa = dnew(P->cpu, &oa, (size_t)n * ff), *dob = dnew(P->gpu, &ob, (size_t)n * ff);
+        P->cpu->mlp_act(P->cpu, cfg, dha, n, doa);
+        P->gpu->mlp_act(P->gpu, cfg, dhb, n, dob);
+        float *ra = pt_xmalloc((size_t)n * ff * 4), *rb = pt_xmalloc((size_t)n * ff * 4);
+        dget(&oa, ra), dget(&ob, rb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, rb, ra, (size_t)n * ff, 1e-6, rt);
+        snprintf(shape, sizeof shape, "%s %s n=%d ff=%d", S->name, cfg->mlp == PT_MLP_SWIGLU ? "swiglu" : "gelu_tanh", n, ff);
+        report("mlp_act", shape, P->tag, &c, 1e-6, rt, dguards(&ob));
+        dfree(&ha_), dfree(&hb_), dfree(&oa), dfree(&ob), free(ra), free(rb), free(h);
+    }
+
+    /* row_norms into a strided column of a prefilled buffer */
+    if (want("row_norms")) {
+        const int n = 9, stride = 3;
+        float *x = rnd_vec((size_t)n * d, 1.0f), *o0 = rnd_vec((size_t)n * stride, 1.0f);
+        dbuf xa, xb, oa, ob;
+        float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * d), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * d);
+        float *doa = dfrom(P->cpu, &oa, o0, (size_t)n * stride), *dob = dfrom(P->gpu, &ob, o0, (size_t)n * stride);
+        P->cpu->row_norms(P->cpu, dxa, n, d, doa + 1, stride);
+        P->gpu->row_norms(P->gpu, dxb, n, d, dob + 1, stride);
+        float ra[27], rb[27];
+        dget(&oa, ra), dget(&ob, rb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, rb, ra, (size_t)n * stride, 1e-6, rt);
+        snprintf(shape, sizeof shape, "%s n=%d d=%d stride=%d", S->name, n, d, stride);
+        report("row_norms", shape, P->tag, &c, 1e-6, rt, dguards(&ob));
+        dfree(&xa), dfree(&xb), dfree(&oa), dfree(&ob), free(x), free(o0);
+    }
+
+    /* gather_rows */
+    if (want("gather_rows")) {
+        const int n = 20, m = 6;
+        int32_t rows[6] = {19, 0, 7, 7, 3, 12};
+        float *x = rnd_vec((size_t)n * d, 1.0f);
+        dbuf xa, xb, oa, ob;
+        float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * d), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * d);
+        float *doa = dnew(P->cpu, &oa, (size_t)m * d), *dob = dnew(P->gpu, &ob, (size_t)m * d);
+        P->cpu->gather_rows(P->cpu, dxa, rows, m, d, doa);
+        P->gpu->gather_rows(P->gpu, dxb, rows, m, d, dob);
+        float *ra = pt_xmalloc((size_t)m * d * 4), *rb = pt_xmalloc((size_t)m * d * 4);
+        dget(&oa, ra), dget(&ob, rb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, rb, ra, (size_t)m * d, 0, 0);
+        snprintf(shape, sizeof shape, "%s m=%d of %d d=%d", S->name, m, n, d);
+        report("gather_rows", shape, P->tag, &c, 0, 0, dguards(&ob));
+        dfree(&xa), dfree(&xb), dfree(&oa), dfree(&ob), free(ra), free(rb), free(x);
+    }
+
+    P->cpu->free_weights(P->cpu, cfg, &wa);
+    P->gpu->free_weights(P->gpu, cfg, &wb);
+    if (gpu_alt) gpu_alt->free_weights(gpu_alt, cfg, &wc);
+}
+
+/* ---- vocabulary ops --------------------------------------------------------------------------- */
+
+static void test_vocab(pair_t *P, int V, int m, int K) {
+    char shape[96];
+    const double rt = 1e-4;
+    float *x = rnd_vec((size_t)m * V, 3.0f);
+    /* ties: row 0 has its maximum at ids 9 and 4 (and 3 equal runners-up); row 1 is constant */
+    x[9] = x[4] = 20.0f;
+    x[11] = x[2] = x[V - 1] = 15.0f;
+    if (m > 1)
+        for (int v = 0; v < V; v++) x[(size_t)V + v] = 0.5f;
+    const size_t n = (size_t)m * V;
+    dbuf la, lb;
+    float *dla = dfrom(P->cpu, &la, x, n), *dlb = dfrom(P->gpu, &lb, x, n);
+    double *ea = pt_xmalloc((size_t)m * 8), *eb = pt_xmalloc((size_t)m * 8);
+    int32_t *ia = pt_xcalloc((size_t)m * K + 1, 4), *ib = pt_xcalloc((size_t)m * K + 1, 4);
+    float *pa = pt_xcalloc((size_t)m * K + 1, 4), *pb = pt_xcalloc((size_t)m * K + 1, 4);
+    ib[(size_t)m * K] = 0x5a5a5a5a; /* host sentinel after the top-k output */
+    P->cpu->log_softmax(P->cpu, dla, m, V, ea, K, ia, pa);
+    P->gpu->log_softmax(P->gpu, dlb, m, V, eb, K, ib, pb);
+    float *ha = pt_xmalloc(n * 4), *hb = pt_xmalloc(n * 4);
+    dget(&la, ha), dget(&lb, hb);
+    if (want("log_softmax")) {
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, hb, ha, n, 1e-6, rt);
+        snprintf(shape, sizeof shape, "m=%d V=%d (ties)", m, V);
+        report("log_softmax", shape, P->tag, &c, 1e-6, rt, dguards(&lb));
+        cmp_init(&c);
+        cmp_d(&c, eb, ea, (size_t)m, 1e-9, 1e-6);
+        report("log_softmax.entropy", shape, P->tag, &c, 1e-9, 1e-6, 0);
+        cmp_init(&c);
+        cmp_i(&c, ib, ia, (size_t)m * K);
+        snprintf(shape, sizeof shape, "m=%d V=%d K=%d (ties -> lower id)", m, V, K);
+        report("log_softmax.topk_id", shape, P->tag, &c, 0, 0, ib[(size_t)m * K] != 0x5a5a5a5a);
+        cmp_init(&c);
+        cmp_f(&c, pb, pa, (size_t)m * K, 1e-6, rt);
+        report("log_softmax.topk_logp", shape, P->tag, &c, 1e-6, rt, 0);
+    }
+    /* entropy / top-k not wanted: NULL outputs, logits still transformed */
+    if (want("log_softmax")) {
+        dbuf lc;
+        float *dlc = dfrom(P->gpu, &lc, x, n);
+        P->gpu->log_softmax(P->gpu, dlc, m, V, NULL, 0, NULL, NULL);
+        dget(&lc, hb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, hb, ha, n, 1e-6, rt);
+        snprintf(shape, sizeof shape, "m=%d V=%d no entropy/topk", m, V);
+        report("log_softmax", shape, P->tag, &c, 1e-6, rt, dguards(&lc));
+        dfree(&lc);
+    }
+    /* divergence between rows of the log-probs: broadcast P (stride 0) against all rows */
+    if (want("divergence")) {
+        double *a3 = pt_xmalloc((size_t)3 * m * 8), *b3 = pt_xmalloc((size_t)3 * m * 8);
+        P->cpu->divergence(P->cpu, dla, 0, dla, (size_t)V, m, V, a3, a3 + m, a3 + 2 * m);
+        P->gpu->divergence(P->gpu, dlb, 0, dlb, (size_t)V, m, V, b3, b3 + m, b3 + 2 * m);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_d(&c, b3, a3, (size_t)3 * m, 1e-7, 1e-5);
+        snprintf(shape, sizeof shape, "m=%d V=%d p broadcast, kl_pq kl_qp js", m, V);
+        report("divergence", shape, P->tag, &c, 1e-7, 1e-5, 0);
+        /* kl_qp / js skipped (NULL) */
+        P->gpu->divergence(P->gpu, dlb, (size_t)V, dlb + V * (m > 1), (size_t)V * (m > 1), m - (m > 1), V, b3, NULL, NULL);
+        P->cpu->divergence(P->cpu, dla, (size_t)V, dla + V * (m > 1), (size_t)V * (m > 1), m - (m > 1), V, a3, NULL, NULL);
+        cmp_init(&c);
+        cmp_d(&c, b3, a3, (size_t)(m - (m > 1)), 1e-7, 1e-5);
+        snprintf(shape, sizeof shape, "m=%d V=%d row vs next row, kl only", m - (m > 1), V);
+        report("divergence", shape, P->tag, &c, 1e-7, 1e-5, 0);
+        free(a3), free(b3);
+    }
+    if (want("pick")) {
+        int32_t ids[8];
+        float oa[9], ob[9];
+        const int mm = m < 8 ? m : 8;
+        for (int r = 0; r < mm; r++) ids[r] = r == 0 ? -1 : r == 1 ? V : rnd_int(V);
+        ob[mm] = 12345.0f;
+        P->cpu->pick(P->cpu, dla, mm, V, ids, oa);
+        P->gpu->pick(P->gpu, dlb, mm, V, ids, ob);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, ob, oa, (size_t)mm, 0, 0);
+        snprintf(shape, sizeof shape, "m=%d V=%d ids -1, V, random", mm, V);
+        report("pick", shape, P->tag, &c, 0, 0, ob[mm] != 12345.0f);
+    }
+    dfree(&la), dfree(&lb);
+    free(x), free(ea), free(eb), free(ia), free(ib), free(pa), free(pb), free(ha), free(hb);
+}
+
+/* ---- attention -------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int H, KV, hd, window, layer, n_layers;
+    int stats; /* 1 mass, 2 last, 4 pattern */
+    int n_segs;
+    pt_segment segs[12];
+    int n_rows, n_cache, n_tok_rows;
+    int64_t n_pat_rows;
+} attn_case;
+
+/* Append a clean sequence of length T: own rows and cache rows at the end of the batch, its own
+ * token rows and pattern rows. */
+static void add_clean(attn_case *A, int T) {
+    pt_segment *s = &A->segs[A->n_segs++];
+    memset(s, 0, sizeof *s);
+    s->row = A->n_rows;
+    s->n_q = T;
+    s->pos0 = 0;
+    s->prefix_kv = 0;
+    s->own_kv = A->n_rows;
+    s->ko_pos = -1;
+    s->mass_row = s->last_row = A->n_tok_rows;
+    s->pattern_row = A->n_pat_rows;
+    s->final_pos = T - 1;
+    A->n_rows += T;
+    A->n_tok_rows += T;
+    A->n_pat_rows += (int64_t)T * (T + 1) / 2;
+    if (A->n_rows > A->n_cache) A->n_cache = A->n_rows;
+}
+/* Append a segment continuing the segment `base` (its keys 0..pos0-1 from base's cache rows):
+ * n_q new queries at positions pos0.. (pos0 <= base's length), own cache rows fresh, knockout
+ * optional. stats_rows: give it its own token/pattern rows (as prefix sharing does) or none (as
+ * knockout variants do). */
+static void add_ext(attn_case *A, int base, int pos0, int n_q, int ko, int ko_lo, int ko_hi, int stats_rows) {
+    const pt_segment *b = &A->segs[base];
+    pt_segment *s = &A->segs[A->n_segs++];
+    memset(s, 0, sizeof *s);
+    s->row = A->n_rows;
+    s->n_q = n_q;
+    s->pos0 = pos0;
+    s->prefix_kv = b->own_kv - b->pos0 > 0 ? b->own_kv - b->pos0 : b->own_kv; /* base position 0 */
+    if (b->pos0 > 0) s->prefix_kv = b->prefix_kv;
+    s->own_kv = A->n_cache > A->n_rows ? A->n_cache : A->n_rows;
+    s->ko_pos = ko;
+    s->ko_lo = ko_lo;
+    s->ko_hi = ko_hi;
+    const int T = pos0 + n_q;
+    if (stats_rows) {
+        s->mass_row = s->last_row = A->n_tok_rows;
+        s->pattern_row = A->n_pat_rows;
+        A->n_tok_rows += T;
+        A->n_pat_rows += (int64_t)T * (T + 1) / 2;
+    } else {
+        s->mass_row = s->last_row = s->pattern_row = -1;
+    }
+    s->final_pos = T - 1;
+    A->n_rows += n_q;
+    A->n_cache = s->own_kv + n_q;
+    if (A->n_rows > A->n_cache) A->n_cache = A->n_rows;
+}
+
+static void attn_init(attn_case *A, const char *name, int H, int KV, int hd, int window, int stats) {
+    memset(A, 0, sizeof *A);
+    A->name = name;
+    A->H = H, A->KV = KV, A->hd = hd, A->window = window, A->stats = stats;
+    A->layer = 1, A->n_layers = 3;
+}
+
+static void run_attn(pt_backend *be, const attn_case *A, const float *q, const float *kc, const float *vc,
+                     const float *o0, const float *m0, const float *l0, const float *p0, float *out, float *mass,
+                     float *last, float *pat, int *guards) {
+    const int q_stride = (A->H + 2 * A->KV) * A->hd, od = A->H * A->hd, kvd = A->KV * A->hd;
+    const size_t LH = (size_t)A->n_layers * A->H;
+    dbuf bq, bk, bv, bo, bm, bl, bp;
+    memset(&bm, 0, sizeof bm), memset(&bl, 0, sizeof bl), memset(&bp, 0, sizeof bp);
+    float *dq = dfrom(be, &bq, q, (size_t)A->n_rows * q_stride);
+    float *dk = dfrom(be, &bk, kc, (size_t)A->n_cache * kvd);
+    float *dv = dfrom(be, &bv, vc, (size_t)A->n_cache * kvd);
+    float *dout = dfrom(be, &bo, o0, (size_t)A->n_rows * od);
+    float *dm = A->stats & 1 ? dfrom(be, &bm, m0, (size_t)A->n_tok_rows * LH) : NULL;
+    float *dl = A->stats & 2 ? dfrom(be, &bl, l0, (size_t)A->n_tok_rows * LH) : NULL;
+    float *dp = A->stats & 4 ? dfrom(be, &bp, p0, (size_t)A->n_pat_rows * LH) : NULL;
+    pt_attn_args a = {.layer = A->layer, .q = dq, .q_stride = q_stride, .k_cache = dk, .v_cache = dv, .out = dout,
+                      .segs = A->segs, .n_segs = A->n_segs, .mass = dm, .last = dl, .pattern = dp,
+                      .n_layers = A->n_layers, .n_heads = A->H, .n_kv_heads = A->KV, .head_dim = A->hd,
+                      .window = A->window};
+    be->attention(be, &a);
+    dget(&bo, out);
+    *guards = dguards(&bo) + dguards(&bq) + dguards(&bk) + dguards(&bv);
+    if (dm) dget(&bm, mass), *guards += dguards(&bm);
+    if (dl) dget(&bl, last), *guards += dguards(&bl);
+    if (dp) dget(&bp, pat), *guards += dguards(&bp);
+    dfree(&bq), dfree(&bk), dfree(&bv), dfree(&bo), dfree(&bm), dfree(&bl), dfree(&bp);
+}
+
+static void test_attn_case(pair_t *P, const attn_case *A, uint64_t seed) {
+    if (!want("attention")) return;
+    g_rng = seed;
+    const int q_stride = (A->H + 2 * A->KV) * A->hd, od = A->H * A->hd, kvd = A->KV * A->hd;
+    const size_t LH = (size_t)A->n_layers * A->H;
+    const size_t nq = (size_t)A->n_rows * q_stride, nk = (size_t)A->n_cache * kvd, no = (size_t)A->n_rows * od;
+    const size_t nm = (size_t)A->n_tok_rows * LH, np = (size_t)A->n_pat_rows * LH;
+    /* q, k ~ N(0, amp^2): scaled scores q.k / sqrt(hd) have standard deviation amp^2 = 2.56
+     * whatever the head dimension: peaked but not saturated patterns */
+    const float amp = 1.6f;
+    float *q = rnd_vec(nq, amp), *kc = rnd_vec(nk, amp), *vc = rnd_vec(nk, 1.0f);
+    float *o0 = rnd_vec(no, 1.0f), *m0 = rnd_vec(nm, 1.0f), *l0 = rnd_vec(nm, 1.0f), *p0 = rnd_vec(np, 1.0f);
+    float *oa = pt_xmalloc((no + 1) * 4), *ob = pt_xmalloc((no + 1) * 4);
+    float *ma = pt_xmalloc((nm + 1) * 4), *mb = pt_xmalloc((nm + 1) * 4);
+    float *la = pt_xmalloc((nm + 1) * 4), *lb = pt_xmalloc((nm + 1) * 4);
+    float *pa = pt_xmalloc((np + 1) * 4), *pb = pt_xmalloc((np + 1) * 4);
+    int ga = 0, gb = 0;
+    run_attn(P->cpu, A, q, kc, vc, o0, m0, l0, p0, oa, ma, la, pa, &ga);
+    run_attn(P->gpu, A, q, kc, vc, o0, m0, l0, p0, ob, mb, lb, pb, &gb);
+    /* Tolerances: f32 (and the plain path, which computes in f32 whatever the dtype) 1e-4
+     * relative. Tensor-core path (q, k, v and the probabilities rounded to bf16 / f16): the
+     * statistics 2e-2 absolute (SPEC §6), plus 2e-2 relative for attn_mass, a sum over up to T
+     * queries; the output, whose error grows with the rounding of v and p, 1e-2 absolute with
+     * f16 operands (the default for both dtypes), 5e-2 with bf16 operands (bf16/mmabf). */
+    const int low = P->dt != PT_DTYPE_F32 && !strstr(P->tag, "plain");
+    const int bf16_ops = strstr(P->tag, "mmabf") != NULL;
+    const double out_at = low ? (bf16_ops ? 5e-2 : 1e-2) : 1e-5, out_rt = low ? 2e-2 : 1e-4;
+    const double st_at = low ? 2e-2 : 1e-6, st_rt = low ? 0 : 1e-4, mass_rt = low ? 2e-2 : 1e-4;
+    char shape[128], segdesc[64] = "";
+    int pos = 0;
+    for (int i = 0; i < A->n_segs && pos < 26; i++) /* pos0 + n_q per segment, k: knockout */
+        pos += snprintf(segdesc + pos, sizeof segdesc - (size_t)pos, "%s%d%s%d%s", i ? "," : "",
+                        A->segs[i].pos0, A->segs[i].ko_pos >= 0 ? "k" : "+", A->segs[i].n_q,
+                        i + 1 < A->n_segs && pos >= 22 ? ",..." : "");
+    snprintf(shape, sizeof shape, "%s H%d/%d hd%d w%d [%s]", A->name, A->H, A->KV, A->hd, A->window, segdesc);
+    cmp_t c;
+    cmp_init(&c);
+    cmp_f(&c, ob, oa, no, out_at, out_rt);
+    report("attention.out", shape, P->tag, &c, out_at, out_rt, gb);
+    if (A->stats & 1) {
+        cmp_init(&c);
+        cmp_f(&c, mb, ma, nm, st_at, mass_rt);
+        report("attention.mass", shape, P->tag, &c, st_at, mass_rt, 0);
+    }
+    if (A->stats & 2) {
+        cmp_init(&c);
+        cmp_f(&c, lb, la, nm, st_at, st_rt);
+        report("attention.last", shape, P->tag, &c, st_at, st_rt, 0);
+    }
+    if (A->stats & 4) {
+        cmp_init(&c);
+        cmp_f(&c, pb, pa, np, st_at, st_rt);
+        report("attention.pattern", shape, P->tag, &c, st_at, st_rt, 0);
+    }
+    (void)ga;
+    free(q), free(kc), free(vc), free(o0), free(m0), free(l0), free(p0);
+    free(oa), free(ob), free(ma), free(mb), free(la), free(lb), free(pa), free(pb);
+}
+
+static int build_attn_cases(attn_case *C, int quick) {
+    int n = 0;
+    attn_case *A;
+    /* ragged clean segments of mixed lengths, every statistic */
+    A = &C[n++];
+    attn_init(A, "ragged", 4, 4, 16, 0, 7);
+    add_clean(A, 1), add_clean(A, 5), add_clean(A, 17), add_clean(A, 40), add_clean(A, 70);
+    /* GQA, head_dim 64, tile boundaries */
+    A = &C[n++];
+    attn_init(A, "gqa", 8, 2, 64, 0, 7);
+    add_clean(A, 33), add_clean(A, 64), add_clean(A, 65), add_clean(A, 3);
+    /* prefix sharing: b = a + 3 tokens (own token / pattern rows), a 1-token extension */
+    A = &C[n++];
+    attn_init(A, "prefix", 4, 2, 16, 0, 7);
+    add_clean(A, 20);
+    add_ext(A, 0, 20, 3, -1, 0, 0, 1);
+    add_clean(A, 9);
+    add_ext(A, 2, 9, 1, -1, 0, 0, 1);
+    /* knockout variants (keys 0..pos0-1 from the clean rows, key ko removed in layers [lo,hi)),
+     * as the experiments lay them out: no statistics rows; one whose window excludes the layer */
+    A = &C[n++];
+    attn_init(A, "knockout", 4, 2, 16, 0, 7);
+    add_clean(A, 30);
+    add_ext(A, 0, 7, 23, 6, 0, 3, 0);
+    add_ext(A, 0, 1, 29, 0, 1, 2, 0);
+    add_ext(A, 0, 29, 1, 28, 0, 3, 0);
+    add_ext(A, 0, 12, 18, 11, 2, 3, 0); /* layer 1 outside [2,3): plain continuation */
+    add_ext(A, 0, 16, 14, 15, 0, 3, 1); /* with statistics rows */
+    add_clean(A, 12);                   /* queries on both sides of the knocked-out key */
+    A->segs[A->n_segs - 1].ko_pos = 5, A->segs[A->n_segs - 1].ko_hi = 3;
+    /* sliding windows, with a prefix segment */
+    A = &C[n++];
+    attn_init(A, "window4", 4, 2, 16, 4, 7);
+    add_clean(A, 50), add_clean(A, 9), add_clean(A, 1);
+    add_ext(A, 0, 30, 20, -1, 0, 0, 1);
+    A = &C[n++];
+    attn_init(A, "window7-mass", 4, 2, 16, 7, 1);
+    add_clean(A, 100), add_clean(A, 6);
+    add_ext(A, 0, 80, 20, -1, 0, 0, 1);
+    add_ext(A, 0, 41, 59, 40, 0, 3, 0);
+    /* statistics subsets */
+    A = &C[n++];
+    attn_init(A, "last-only", 4, 2, 16, 0, 2);
+    add_clean(A, 45), add_clean(A, 2);
+    add_ext(A, 0, 45, 2, -1, 0, 0, 1);
+    A = &C[n++];
+    attn_init(A, "no-stats", 4, 2, 16, 0, 0);
+    add_clean(A, 45), add_clean(A, 7);
+    /* head dims: gpt2-tiny 12, 80, 96 (padded), 128, 256 */
+    const int hds[] = {12, 80, 128, 256, 96};
+    for (int i = 0; i < (quick ? 2 : 5); i++) {
+        A = &C[n++];
+        attn_init(A, "headdim", hds[i] >= 128 ? 2 : 4, hds[i] >= 128 ? 1 : 2, hds[i], 0, 7);
+        add_clean(A, 37), add_clean(A, hds[i] >= 128 ? 19 : 70);
+        add_ext(A, 0, 20, 17, 19, 0, 3, 0);
+    }
+    /* long: several query and key tiles on both paths, decode-like single query */
+    A = &C[n++];
+    attn_init(A, "long", 2, 1, 64, 0, 7);
+    add_clean(A, quick ? 130 : 200);
+    add_ext(A, 0, quick ? 130 : 200, 1, -1, 0, 0, 1);
+    return n;
+}
+
+/* ---- main ------------------------------------------------------------------------------------- */
+
+static pt_backend *make_gpu(pt_compute_dtype dt, const char *env_name, const char *env_value, int skip_ok) {
+    if (env_name) setenv(env_name, env_value, 1);
+    pt_error e;
+    pt_backend *be = pt_backend_cuda_create(0, dt, &e);
+    if (env_name) unsetenv(env_name);
+    if (!be) {
+        fprintf(stderr, "test_backend_ops: %s\n", e.msg);
+        exit(skip_ok ? 77 : 1);
+    }
+    return be;
+}
+
+int main(int argc, char **argv) {
+    uint64_t seed = 20250611;
+    int skip_ok = 0, quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--skip-without-gpu")) skip_ok = 1;
+        else if (!strcmp(argv[i], "--filter") && i + 1 < argc) g_filter = argv[++i];
+        else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else {
+            fprintf(stderr, "usage: %s [--seed N] [--skip-without-gpu] [--filter OP] [--quick]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (!skip_ok && getenv("PUNCTUM_TEST_SKIP_WITHOUT_GPU")) skip_ok = 1;
+    if (!pt_backend_cuda_available()) {
+        fprintf(stderr, "test_backend_ops: no usable CUDA device\n");
+        return skip_ok ? 77 : 1;
+    }
+    pt_error e;
+    pt_backend *cpu = pt_backend_cpu_create(1, &e);
+    pt_backend *g32 = make_gpu(PT_DTYPE_F32, NULL, NULL, skip_ok);
+    printf("test_backend_ops: cuda device \"%s\" vs %s, seed %llu (--seed to change)\n", g32->device_name,
+           cpu->device_name, (unsigned long long)seed);
+    printf("%-22s %-60s %-11s %7s %10s %10s %-14s %s\n", "op", "shape", "dtype", "n", "max_abs", "max_rel", "tolerance",
+           "result");
+
+    pt_backend *gb16 = make_gpu(PT_DTYPE_BF16, NULL, NULL, skip_ok);
+    pt_backend *gf16 = make_gpu(PT_DTYPE_F16, NULL, NULL, skip_ok);
+    pt_backend *gb16_plain = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "0", skip_ok);
+    pt_backend *gb16_mbf = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "bf16", skip_ok);
+    pt_backend *g32_cublas = make_gpu(PT_DTYPE_F32, "PUNCTUM_CUDA_GEMM", "cublas", skip_ok);
+    pt_backend *gb16_cublas = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_GEMM", "cublas", skip_ok);
+
+    pair_t pairs[3] = {{cpu, g32, PT_DTYPE_F32, "f32"}, {cpu, gb16, PT_DTYPE_BF16, "bf16"}, {cpu, gf16, PT_DTYPE_F16, "f16"}};
+    pt_backend *alts[3] = {g32_cublas, gb16_cublas, NULL};
+    const char *alt_tags[3] = {"f32/cublas", "bf16/cublas", NULL};
+
+    /* elementwise */
+    g_rng = seed;
+    test_fill_add(&pairs[0]);
+
+    /* model ops, per dtype (weights rounded to the dtype for both backends) */
+    for (int p = 0; p < 3; p++) {
+        synth S;
+        g_rng = seed + 100 + (uint64_t)p;
+        synth_make(&S, "llama", 0, 64, 4, 2, 16, 96, 320, pairs[p].dt);
+        test_model_ops(&pairs[p], &S, alts[p], alt_tags[p]);
+        synth_free(&S);
+        g_rng = seed + 200 + (uint64_t)p;
+        synth_make(&S, "gpt2", 1, 48, 4, 4, 12, 192, 300, pairs[p].dt);
+        test_model_ops(&pairs[p], &S, alts[p], alt_tags[p]);
+        synth_free(&S);
+        if (p == 0 && !quick) {
+            g_rng = seed + 300;
+            synth_make(&S, "wide", 0, 256, 2, 1, 128, 160, 1000, pairs[p].dt);
+            test_model_ops(&pairs[p], &S, NULL, NULL);
+            synth_free(&S);
+        }
+    }
+
+    /* vocabulary */
+    g_rng = seed + 400;
+    test_vocab(&pairs[0], 320, 4, 10);
+    if (!quick) {
+        g_rng = seed + 401;
+        test_vocab(&pairs[0], 50257, 3, 25);
+    }
+
+    /* attention: every case on f32 (plain path), bf16 and f16 (tensor-core path where it
+     * applies), and bf16 forced onto the plain path for a few */
+    static attn_case C[32];
+    const int nc = build_attn_cases(C, quick);
+    pair_t plain = {cpu, gb16_plain, PT_DTYPE_BF16, "bf16/plain"};
+    pair_t mbf = {cpu, gb16_mbf, PT_DTYPE_BF16, "bf16/mmabf"};
+    for (int i = 0; i < nc; i++) {
+        const uint64_t s = seed + 1000 + (uint64_t)i;
+        test_attn_case(&pairs[0], &C[i], s);
+        test_attn_case(&pairs[1], &C[i], s);
+        if (i % 3 == 0) test_attn_case(&pairs[2], &C[i], s);
+        if (i % 4 == 1) test_attn_case(&plain, &C[i], s);
+        if (i % 4 == 2 || i == nc - 1) test_attn_case(&mbf, &C[i], s);
+    }
+
+    printf("test_backend_ops: %d rows, %d failed\n", g_rows, g_failed);
+    gb16_cublas->destroy(gb16_cublas);
+    g32_cublas->destroy(g32_cublas);
+    gb16_plain->destroy(gb16_plain);
+    gb16_mbf->destroy(gb16_mbf);
+    gf16->destroy(gf16);
+    gb16->destroy(gb16);
+    g32->destroy(g32);
+    cpu->destroy(cpu);
+    return g_failed ? 1 : 0;
+}
