@@ -182,7 +182,7 @@ static int parse_rope(const ctx *c, json_t *root, pt_config *cfg) {
     }
     cfg->rope_theta = theta;
 
-    /* partial rotary embeddings are not implemented: only 1.0 (or absent) is accepted */
+    /* partial rotary embeddings are refused: only 1.0 (or absent) is accepted */
     {
         json_t *src = json_object_get(params, "partial_rotary_factor") ? params : root;
         json_t *pv = json_object_get(src, "partial_rotary_factor");
