@@ -31,7 +31,6 @@ struct pt_experiments {
     struct ko_row { float kl, dtop1, dtarget; int8_t changed; } *ko;
     pt_devbuf d_xin, d_logits, d_lens_x;
     int start_layer;
-    const float *patch_src; /* unused marker */
 };
 
 /* ---- setup ------------------------------------------------------------------------------ */
