@@ -5,7 +5,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PUNCTUM_VERSION "0.1.0"
+/* "<semver>+g<commit>[-dirty]" (e.g. 0.1.0+g1a2b3c4d5e6f): the VERSION file plus the commit the
+ * build came from, generated at every build (cmake/gen-version.cmake). A variable, not a string
+ * literal: only one file recompiles when the commit changes. */
+extern const char pt_version[];
+#define PUNCTUM_VERSION pt_version
 #define PUNCTUM_FORMAT 1
 
 /* An error is a one-line, human-readable message that names the file and the problem.

@@ -270,7 +270,9 @@ def _summary(f: PunctumFile, ctx):
         ("statistics", ", ".join(f"<code>{s}</code>" for s in stats) or "none"),
         ("written", f"{_esc(a.get('created', '?'))} by punctum "
                     f"{_esc(a.get('punctum_version', '?'))} (format "
-                    f"{_esc(a.get('punctum_format', '?'))})"),
+                    f"{_esc(a.get('punctum_format', '?'))})"
+                    + (f", resumed by {_esc(a['punctum_version_resumed'])}"
+                       if a.get("punctum_version_resumed") else "")),
         ("command", f"<code class='cmd'>{_esc(a.get('command_line', ''))}</code>"),
     ]
     kv = '<table class="kv">' + "".join(

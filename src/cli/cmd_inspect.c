@@ -127,7 +127,7 @@ int pt_cmd_inspect(int argc, char **argv) {
     pt_h5_attr_i64(f, "n_layers", &L);
     pt_h5_attr_i64(f, "n_heads", &H);
     const char *keys[] = {"model_dir", "model_type", "backend", "device", "compute_dtype", "created",
-                          "punctum_version", "command_line"};
+                          "punctum_version", "punctum_version_resumed", "command_line"};
     printf("%s  (punctum format %lld)\n", path, (long long)fmt);
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         char *v = pt_h5_attr_str(f, keys[k]);

@@ -17,7 +17,18 @@ static void usage(FILE *f) {
             "  punctum tokenize --model DIR [--json] TEXT|-\n"
             "  punctum --help | --version\n"
             "\n"
-            "`punctum run --help` lists the sweep's options.\n",
+            "`punctum run --help` lists the sweep's options.\n"
+            "\n"
+            "exit status:\n"
+            "  0        success\n"
+            "  1        runtime failure (the work done so far is committed)\n"
+            "  2        usage error, or --resume with different options\n"
+            "  130/143  stopped by SIGINT/SIGTERM after a commit; repeat with --resume\n"
+            "\n"
+            "environment:\n"
+            "  PUNCTUM_COMMIT_SECONDS  seconds between commits of a run (default 5)\n"
+            "  PUNCTUM_FSYNC=0         skip fsync: a kill stays safe, a power cut may not\n"
+            "  PUNCTUM_COMPACT_FANIN   segment files compacted at a time (default 8)\n",
             PUNCTUM_VERSION);
 }
 

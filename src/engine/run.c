@@ -134,6 +134,22 @@ static void build_identity(const pt_sweep *S, const pt_job *J, const char *model
 #undef ID
 }
 
+/* punctum_version names the build that started a file; a resume by another build (a rebuilt
+ * binary may resume its own files: the version is not part of the identity) appends its version
+ * to punctum_version_resumed, so the rows it adds keep their provenance. 0: nothing to record. */
+static int resumed_versions(const pt_outstate *st, char *buf, size_t n) {
+    const char *started = pt_outstate_attr(st, "punctum_version");
+    const char *was = pt_outstate_attr(st, "punctum_version_resumed");
+    const char *last = was ? strrchr(was, ',') : NULL;
+    last = last ? last + 1 : was ? was : started;
+    if (!was && (!started || !strcmp(started, PUNCTUM_VERSION))) return 0;
+    if (last && !strcmp(last, PUNCTUM_VERSION))
+        snprintf(buf, n, "%s", was);
+    else
+        snprintf(buf, n, "%s%s%s", was ? was : "", was ? "," : "", PUNCTUM_VERSION);
+    return 1;
+}
+
 /* 0: the output agrees with this run; else a one-line refusal in e. */
 static int check_identity(const pt_outstate *st, const char *path, const ident_t *id, pt_error *e) {
     for (int k = 0; k < N_IDENT; k++) {
@@ -389,12 +405,16 @@ validated:
         add_attr_int(attrs, &na, "mpi_rank", J.rank);
         add_attr_int(attrs, &na, "mpi_size", J.size);
     }
-    if (resume) { /* keep the original run's record of when and how it started */
+    char resumed_by[1024];
+    if (resume) { /* keep the original run's record of when, how and by what it started */
         for (int k = 0; k < na; k++)
-            if (!strcmp(attrs[k].key, "created") || !strcmp(attrs[k].key, "command_line")) {
+            if (!strcmp(attrs[k].key, "created") || !strcmp(attrs[k].key, "command_line") ||
+                !strcmp(attrs[k].key, "punctum_version")) {
                 const char *was = pt_outstate_attr(&ost, attrs[k].key);
                 if (was) attrs[k].str = was;
             }
+        if (resumed_versions(&ost, resumed_by, sizeof resumed_by))
+            add_attr_str(attrs, &na, "punctum_version_resumed", resumed_by);
     }
 
     const pt_writer_opts wo = {out_path,
