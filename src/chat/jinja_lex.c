@@ -72,7 +72,7 @@ static void emit_data(lexer *L, const char *text, size_t len, char sign, int is_
     } else if (sign != '+' && !is_var) {
         size_t lpos = len;
         while (lpos > 0 && text[lpos - 1] != '\n') lpos--;
-        if ((lpos > 0 || L->line_starting) && lpos < len && trailing_space(text, len) == len - lpos)
+        if ((lpos > 0 || L->line_starting) && lpos < len && trailing_space(text, len) >= len - lpos)
             len = lpos;
     }
     if (len) push(L, JT_DATA, text, len, line);

@@ -559,7 +559,7 @@ static jnode *parse_if(parser *P, int line) {
 
 static jnode *parse_for(parser *P, int line) {
     jnode *n = node(P, S_FOR, line);
-    static const char *const ends[] = {"endfor", "else", NULL};
+    static const char *const ends[] = {"else", "endfor", NULL};
     parse_targets(P, n, "in");
     if (!skip_name(P, "in")) unexpected(P, "'in'");
     n->a = parse_tuple(P, 0, "recursive");
@@ -692,9 +692,12 @@ static jnode *parse_body(parser *P, const char *const *ends) {
     for (;;) {
         jn_tok *t = cur(P);
         if (t->k == JT_EOF) {
-            if (ends)
+            if (ends) { /* name the closing tag: the last of ends */
+                const char *last = ends[0];
+                for (int k = 1; ends[k]; k++) last = ends[k];
                 jn_fail(P->c, JE_SYNTAX, t->line, "unexpected end of template, expected '%s'",
-                        ends[0]);
+                        last);
+            }
             break;
         }
         if (t->k == JT_DATA) {
