@@ -328,10 +328,9 @@ int ju_is_space(uint32_t c) {
  */
 
 void jb_put(jn_ctx *c, jn_buf *b, const char *s, size_t n) {
-    if (n == 0) return;
     if (n > JN_MAX_OUTPUT || b->n > JN_MAX_OUTPUT - n)
         jn_fail(c, JE_LIMIT, 0, "the output is longer than %zu MiB", JN_MAX_OUTPUT >> 20);
-    if (b->n + n + 1 > b->cap) {
+    if (b->n + n + 1 > b->cap) { /* also gives an empty buffer its (NUL-terminated) storage */
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->n + n + 1) cap *= 2;
         char *p = jn_alloc(c, cap);
@@ -339,7 +338,7 @@ void jb_put(jn_ctx *c, jn_buf *b, const char *s, size_t n) {
         b->p = p;
         b->cap = cap;
     }
-    memcpy(b->p + b->n, s, n);
+    if (n) memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = 0;
 }

@@ -44,7 +44,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (pt_chat_render(c, systems[s], prompts[p], &t, &e) == 0) {
                 check_text(&t);
                 pt_chat_text_free(&t);
-            } else check_message(&e);
+            } else
+                check_message(&e);
         }
     pt_chat_free(c);
     return 0;
