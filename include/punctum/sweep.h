@@ -22,6 +22,7 @@ typedef struct {
     int patch_resid;
     pt_derive_kind derive;
     const char *derive_str;
+    int chat;                 /* --chat: wrap prompts in the model's chat template */
     int batch_tokens;         /* 0: default */
     int shard_i, shard_n;
     int resume, force, store_f16, strict;

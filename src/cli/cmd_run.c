@@ -20,6 +20,7 @@ static void run_usage(FILE *f) {
             "  --windows all|each|LO:HI[,LO:HI...] layer windows for knockout; default all\n"
             "  --patch resid|none          default none\n"
             "  --derive-b append:STR|strip-punct\n"
+            "  --chat                      wrap prompts in the model's chat template (SPEC §2)\n"
             "  --batch-tokens N            token budget of one forward batch (default 4096)\n"
             "  --shard I/N                 take the pairs whose 0-based index %% N == I\n"
             "  --resume                    continue an interrupted run into the same file\n"
@@ -77,7 +78,7 @@ int pt_cmd_run(int argc, char **argv) {
 
     enum { O_MODEL = 256, O_PAIRS, O_OUT, O_BACKEND, O_DTYPE, O_STATS, O_TOPK, O_ABLATE, O_POSITIONS,
            O_WINDOWS, O_PATCH, O_DERIVE, O_BATCH, O_SHARD, O_RESUME, O_FORCE, O_STORE, O_STRICT,
-           O_PROGRESS, O_THREADS, O_DEVICE, O_HELP };
+           O_PROGRESS, O_THREADS, O_DEVICE, O_CHAT, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"pairs", required_argument, 0, O_PAIRS},
         {"out", required_argument, 0, O_OUT}, {"backend", required_argument, 0, O_BACKEND},
@@ -85,7 +86,7 @@ int pt_cmd_run(int argc, char **argv) {
         {"topk", required_argument, 0, O_TOPK}, {"ablate", required_argument, 0, O_ABLATE},
         {"positions", required_argument, 0, O_POSITIONS},
         {"windows", required_argument, 0, O_WINDOWS}, {"patch", required_argument, 0, O_PATCH},
-        {"derive-b", required_argument, 0, O_DERIVE},
+        {"derive-b", required_argument, 0, O_DERIVE}, {"chat", no_argument, 0, O_CHAT},
         {"batch-tokens", required_argument, 0, O_BATCH}, {"shard", required_argument, 0, O_SHARD},
         {"resume", no_argument, 0, O_RESUME}, {"force", no_argument, 0, O_FORCE},
         {"store", required_argument, 0, O_STORE}, {"strict", no_argument, 0, O_STRICT},
@@ -193,6 +194,7 @@ int pt_cmd_run(int argc, char **argv) {
             o.shard_n = n;
             break;
         }
+        case O_CHAT: o.chat = 1; break;
         case O_RESUME: o.resume = 1; break;
         case O_FORCE: o.force = 1; break;
         case O_STORE:

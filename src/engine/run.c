@@ -80,7 +80,7 @@ typedef struct {
     char value[320];
 } ident_t;
 
-enum { N_IDENT = 15 };
+enum { N_IDENT = 16 };
 
 static void build_identity(const pt_sweep *S, const pt_job *J, const char *model_fp,
                            const char *input_fp, ident_t id[N_IDENT]) {
@@ -124,6 +124,7 @@ static void build_identity(const pt_sweep *S, const pt_job *J, const char *model
     else
         ID("opt_derive_b", "--derive-b", "%s",
            o->derive == PT_DERIVE_STRIP_PUNCT ? "strip-punct" : "none");
+    ID("opt_chat", "--chat", "%s", S->chat ? pt_chat_fingerprint(S->chat) : "none");
     ID("opt_batch_tokens", "--batch-tokens", "%d", S->budget);
     if (J->size > 1)
         ID("opt_shard", "mpirun -np", "block %d/%d", J->rank, J->size);
@@ -199,6 +200,7 @@ static void sweep_free(pt_sweep *S, pt_weights *dev_w, int have_weights) {
         S->be->destroy(S->be);
     }
     if (S->tok) pt_tokenizer_free(S->tok);
+    pt_chat_free(S->chat);
     if (S->cfg) pt_model_free(&S->model);
     void *hbufs[] = {S->h_ids,        S->h_pos,         S->h_kvr,        S->h_segs,
                      S->h_fin,        S->h_tgt,         S->h_kl,         S->h_tap,
@@ -266,6 +268,10 @@ int pt_sweep_run(const pt_run_opts *o) {
             }
         }
         free(tok_path);
+    }
+    if (o->chat && !(S->chat = pt_chat_load(o->model_dir, &(int){0}, &e))) {
+        rc = 2; /* no template, or one the interpreter cannot run */
+        goto validated;
     }
     if (pt_jsonl_open(&in, o->pairs_path, &e)) {
         rc = 1;
@@ -468,7 +474,7 @@ validated:
     S->t_start = pt_now();
 
     pt_record_ctx rctx = {S->cfg->vocab_size, S->cfg->max_positions, S->tok, o->derive,
-                          o->derive_str};
+                          o->derive_str, S->chat};
     int cap = 64, n = 0, tokens = 0;
     int64_t exp_rows = 0; /* estimated experiment rows of the pending records */
     pt_record *pending = pt_xcalloc((size_t)cap, sizeof(pt_record));

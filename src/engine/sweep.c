@@ -53,6 +53,7 @@ void pt_sweep_build_schema(pt_sweep *S) {
     add_col(S, C_TOK_BSTART, "/tokens/byte_start", PT_I32, 0, 0, 0);
     add_col(S, C_TOK_BEND, "/tokens/byte_end", PT_I32, 0, 0, 0);
     add_col(S, C_TOK_PUNCT, "/tokens/is_punct", PT_I8, 0, 0, 0);
+    add_col(S, C_TOK_ROLE, "/tokens/role", PT_I8, 0, 0, 0);
     if (o->stat_mass) add_col(S, C_TOK_MASS, "/tokens/attn_mass", PT_F32, 2, L, H);
     if (o->stat_last) add_col(S, C_TOK_LAST, "/tokens/attn_last", PT_F32, 2, L, H);
     if (o->stat_resid) add_col(S, C_TOK_RESID_NORM, "/tokens/resid_norm", PT_F32, 1, L + 1, 0);
@@ -352,6 +353,7 @@ static void emit_clean(pt_sweep *S, pt_record **recs, int n) {
             *(int32_t *)pt_sweep_rows(S, C_TOK_BSTART, 1) = r->byte_start[q->side][t];
             *(int32_t *)pt_sweep_rows(S, C_TOK_BEND, 1) = r->byte_end[q->side][t];
             *(int8_t *)pt_sweep_rows(S, C_TOK_PUNCT, 1) = (int8_t)pt_is_punct_text(piece);
+            *(int8_t *)pt_sweep_rows(S, C_TOK_ROLE, 1) = (int8_t)pt_record_role(r, q->side, t);
         }
     }
 

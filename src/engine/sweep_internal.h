@@ -13,7 +13,7 @@ enum {
     C_PAIR_KL_AB, C_PAIR_KL_BA, C_PAIR_JS, C_PAIR_RESID_COS,
     C_SEQ_PAIR, C_SEQ_SIDE, C_SEQ_TEXT, C_SEQ_TOK_START, C_SEQ_N_TOK, C_SEQ_ENTROPY,
     C_SEQ_TOPK_ID, C_SEQ_TOPK_LP, C_SEQ_TARGET_ID, C_SEQ_TARGET_LP, C_SEQ_PATTERN_START,
-    C_TOK_ID, C_TOK_SEQ, C_TOK_POS, C_TOK_TEXT, C_TOK_BSTART, C_TOK_BEND, C_TOK_PUNCT,
+    C_TOK_ID, C_TOK_SEQ, C_TOK_POS, C_TOK_TEXT, C_TOK_BSTART, C_TOK_BEND, C_TOK_PUNCT, C_TOK_ROLE,
     C_TOK_MASS, C_TOK_LAST, C_TOK_RESID_NORM, C_PAT_VALUE,
     C_WIN, C_KO_SEQ, C_KO_POS, C_KO_WIN, C_KO_KL, C_KO_DTOP1, C_KO_DTARGET, C_KO_CHANGED,
     C_PA_PAIR, C_PA_LAYER, C_PA_POS, C_PA_KL_TO_B, C_PA_KL_FROM_A, C_PA_DTOP1_B,
@@ -60,6 +60,7 @@ typedef struct {
     pt_model model;
     const pt_config *cfg;
     pt_tokenizer *tok;
+    pt_chat *chat; /* --chat */
     pt_backend *be;
     pt_engine en;
     pt_writer *w;

@@ -286,6 +286,7 @@ static const struct {
              {"opt_topk", "--topk"},           {"opt_ablate", "--ablate"},
              {"opt_positions", "--positions"}, {"opt_windows", "--windows"},
              {"opt_patch", "--patch"},         {"opt_derive_b", "--derive-b"},
+             {"opt_chat", "--chat"},
              {"store_dtype", "--store"}};
 
 static int parse_shard(part_t *p) {

@@ -82,7 +82,9 @@ void pt_record_free(pt_record *rec) {
         free(rec->ids[s]);
         free(rec->byte_start[s]);
         free(rec->byte_end[s]);
+        free(rec->role[s]);
     }
+    free(rec->system);
     free(rec->target_text);
     free(rec->positions);
     memset(rec, 0, sizeof *rec);
@@ -199,7 +201,7 @@ static int32_t target_in_context(const pt_record_ctx *ctx, pt_record *rec, const
     pt_encoding enc = {0};
     pt_error e;
     int32_t id = -1;
-    if (pt_tokenizer_encode(ctx->tok, joined, lp + lt, 1, &enc, &e))
+    if (pt_tokenizer_encode(ctx->tok, joined, lp + lt, !ctx->chat, &enc, &e))
         bad(rec, "cannot tokenize target: %s", e.msg);
     else
         for (size_t i = 0; i < enc.n; i++)
@@ -213,11 +215,26 @@ static int32_t target_in_context(const pt_record_ctx *ctx, pt_record *rec, const
     return id;
 }
 
+/* --chat: the side's text becomes the rendered conversation; roles from the prompt's spans */
+static int wrap_side(const pt_record_ctx *ctx, pt_record *rec, int side, pt_chat_text *ct) {
+    pt_error e;
+    if (pt_chat_render(ctx->chat, rec->system, rec->text[side], ct, &e)) {
+        bad(rec, "chat template: %s", e.msg);
+        return -1;
+    }
+    free(rec->text[side]);
+    rec->text[side] = pt_xstrdup(ct->text);
+    return 0;
+}
+
 static void encode_side(const pt_record_ctx *ctx, pt_record *rec, int side) {
     pt_encoding enc = {0};
     pt_error e;
+    pt_chat_text ct = {0};
+    if (ctx->chat && wrap_side(ctx, rec, side, &ct)) return;
     const char *t = rec->text[side];
-    if (pt_tokenizer_encode(ctx->tok, t, strlen(t), 1, &enc, &e)) {
+    if (pt_tokenizer_encode(ctx->tok, t, strlen(t), !ctx->chat, &enc, &e)) {
+        pt_chat_text_free(&ct);
         bad(rec, "cannot tokenize '%s': %s", side ? "b" : "a", e.msg);
         pt_encoding_free(&enc);
         return;
@@ -226,6 +243,18 @@ static void encode_side(const pt_record_ctx *ctx, pt_record *rec, int side) {
     rec->ids[side] = enc.ids;
     rec->byte_start[side] = enc.byte_start;
     rec->byte_end[side] = enc.byte_end;
+    if (ctx->chat) {
+        rec->role[side] = pt_xmalloc(enc.n + 1);
+        for (size_t i = 0; i < enc.n; i++)
+            rec->role[side][i] = (int8_t)pt_chat_role(&ct, enc.byte_start[i], enc.byte_end[i]);
+    }
+    pt_chat_text_free(&ct);
+}
+
+int pt_record_role(const pt_record *rec, int side, int t) {
+    if (rec->role[side]) return rec->role[side][t];
+    if (rec->byte_start[side][t] < 0) return 1; /* given as ids */
+    return rec->byte_end[side][t] > rec->byte_start[side][t];
 }
 
 static char *get_text(pt_record *rec, json_t *obj, const char *key) {
@@ -292,6 +321,11 @@ void pt_record_parse(const pt_record_ctx *ctx, const char *json, size_t len, int
         }
     }
     if (!rec->ids[0] && !rec->text[0]) bad(rec, "missing 'a' (or 'a_ids')");
+    if (ctx->chat && (rec->ids[0] || rec->ids[1]))
+        bad(rec,
+            "--chat wraps text prompts in the chat template: a record given as ids is skipped");
+    json_t *sys = json_object_get(obj, "system");
+    if (sys && !json_is_null(sys)) rec->system = get_text(rec, obj, "system");
 
     /* --derive-b for records without b */
     if (!rec->status && !rec->has_b && ctx->derive != PT_DERIVE_NONE) {

@@ -35,9 +35,18 @@ int tk_utf8_valid(const char *s, size_t n, size_t *bad);
 static inline uint32_t tk_utf8_get(const char *s, int *len) {
     const unsigned char *u = (const unsigned char *)s;
     uint32_t c = u[0];
-    if (c < 0x80) { *len = 1; return c; }
-    if (c < 0xE0) { *len = 2; return ((c & 0x1F) << 6) | (u[1] & 0x3F); }
-    if (c < 0xF0) { *len = 3; return ((c & 0x0F) << 12) | ((uint32_t)(u[1] & 0x3F) << 6) | (u[2] & 0x3F); }
+    if (c < 0x80) {
+        *len = 1;
+        return c;
+    }
+    if (c < 0xE0) {
+        *len = 2;
+        return ((c & 0x1F) << 6) | (u[1] & 0x3F);
+    }
+    if (c < 0xF0) {
+        *len = 3;
+        return ((c & 0x0F) << 12) | ((uint32_t)(u[1] & 0x3F) << 6) | (u[2] & 0x3F);
+    }
     *len = 4;
     return ((c & 0x07) << 18) | ((uint32_t)(u[1] & 0x3F) << 12) | ((uint32_t)(u[2] & 0x3F) << 6) |
            (u[3] & 0x3F);
@@ -132,11 +141,11 @@ int tk_regex_find_matches(const tk_regex *re, const char *s, size_t n, pcre2_mat
 /* String -> id map over strings owned elsewhere, looked up through a callback-free table of
  * (offset, length) pairs into one pool. */
 typedef struct {
-    const char *pool;      /* all strings, concatenated */
-    const uint32_t *off;   /* per id: offset into pool */
-    const uint32_t *len;   /* per id: length */
-    int32_t *slots;        /* id or -1 */
-    uint32_t *hashes;      /* hash of the slot's key */
+    const char *pool;    /* all strings, concatenated */
+    const uint32_t *off; /* per id: offset into pool */
+    const uint32_t *len; /* per id: length */
+    int32_t *slots;      /* id or -1 */
+    uint32_t *hashes;    /* hash of the slot's key */
     size_t mask;
 } tk_strmap;
 
@@ -205,5 +214,129 @@ int tk_bpe_word(const tk_bpe *m, const char *w, size_t n, tk_bpe_scratch *sc, tk
                 pt_error *e);
 void tk_bpe_scratch_free(tk_bpe_scratch *sc);
 void tk_bpe_free(tk_bpe *m);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The tokenizer: its components (tok_load.c builds them, tok_encode.c and tok_decode.c use them) */
+
+enum { N_NFC, N_NFD, N_NFKC, N_NFKD, N_LOWER, N_PREPEND, N_REPLACE, N_STRIP };
+typedef struct {
+    int kind;
+    char *str; /* Prepend: text; Replace: content */
+    size_t len;
+    tk_regex re;     /* Replace */
+    int left, right; /* Strip */
+} tk_norm;
+
+enum { P_BYTELEVEL, P_SPLIT, P_DIGITS, P_METASPACE };
+enum { B_REMOVED, B_ISOLATED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
+enum { PS_ALWAYS, PS_FIRST, PS_NEVER };
+typedef struct {
+    int kind;
+    int add_prefix_space, use_regex; /* ByteLevel */
+    tk_regex re;                     /* ByteLevel (GPT-2 regex) / Split */
+    int behavior, invert;            /* Split */
+    int individual;                  /* Digits */
+    uint32_t repl;                   /* Metaspace */
+    char repl_s[4];
+    int repl_len, scheme, split;
+} tk_pre;
+
+enum { PP_TEMPLATE, PP_BYTELEVEL };
+typedef struct {
+    int is_seq;    /* 1: the input sequence ($A) */
+    int32_t *ids;  /* special token ids */
+    char **tokens; /* their token strings */
+    int n;
+} tk_tpl_item;
+typedef struct {
+    int kind;
+    int trim_offsets, add_prefix_space; /* ByteLevel */
+    tk_tpl_item *items;                 /* Template (single) */
+    int n_items;
+} tk_post;
+
+enum { D_BYTELEVEL, D_METASPACE, D_BYTEFALLBACK, D_FUSE, D_STRIP, D_REPLACE };
+typedef struct {
+    int kind;
+    uint32_t repl; /* Metaspace */
+    int scheme;
+    uint32_t content; /* Strip */
+    size_t start, stop;
+    tk_regex re; /* Replace */
+    char *str;
+    size_t len;
+} tk_dec;
+
+typedef struct {
+    int32_t id;
+    char *content;
+    size_t len;
+    int special, lstrip, rstrip, single_word, normalized;
+} tk_added;
+
+/* byte trie over added-token patterns (leftmost-longest matching) */
+typedef struct {
+    int32_t child, sibling; /* node indices, -1 none */
+    int32_t term;           /* index into tokenizer.added, -1 none */
+    unsigned char byte;
+} tk_node;
+typedef struct {
+    tk_node *nodes;
+    size_t n, cap;
+    uint8_t first[256]; /* bytes that can start a pattern */
+    int empty;
+} tk_trie;
+
+struct pt_tokenizer {
+    char *name;
+    tk_bpe bpe;
+    int32_t n_ids; /* max id + 1 over vocab and added tokens */
+    tk_added *added;
+    size_t n_added;
+    int32_t *added_of_id; /* id -> index in added, or -1 */
+    tk_trie trie_raw, trie_norm;
+    tk_norm *norm;
+    size_t n_norm;
+    tk_pre *pre;
+    size_t n_pre;
+    tk_post *post;
+    size_t n_post;
+    tk_dec *dec;
+    size_t n_dec;
+    int has_decoder;
+    int unk_missing; /* unk_token set but not in the vocabulary */
+    char *unk_name;
+    /* per id: decoded piece (pool offsets) and leading/trailing space chars of the token string */
+    char *piece_pool;
+    uint32_t *piece_off;
+    uint16_t *lead, *trail;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* byte-level alphabet: printable bytes map to themselves, the others to U+0100 + n            */
+
+static inline uint32_t byte_to_cp(unsigned b) {
+    if (b <= 0x20) return 256 + b;
+    if (b >= 0x7F && b <= 0xA0) return 289 + (b - 0x7F);
+    if (b == 0xAD) return 323;
+    return b;
+}
+
+static inline int cp_to_byte(uint32_t c) {
+    if (c < 256) return (c <= 0x20 || (c >= 0x7F && c <= 0xA0) || c == 0xAD) ? -1 : (int)c;
+    if (c <= 288) return (int)(c - 256);
+    if (c <= 322) return (int)(0x7F + c - 289);
+    if (c == 323) return 0xAD;
+    return -1;
+}
+
+/* tok_load.c: error messages quote strings from the file: keep them on one line */
+void tk_one_line(pt_error *e);
+/* tok_encode.c: an added token's content through the tokenizer's normalizer (normalized trie) */
+int tk_normalize_string(const pt_tokenizer *t, const char *s, size_t n, tk_buf *out, pt_error *e);
+/* tok_encode.c: leading / trailing chars that are 'Ġ' or white space (ByteLevel post-processor) */
+void tk_lead_trail(const char *s, size_t n, uint16_t *lead, uint16_t *trail);
+/* tok_decode.c: the decoded piece of every id (pt_tokenizer_piece), once all else is loaded */
+int tk_build_pieces(pt_tokenizer *t, pt_error *e);
 
 #endif

@@ -23,7 +23,7 @@ DTYPES = {
     "/seqs/n_tok": "i4", "/seqs/entropy": "f", "/seqs/topk_id": "i4", "/seqs/topk_logprob": "f",
     "/seqs/target_id": "i4", "/seqs/target_logprob": "f", "/seqs/pattern_start": "i8",
     "/tokens/id": "i4", "/tokens/seq": "i8", "/tokens/pos": "i4", "/tokens/text": "str",
-    "/tokens/byte_start": "i4", "/tokens/byte_end": "i4", "/tokens/is_punct": "i1",
+    "/tokens/byte_start": "i4", "/tokens/byte_end": "i4", "/tokens/is_punct": "i1", "/tokens/role": "i1",
     "/tokens/attn_mass": "f", "/tokens/attn_last": "f", "/tokens/resid_norm": "f",
     "/patterns/value": "f",
 }

@@ -72,7 +72,7 @@ static void test_too_long(void) {
     const char *l = pt_jsonl_next(&in, &len);
     check(l && in.too_long && len == 0 && in.line_no == 2, "oversized line flagged", NULL);
     check(in.cap <= (size_t)PT_MAX_LINE_BYTES, "reader buffer bounded by the cap", NULL);
-    pt_record_ctx ctx = {100, 64, NULL, PT_DERIVE_NONE, NULL};
+    pt_record_ctx ctx = {100, 64, NULL, PT_DERIVE_NONE, NULL, NULL};
     pt_record r;
     pt_record_parse(&ctx, "", 0, in.line_no, 1, &r);
     check(r.status == 1 && strstr(r.message, "line 2") && strstr(r.message, "longer than"),
@@ -86,7 +86,7 @@ static void test_too_long(void) {
 }
 
 static void bad(const char *what, const char *json, const char *fragment) {
-    pt_record_ctx ctx = {100, 8, NULL, PT_DERIVE_NONE, NULL};
+    pt_record_ctx ctx = {100, 8, NULL, PT_DERIVE_NONE, NULL, NULL};
     pt_record r;
     pt_record_parse(&ctx, json, strlen(json), 42, 0, &r);
     int ok = r.status == 1 && !strncmp(r.message, "line 42: ", 9) && !strchr(r.message, '\n') &&
@@ -116,7 +116,7 @@ static void test_bad_records(void) {
     bad("id of a wrong type", "{\"id\": [1], \"a_ids\": [1]}", "'id'");
     /* a NUL byte in the JSON text: jansson refuses it unless escaped */
     const char nul[] = {'{', '"', 'a', '_', 'i', 'd', 's', '"', ':', '[', '1', ']', '}', 0, 'x'};
-    pt_record_ctx ctx = {100, 8, NULL, PT_DERIVE_NONE, NULL};
+    pt_record_ctx ctx = {100, 8, NULL, PT_DERIVE_NONE, NULL, NULL};
     pt_record r;
     pt_record_parse(&ctx, nul, sizeof nul, 1, 0, &r);
     check(r.status == 1, "embedded NUL refused", r.message);
