@@ -37,6 +37,10 @@ def _ci_pct(lo, hi):
 
 
 def _num_ci(est, lo, hi, digits=3):
+    if not np.isfinite(est):
+        return "–"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return _fmt(est, digits)
     return f"{_fmt(est, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
 
 

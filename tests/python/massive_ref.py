@@ -60,15 +60,20 @@ class MassiveRef:
         return torch.stack([c[0] for c in cap], dim=1).numpy()
 
     def massive(self, ids):
-        """(resid_max, resid_argmax, resid_median, resid_norm), each [T, L+1]."""
+        """dict of [T, L+1] arrays: resid_max, resid_argmax, resid_median, resid_norm, and
+        the lower and upper middle values (median_lo, median_hi: equal for odd d_model)."""
         h = np.abs(self.resid(ids))
-        return h.max(axis=2), h.argmax(axis=2), np.median(h, axis=2), \
-            np.sqrt((h * h).sum(axis=2))
+        D = h.shape[2]
+        srt = np.sort(h, axis=2)
+        return {"resid_max": h.max(axis=2), "resid_argmax": h.argmax(axis=2),
+                "resid_median": np.median(h, axis=2), "resid_norm": np.sqrt((h * h).sum(axis=2)),
+                "median_lo": srt[:, :, (D - 1) // 2], "median_hi": srt[:, :, D // 2]}
 
 
 def compute_for_file(model_dir, path):
-    """The three statistics (and the residual norm) for every committed token row of an
-    engine-made file: dict name -> [Ttot, L+1] float64 (argmax int64)."""
+    """The three statistics (and resid_norm, median_lo, median_hi: see MassiveRef) for
+    every committed token row of an engine-made file: dict name -> [Ttot, L+1] float64
+    (argmax int64)."""
     ref = MassiveRef(model_dir)
     with h5py.File(path, "r") as f:
         P = int(f.attrs["committed_pairs"])
@@ -78,17 +83,14 @@ def compute_for_file(model_dir, path):
         T = int((ts + nt).max()) if S else 0
         ids = f["tokens/id"][:T]
         L1 = int(f.attrs["n_layers"]) + 1
-    out = {n: np.zeros((T, L1)) for n in NAMES + ("resid_norm",)}
+    out = {n: np.zeros((T, L1)) for n in NAMES + ("resid_norm", "median_lo", "median_hi")}
     out["resid_argmax"] = np.zeros((T, L1), np.int64)
     for s in range(S):
         a, n = int(ts[s]), int(nt[s])
         if a < 0 or n <= 0:
             continue
-        vmax, arg, med, norm = ref.massive(ids[a:a + n])
-        out["resid_max"][a:a + n] = vmax
-        out["resid_argmax"][a:a + n] = arg
-        out["resid_median"][a:a + n] = med
-        out["resid_norm"][a:a + n] = norm
+        for name, v in ref.massive(ids[a:a + n]).items():
+            out[name][a:a + n] = v
     return out
 
 
