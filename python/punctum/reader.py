@@ -28,6 +28,8 @@ CHUNK = 65536
 SIDES = pd.CategoricalDtype(["a", "b"])
 
 _NA_INT = {"Int64", "Int32"}
+# the stat `massive` (SPEC §3): per token and layer input, max |h_d|, its d, median |h_d|
+MASSIVE = ("resid_max", "resid_argmax", "resid_median")
 
 
 # string columns: pandas' own string dtype where it is the default (pandas >= 3), so that
@@ -93,8 +95,9 @@ class SeqTokens(pd.DataFrame):
     """The tokens of one sequence: a DataFrame (index: position) of token id, text,
     is_punct and byte spans, with the sequence's statistics as xarray DataArrays:
 
-    ``attn_mass``, ``attn_last`` (token × layer × head), ``resid_norm`` (token ×
-    resid_layer), ``attn_pattern`` (layer × head × query × key, when patterns were
+    ``attn_mass``, ``attn_last`` (token × layer × head), ``resid_norm``, ``resid_max``,
+    ``resid_argmax``, ``resid_median`` (token × resid_layer; the last three with the stat
+    massive), ``attn_pattern`` (layer × head × query × key, when patterns were
     stored), and ``info`` (a dict: seq, pair, pair_id, side, text, n_tok, ...).
     Frames derived from it (slices, groupbys) are plain DataFrames."""
 
@@ -136,6 +139,18 @@ class SeqTokens(pd.DataFrame):
     @property
     def resid_norm(self):
         return self._da("resid_norm", ("token", "resid_layer"))
+
+    @property
+    def resid_max(self):
+        return self._da("resid_max", ("token", "resid_layer"))
+
+    @property
+    def resid_argmax(self):
+        return self._da("resid_argmax", ("token", "resid_layer"))
+
+    @property
+    def resid_median(self):
+        return self._da("resid_median", ("token", "resid_layer"))
 
     @property
     def attn_pattern(self):
@@ -255,13 +270,15 @@ class PunctumFile:
 
     def has(self, what):
         """Whether the file holds a statistic: 'tokens', 'attn_mass', 'attn_last',
-        'resid_norm', 'resid_cos', 'topk', 'patterns', 'knockout', 'patching', 'lens'."""
+        'resid_norm', 'resid_cos', 'topk', 'patterns', 'knockout', 'patching', 'lens',
+        'massive' (resid_max / resid_argmax / resid_median)."""
         name = {
             "tokens": "tokens/seq", "attn_mass": "tokens/attn_mass",
             "attn_last": "tokens/attn_last", "resid_norm": "tokens/resid_norm",
             "resid_cos": "pairs/resid_cos", "topk": "seqs/topk_id",
             "patterns": "patterns/value", "knockout": "ablation/knockout/seq",
             "patching": "patching/resid/pair", "lens": "lens/seq",
+            "massive": "tokens/resid_max",
         }.get(what, what)
         return self._parts[0].has(name)
 
@@ -820,7 +837,7 @@ class PunctumFile:
             _check((rd("seq") == s) & (rd("pos") == np.arange(n)), p, "token rows")
             cols = {"id": rd("id"), "text": rd("text"), "is_punct": rd("is_punct") != 0,
                     "byte_start": rd("byte_start"), "byte_end": rd("byte_end")}
-            for name in ("attn_mass", "attn_last", "resid_norm"):
+            for name in ("attn_mass", "attn_last", "resid_norm") + MASSIVE:
                 if p.has("tokens/" + name):
                     arrays[name] = rd(name)
             if "pattern_start" in sf and p.has("patterns/value") and sf["pattern_start"][0] >= 0:
@@ -871,8 +888,9 @@ class PunctumFile:
         """Token-level arrays as an xarray Dataset on a flat ``token`` dimension.
 
         Data variables (those the file holds): attn_mass, attn_last (token, layer, head),
-        resid_norm (token, resid_layer). Coordinates on ``token``: token_row (row in
-        /tokens), seq, pair, pair_id, side, pos, text, tok_id, is_punct.
+        resid_norm, resid_max, resid_argmax, resid_median (token, resid_layer).
+        Coordinates on ``token``: token_row (row in /tokens), seq, pair, pair_id, side,
+        pos, text, tok_id, is_punct.
         pairs=None: the whole file, read lazily (nothing is loaded until used; select
         first, e.g. ``ds.isel(token=slice(0, 1000))`` or ``ds.where(ds.is_punct)``).
         pairs=[ids or rows] / slice of rows / a DataFrame of pairs: those pairs' tokens,
@@ -925,7 +943,8 @@ class PunctumFile:
         data_vars = {}
         for name, dims in (("attn_mass", ("token", "layer", "head")),
                            ("attn_last", ("token", "layer", "head")),
-                           ("resid_norm", ("token", "resid_layer"))):
+                           ("resid_norm", ("token", "resid_layer")),
+                           *((m, ("token", "resid_layer")) for m in MASSIVE)):
             if p0.has("tokens/" + name):
                 shp = p0.shape("tokens/" + name)[1:]
                 dt = p0.ds("tokens/" + name).dtype
@@ -948,8 +967,9 @@ class PunctumFile:
             coords["layer"] = np.arange(L)
         if H:
             coords["head"] = np.arange(H)
-        if "resid_norm" in data_vars:
-            coords["resid_layer"] = np.arange(data_vars["resid_norm"][1].shape[1])
+        for name in ("resid_norm",) + MASSIVE:
+            if name in data_vars:
+                coords["resid_layer"] = np.arange(data_vars[name][1].shape[1])
         ds = xr.Dataset(data_vars, coords=coords,
                         attrs={k: v for k, v in self.attrs.items()
                                if isinstance(v, (str, int, float))})

@@ -3,10 +3,16 @@
     python -m punctum report sweep.h5 --out report.html
 
 One file, no network access: CSS inline, figures as base64 PNGs drawn by matplotlib
-(Agg, no display needed). Sections (each an element with that id): summary, kl,
-attention, knockout, lens, patching. A section whose statistics the file does not hold
-is replaced by one line saying why. Every aggregate is computed in slices, so the report
-of a file with millions of pairs needs no more memory than one slice.
+(Agg, no display needed). Sections (each an element with that id): findings, summary,
+sinks, massive, punct, kl, attention, knockout, lens, patching. A section whose statistics
+the file does not hold is replaced by one line saying why. Every aggregate is computed in
+slices, so the report of a file with millions of pairs needs no more memory than one
+slice.
+
+The report opens with "Findings" (punctum/_findings.py): one sentence per published
+phenomenon (attention sinks, massive activations, punctuation vs other tokens) with its
+number and bootstrap interval, and a table setting each beside the published value; the
+sections sinks, massive and punct follow with their plots.
 """
 from __future__ import annotations
 
@@ -234,7 +240,7 @@ def _summary(f: PunctumFile, ctx):
     ctx["n_ok"], ctx["n_fail"], ctx["n_b"] = n_ok, n_fail, n_b
 
     stats = [s for s in ("attn_mass", "attn_last", "resid_norm", "resid_cos", "topk",
-                         "patterns", "lens", "knockout", "patching") if f.has(s)]
+                         "patterns", "lens", "massive", "knockout", "patching") if f.has(s)]
     tiles = [
         ("pairs", _fmt(f.n_pairs), "committed"),
         ("ok", _fmt(n_ok), f"{n_b:,} with a second prompt b"),
@@ -828,15 +834,27 @@ p.missing{background:#fff;border-radius:10px;padding:12px 22px;margin:0 0 18px;c
 box-shadow:0 1px 3px rgba(0,0,0,.06);border-left:4px solid #ced4da}
 table.fails td:first-child{white-space:nowrap}
 footer{color:#868e96;font-size:12px;text-align:center;padding:0 0 30px}
+p.finding{margin:0 0 10px;max-width:1000px;line-height:1.55}
+table.findings td{font-variant-numeric:tabular-nums}
+table.findings td:first-child{font-weight:600;color:#343a40;width:26%}
+table.findings td:nth-child(2){width:28%}
+table.findings td:nth-child(3){width:32%}
 """
 
 
 def render(path, top=10, n_pairs=3, max_tokens=48, title=None):
     """The report of one file, as an HTML string."""
     _style()
+    from . import _findings
+
     with PunctumFile(path) as f:
         ctx = {}
-        parts = [("summary", "Summary", _summary(f, ctx)),
+        _findings.compute(f, ctx)
+        parts = [("findings", "Findings", _findings.findings(f, ctx)),
+                 ("summary", "Summary", _summary(f, ctx)),
+                 ("sinks", "Sinks", _findings.sinks(f, ctx)),
+                 ("massive", "Massive activations", _findings.massive(f, ctx)),
+                 ("punct", "Punctuation", _findings.punct(f, ctx)),
                  ("kl", "KL", _kl(f, ctx, top)),
                  ("attention", "Attention", _attention(f, ctx, n_pairs, max_tokens)),
                  ("knockout", "Knockout", _knockout(f, ctx)),

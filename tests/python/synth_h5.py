@@ -103,6 +103,26 @@ def make_records(n: int, seed: int = 0, n_failed: int = 2, every_no_b: int = 7,
     return recs
 
 
+def literature_records(n_natural=6, n_repeat=3, n_massive=4, start_line=1):
+    """Records named as examples/literature.jsonl names them: sink-natural-NN (natural
+    text), sink-repeat-NN (one token repeated), massive-NN (an early '.' and line break);
+    single prompts (no b)."""
+    recs = []
+    natural = [p for p in _PROMPTS if len(p) > 30]
+    words = [" the", " cat", " and", " blue"]
+    early = ["Summer is warm. Winter is cold.\nSpring is mild", "Dear Anna,\nThe cat sat. Yes",
+             "It rained. The roads were wet", "Hello.\nMy name is Sam, and I live here"]
+    for k in range(n_natural):
+        recs.append({"id": f"sink-natural-{k + 1:02d}", "a": natural[k % len(natural)]})
+    for k in range(n_repeat):
+        recs.append({"id": f"sink-repeat-{k + 1:02d}", "a": words[k % len(words)] * (12 + k)})
+    for k in range(n_massive):
+        recs.append({"id": f"massive-{k + 1:02d}", "a": early[k % len(early)]})
+    for i, r in enumerate(recs):
+        r.update(line=start_line + i, b=None, target=None, error=None)
+    return recs
+
+
 # --------------------------------------------------------------------------------------
 # a toy "model": attention patterns and next-token distributions that obey SPEC §3
 
@@ -117,7 +137,8 @@ def _attention(toks, L, H, rng):
     T = len(toks)
     punct = np.array([is_punct(t[1]) for t in toks], dtype=bool)
     s = rng.normal(0.0, 1.0, size=(L, H, T, T))
-    s[..., 0] += 3.0                               # attention sink on the first token
+    if len({t[1] for t in toks[1:]}) > 1:          # no sink on one repeated token (Gu et al.)
+        s[..., 0] += 3.0                           # attention sink on the first token
     s[..., punct] += 1.5 * (np.arange(L) / max(L - 1, 1))[:, None, None, None] + 0.5
     i = np.arange(T)
     s += -0.15 * (i[:, None] - i[None, :])         # recency
@@ -136,6 +157,54 @@ def _logprobs(text, vocab, rng_seed):
 def _kl(lp, lq):
     p = np.exp(lp)
     return float(np.sum(p * (lp - lq)))
+
+
+# massive activations (stat `massive`, SPEC §3): planted the way Sun et al. (2024) found
+# them: from layer 1 on (column 0 is the embeddings) the first token carries |h| ~ 1e3 in
+# dimension MASSIVE_DIMS[0], from layer 2 on the first delimiter ("." or a line break) in
+# MASSIVE_DIMS[1]; both fade in the final residual (column L); other tokens' largest |h|
+# is a few times their median (~0.5), except about one token in 20, which gets one
+# borderline entry at one layer (|h| = 150 with median 0.1: massive) to exercise the other
+# kinds.
+
+D_MODEL = 32
+MASSIVE_DIMS = (7, 19)
+
+
+def first_delim(pieces):
+    """Position of the first token (pos > 0) whose text, stripped, ends with '.' or that
+    contains a line break; -1 if none."""
+    for p, piece in enumerate(pieces):
+        if p > 0 and ("\n" in piece or piece.strip().endswith(".")):
+            return p
+    return -1
+
+
+def massive_rows(pieces, L, D, rng):
+    """-> resid_max [T, L+1], resid_argmax [T, L+1] (int32), resid_median [T, L+1]."""
+    T = len(pieces)
+    med = 0.3 + 0.4 * rng.random((T, L + 1))
+    vmax = med * (2.0 + 3.0 * rng.random((T, L + 1)))
+    arg = rng.integers(0, D, (T, L + 1)).astype(np.int32)
+    lay = np.arange(L + 1)
+    big = (lay >= 1) & (lay < L)
+    vmax[0, big] = 800.0 + 400.0 * rng.random(big.sum())
+    med[0, big] = 0.2 + 0.1 * rng.random(big.sum())
+    arg[0, big] = MASSIVE_DIMS[0]
+    d = first_delim(pieces)
+    if d > 0:
+        big = (lay >= 2) & (lay < L)
+        vmax[d, big] = 300.0 + 200.0 * rng.random(big.sum())
+        med[d, big] = 0.2 + 0.1 * rng.random(big.sum())
+        arg[d, big] = MASSIVE_DIMS[1]
+    odd = rng.random(T) < 0.05
+    odd[0] = False
+    if d > 0:
+        odd[d] = False
+    for p in np.nonzero(odd)[0]:
+        l = int(rng.integers(0, L + 1))
+        vmax[p, l], med[p, l], arg[p, l] = 150.0, 0.1, MASSIVE_DIMS[0]
+    return vmax, arg, med
 
 
 # --------------------------------------------------------------------------------------
@@ -204,7 +273,7 @@ def _build(recs, *, L, H, vocab, K, stats, knockout, windows, patching, position
                 T_.add("seqs/target_id", -1)
                 T_.add("seqs/target_logprob", np.nan)
             A = _attention(toks, L, H, rng) if ({"mass", "last", "patterns"} & set(stats)) else None
-            if {"mass", "last", "resid"} & set(stats):
+            if {"mass", "last", "resid", "massive"} & set(stats):
                 for p, (id_, piece, b0, b1) in enumerate(toks):
                     T_.add("tokens/id", id_)
                     T_.add("tokens/seq", s)
@@ -223,6 +292,12 @@ def _build(recs, *, L, H, vocab, K, stats, knockout, windows, patching, position
                     norms = np.sqrt(np.arange(1, L + 2))[None, :] * (3 + rng.random((Tn, 1)))
                     for row in norms:
                         T_.add("tokens/resid_norm", row)
+                if "massive" in stats:
+                    vmax, arg, med = massive_rows([t[1] for t in toks], L, D_MODEL, rng)
+                    for a, b, c in zip(vmax, arg, med):
+                        T_.add("tokens/resid_max", a)
+                        T_.add("tokens/resid_argmax", b)
+                        T_.add("tokens/resid_median", c)
                 n_tok_total += Tn
             if "patterns" in stats:
                 T_.add("seqs/pattern_start", n_pat_total)
@@ -317,6 +392,8 @@ def _schema(L, H, K, fdt):
         "tokens/byte_end": (np.int32, ()), "tokens/is_punct": (np.int8, ()),
         "tokens/attn_mass": (fdt, (L, H)), "tokens/attn_last": (fdt, (L, H)),
         "tokens/resid_norm": (fdt, (L + 1,)),
+        "tokens/resid_max": (fdt, (L + 1,)), "tokens/resid_median": (fdt, (L + 1,)),
+        "tokens/resid_argmax": (np.int32, (L + 1,)),
         "ablation/knockout/seq": (np.int64, ()), "ablation/knockout/pos": (np.int32, ()),
         "ablation/knockout/window": (np.int32, ()),
         "ablation/knockout/kl": (fdt, ()), "ablation/knockout/dlogp_top1": (fdt, ()),
@@ -347,7 +424,7 @@ def _root_attrs(L, H, vocab, committed, model_type="llama", extra=None):
         "punctum_format": np.int64(1), "punctum_version": "0.1.0-synthetic",
         "model_dir": "/models/synthetic-tiny", "model_type": model_type,
         "n_layers": np.int64(L), "n_heads": np.int64(H), "n_kv_heads": np.int64(max(H // 2, 1)),
-        "d_model": np.int64(32), "vocab_size": np.int64(vocab), "backend": "cpu",
+        "d_model": np.int64(D_MODEL), "vocab_size": np.int64(vocab), "backend": "cpu",
         "device": "cpu (synthetic, tests/python/synth_h5.py)", "compute_dtype": "f32",
         "command_line": "punctum run --model /models/synthetic-tiny --pairs pairs.jsonl "
                         "--out out.h5 --stats mass,last,resid,topk,lens --ablate knockout",
@@ -376,7 +453,7 @@ def write(path, n_pairs: int = 12, *, n_layers: int = 3, n_heads: int = 4, vocab
     fdt = np.float16 if store == "f16" else np.float32
     schema = _schema(L, H, K, fdt)
     want = {"pairs", "seqs"}
-    if {"mass", "last", "resid"} & set(stats):
+    if {"mass", "last", "resid", "massive"} & set(stats):
         want.add("tokens")
     if knockout:
         want.add("ablation")
@@ -397,6 +474,8 @@ def write(path, n_pairs: int = 12, *, n_layers: int = 3, n_heads: int = 4, vocab
         skip |= {"seqs/topk_id", "seqs/topk_logprob"}
     if "patterns" not in stats:
         skip.add("seqs/pattern_start")
+    if "massive" not in stats:
+        skip |= {"tokens/resid_max", "tokens/resid_median", "tokens/resid_argmax"}
     with h5py.File(path, "w") as h5:
         for name, (dt, trail) in schema.items():
             if name.split("/")[0] not in want or name in skip:

@@ -242,6 +242,37 @@ def test_stats_none_file(files):
             f.to_xarray()
 
 
+@pytest.mark.parametrize("store", ["f32", "f16"])
+def test_massive_stat(tmp_path, store):
+    """/tokens/resid_max, resid_argmax, resid_median (stat massive, SPEC §5): per sequence
+    and in the xarray view, equal to h5py's reads."""
+    path = str(tmp_path / "massive.h5")
+    synth_h5.write(path, 8, stats=("mass", "resid", "massive"), store=store, n_layers=3)
+    t = Truth(path)
+    d = t.d
+    with punctum.open(path) as f:
+        assert f.has("massive")
+        for pid, side in (("pair-0", "b"), ("pair-3", "a")):
+            tk = f.tokens(pid, side)
+            k = f.pair_index(pid)
+            s = d["pairs/seq_" + side][k]
+            ts, n = d["seqs/tok_start"][s], d["seqs/n_tok"][s]
+            for name in ("resid_max", "resid_argmax", "resid_median"):
+                da = getattr(tk, name)
+                assert da.dims == ("token", "resid_layer") and da.shape == (n, 4)
+                np.testing.assert_array_equal(da.values, d["tokens/" + name][ts:ts + n])
+            assert tk.resid_argmax.dtype == np.int32 and tk.resid_max.dtype == np.float32
+        ds = f.to_xarray()
+        for name in ("resid_max", "resid_argmax", "resid_median"):
+            np.testing.assert_array_equal(ds[name].isel(token=slice(2, 9)).values,
+                                          d["tokens/" + name][2:9])
+    synth_h5.write(path, 4, stats=("mass",))
+    with punctum.open(path) as f:
+        assert not f.has("massive")
+        with pytest.raises(AttributeError, match="did not store it"):
+            f.tokens("pair-0", "a").resid_max
+
+
 def test_failed_records(files):
     t = Truth(files["full"])
     bad = np.nonzero(t.d["pairs/status"] != 0)[0]

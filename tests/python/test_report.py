@@ -23,7 +23,7 @@ sys.path.insert(0, HERE)
 
 import synth_h5  # noqa: E402
 
-SECTIONS = ["summary", "kl", "attention", "knockout", "lens"]
+SECTIONS = ["findings", "summary", "sinks", "punct", "kl", "attention", "knockout", "lens"]
 
 
 def _chromium():
@@ -64,11 +64,22 @@ class DOM(HTMLParser):
         self.imgs = []
         self.external = []
         self.text = []
+        self.first_section = None
+        self.table_classes = []
+        self.table_heads = {}
+        self._in_th = None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if "id" in a:
             self.ids[a["id"]] = tag
+            if tag == "section" and self.first_section is None:
+                self.first_section = a["id"]
+        if tag == "table":
+            self.table_classes.append(a.get("class") or "")
+            self.table_heads.setdefault(self.table_classes[-1], [])
+        if tag == "th" and self.table_classes:
+            self._in_th = self.table_classes[-1]
         if tag == "img":
             self.imgs.append(a)
         for k in ("src", "href"):
@@ -76,8 +87,14 @@ class DOM(HTMLParser):
             if v.startswith(("http:", "https:", "//")) or (tag in ("script", "link") and v):
                 self.external.append((tag, v))
 
+    def handle_endtag(self, tag):
+        if tag == "th":
+            self._in_th = None
+
     def handle_data(self, data):
         self.text.append(data)
+        if self._in_th is not None:
+            self.table_heads[self._in_th].append(data.strip())
 
 
 def png_size(data: bytes):
@@ -86,7 +103,7 @@ def png_size(data: bytes):
     return struct.unpack(">II", data[16:24])
 
 
-def check_dom(html_path, tmp, expect=SECTIONS, absent=()):
+def check_dom(html_path, tmp, expect=SECTIONS, absent=(), images=True):
     dom_html = browser(["--dump-dom", "file://" + os.path.abspath(html_path)], tmp)
     d = DOM()
     d.feed(dom_html)
@@ -96,7 +113,7 @@ def check_dom(html_path, tmp, expect=SECTIONS, absent=()):
         assert s not in d.ids, f"#{s} should have been left out"
         assert f"{s}-missing" in d.ids, f"no line saying why #{s} was left out"
     assert not d.external, f"the report fetches external resources: {d.external}"
-    assert d.imgs, "no images"
+    assert d.imgs or not images, "no images"
     for img in d.imgs:
         src = img.get("src", "")
         assert src.startswith("data:image/png;base64,"), src[:60]
@@ -129,8 +146,9 @@ def screenshot(html_path, name, tmp, height=4000):
 def full(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
     h5 = str(d / "sweep.h5")
-    synth_h5.write(h5, 40, positions="all", n_layers=6, n_heads=4, n_failed=3,
-                   stats=("mass", "last", "resid", "topk", "lens"))
+    recs = synth_h5.make_records(40, n_failed=3) + synth_h5.literature_records(start_line=41)
+    synth_h5.write(h5, records=recs, positions="all", n_layers=6, n_heads=4,
+                   stats=("mass", "last", "resid", "topk", "lens", "massive"))
     return h5
 
 
@@ -140,13 +158,43 @@ def test_full_report_in_browser(full, tmp_path):
     with open(html_path, encoding="utf-8") as fh:
         src = fh.read()
     assert "<script" not in src and "http://" not in src and "https://" not in src
-    d, text = check_dom(html_path, str(tmp_path), SECTIONS + ["patching"])
+    d, text = check_dom(html_path, str(tmp_path), SECTIONS + ["massive", "patching"])
     assert "3 skipped" in text.lower() or "skipped" in text.lower()
     for msg in ("line 2:", "pairs that differ most", "Attention knockout", "Logit lens"):
         assert msg in text, msg
-    # summary, KL (2), attention (3 pairs + profile), knockout, lens, patching
-    assert len(d.imgs) >= 8
-    screenshot(html_path, "report.png", str(tmp_path))
+    # KL (1), attention (3 pairs + profile), knockout, lens, patching, sinks, massive, punct
+    assert len(d.imgs) >= 11
+    check_findings(d, text, full)
+    screenshot(html_path, "report.png", str(tmp_path), height=6000)
+
+
+def _pct(x):
+    return f"{100 * x:.1f} %"
+
+
+def check_findings(d, text, h5, natural="sink-natural-"):
+    """The Findings section opens the page, and states what punctum.literature computes
+    from the file (itself checked against numpy in test_literature.py)."""
+    from punctum import literature as lit
+
+    assert d.first_section == "findings"
+    assert "findings" in d.table_classes, "no Findings table"
+    for head in ("metric", "this sweep", "published", "source"):
+        assert head in d.table_heads["findings"], head
+    nat = lit.sink_share(h5, select=natural)
+    rep = lit.sink_share(h5, select=lit.REPEAT_PREFIX)
+    assert f"{_pct(nat.share)} [{100 * nat.ci[0]:.1f}–{100 * nat.ci[1]:.1f} %]" in text
+    assert f"{_pct(rep.share)} [{100 * rep.ci[0]:.1f}–{100 * rep.ci[1]:.1f} %]" in text
+    assert nat.length in text and "Gu et al., ICLR 2025" in text
+    assert "LLaMA-3-8B ≈ 99 %, GPT-2-XL ≈ 77 %" in text
+    keep = lambda p: not p.startswith(lit.REPEAT_PREFIX)  # noqa: E731
+    pv = lit.punct_vs_other(h5, select=keep)
+    if pv.knockout_ratio is not None:
+        assert "Razzhigaev et al. 2025" in text
+        assert f"ratio {pv.knockout_ratio[0]:.3g} [" in text
+    if pv.attention_ratio is not None:
+        assert f"ratio {pv.attention_ratio[0]:.3g} [" in text
+    return nat, rep, pv
 
 
 @needs_browser
@@ -155,16 +203,27 @@ def test_sections_left_out_say_why(tmp_path):
     synth_h5.write(h5, 10, stats=("mass", "last", "resid", "topk"), knockout=False,
                    patching=False)
     html_path = render(h5, str(tmp_path / "plain.html"))
-    d, text = check_dom(html_path, str(tmp_path), ["summary", "kl", "attention"],
-                        absent=["knockout", "lens", "patching"])
+    d, text = check_dom(html_path, str(tmp_path),
+                        ["findings", "summary", "sinks", "punct", "kl", "attention"],
+                        absent=["knockout", "lens", "patching", "massive"])
     assert "No knockout: the sweep was run without --ablate knockout." in text
     assert "No logit lens: the sweep was run without lens in --stats." in text
+    assert ("No massive-activation census: the sweep did not record the stat massive "
+            "(resid_max, resid_argmax, resid_median; SPEC §3): add massive to --stats.") in text
+    assert "not measured: the sweep did not record the stat massive" in text
+    assert "No knockout rows: the sweep was run without --ablate knockout." in text
+    # no sink-natural-* records: the sink share is measured on every sequence
+    assert "all sequences (no sink-natural-* records)" in text
     h5n = str(tmp_path / "none.h5")
     synth_h5.write(h5n, 6, stats=(), knockout=False, patching=False)
     html_path = render(h5n, str(tmp_path / "none.html"))
-    d, text = check_dom(html_path, str(tmp_path), ["summary", "kl"],
-                        absent=["attention", "knockout", "lens"])
+    d, text = check_dom(html_path, str(tmp_path), ["findings", "summary", "kl"],
+                        absent=["attention", "knockout", "lens", "sinks", "massive", "punct"],
+                        images=False)
     assert "the sweep was run without mass or last in --stats" in text
+    assert "not measured: the sweep was run without mass in --stats." in text
+    assert "No punctuation comparison: the sweep has neither knockout rows nor attention " \
+        "statistics." in text
 
 
 @needs_browser
@@ -215,6 +274,58 @@ def test_report_of_engine_output(tiny_model, tmp_path):
                                  "--ablate", "knockout", "--positions", "all",
                                  "--patch", "resid")
     html_path = render(out, str(tmp_path / "engine.html"))
-    d, text = check_dom(html_path, str(tmp_path), SECTIONS + ["patching"])
+    d, text = check_dom(html_path, str(tmp_path), SECTIONS + ["patching"], absent=["massive"])
     assert "gpt2" in text
     screenshot(html_path, "report-engine.png", str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------
+# the bundled literature study on the real model
+
+
+SMOL_PICK = ("sink-natural-01", "sink-natural-02", "sink-natural-03", "sink-repeat-01",
+             "sink-repeat-02", "massive-01", "massive-04")
+
+
+@needs_browser
+def test_report_of_smollm2_literature(punctum, tmp_path):
+    """Part of examples/literature.jsonl swept with SmolLM2-135M-Instruct: the Findings
+    state what the data show. The stat massive comes from the engine when it writes it,
+    else from transformers in float64 (massive_ref.py) on the engine's token rows."""
+    import json
+
+    import massive_ref
+    from punctum import literature as lit
+    from test_text_records import smollm2_dir
+
+    d = smollm2_dir()
+    with open(os.path.join(REPO, "examples", "literature.jsonl"), encoding="utf-8") as fh:
+        recs = [json.loads(ln) for ln in fh if ln.strip()]
+    pairs = str(tmp_path / "lit.jsonl")
+    with open(pairs, "w", encoding="utf-8") as fh:
+        for r in recs:
+            if r["id"] in SMOL_PICK:
+                fh.write(json.dumps(r) + "\n")
+    out = str(tmp_path / "lit.h5")
+    helps = punctum("run", "--help", expect=None, threads=False)
+    engine_massive = "massive" in helps.stdout + helps.stderr
+    punctum.run(d, pairs, out, "--stats", "mass,last,resid,topk" + (",massive" if
+                engine_massive else ""), "--ablate", "knockout", "--positions", "last:6")
+    if not engine_massive:
+        massive_ref.add_to_file(d, out)
+    html_path = render(out, str(tmp_path / "lit.html"))
+    d_, text = check_dom(html_path, str(tmp_path),
+                         [s for s in SECTIONS if s not in ("kl", "lens")] + ["massive"],
+                         absent=["kl", "lens"])   # single prompts: no KL; no lens asked for
+    nat, rep, pv = check_findings(d_, text, out)
+    # what SmolLM2-135M shows (all 44 prompts give the same picture: see examples/literature.md)
+    assert nat.length == rep.length == "T = 64"
+    assert 0.5 < nat.share < 0.9 and rep.share == 0
+    assert "none or almost none, as Gu et al. found for models with rotary positions" in text
+    c = lit.massive_census(out, select=lambda p: not p.startswith(lit.REPEAT_PREFIX))
+    first = c.kinds.loc["first"]
+    assert c.kinds["carriers"].sum() == 0 and "none in this sweep" in text
+    assert first["max_abs"] > 1e4 and 100 < first["max_ratio"] < 1000
+    assert f"(dimension {int(first['dim_of_max'])}, layer {int(first['layer_of_max'])})" in text
+    assert "outliers of the kind Sun et al. describe, but below their 1000× criterion" in text
+    screenshot(html_path, "report-smollm2-literature.png", str(tmp_path), height=6000)
