@@ -325,7 +325,7 @@ for p in "${PHASES[@]}"; do
   cap=${!var:-${CAP[$p]}}
   left=$((BUDGET - (SECONDS - START) - 5))
   [ "$cap" -le "$left" ] || cap=$left
-  if [ "$cap" -lt "${MIN[$p]}" ]; then
+  if [ "$left" -lt "${MIN[$p]}" ]; then
     printf '%s\t%s\n' "not run" "no time left in the ${BUDGET} s budget" > "$BUILD/phase.$p.row"
     SECS[$p]=0
     STATUS=1
@@ -349,8 +349,8 @@ for p in "${PHASES[@]}"; do
   case "$st" in ok|skipped|"not run") ;; *) STATUS=1 ;; esac
   # a failed build leaves nothing to test
   if [ "$p" = build ] && [ "$st" != ok ]; then
-    for q in ops e2e long sanitize bench; do
-      printf '%s\t%s\n' "not run" "the build failed" > "$BUILD/phase.$q.row"
+    for q in "${PHASES[@]}"; do
+      case "$q" in deps|build) ;; *) printf '%s\t%s\n' "not run" "the build failed" > "$BUILD/phase.$q.row" ;; esac
     done
     break
   fi
