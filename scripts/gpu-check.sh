@@ -25,7 +25,7 @@
 #   scripts/gpu-check.sh [PHASE ...]          (default: all of them, in that order)
 #
 # On the device tool: carry .devdeps (../shared/device/fetch-debs.sh), timeout_s 560, command
-# `scripts/gpu-check.sh`. Without a GPU (here), `build` still works (GPU_CHECK_ARCH, default
+# `GPU_CHECK_COMMIT=<git rev-parse HEAD here> scripts/gpu-check.sh`. Without a GPU (here), `build` still works (GPU_CHECK_ARCH, default
 # 90) and the GPU phases fail at once, saying why.
 #
 # Results, at most 8 files, in $OUT when set (the device tool's output folder) or else
@@ -36,7 +36,8 @@
 # phase's own limit), GPU_CHECK_ARCH (architecture without a GPU), PUNCTUM_GPU_BUILD (build dir,
 # default build-gpu), PUNCTUM_PYTHON (python3 with torch, transformers, h5py, numpy),
 # PUNCTUM_DEPS_ROOT (default /opt/pn), BENCH_T (default 512,2048,4096,8192,32768),
-# GPU_CHECK_E2E_MODELS (default llama_gqa,gpt2).
+# GPU_CHECK_E2E_MODELS (default llama_gqa,gpt2), GPU_CHECK_COMMIT (the commit to report, where
+# the tree has no .git).
 # shellcheck disable=SC2317  # (the phase functions are called indirectly: "phase_$2")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -356,8 +357,10 @@ for p in "${PHASES[@]}"; do
   fi
 done
 
-COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | head -n 1)
+# (the device machine's copy of the tree may have no .git: pass GPU_CHECK_COMMIT=$(git rev-parse HEAD))
+COMMIT=${GPU_CHECK_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}
+DIRTY=""
+[ -n "${GPU_CHECK_COMMIT:-}" ] || DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | head -n 1)
 {
   echo "# gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
