@@ -14,6 +14,7 @@
 option(PT_CUDA "Build the CUDA backend into punctum when nvcc is available" ON)
 option(PT_CUDA_EMU "Build punctum-emu (CUDA backend on the CPU emulation) when CUDA headers are available" ON)
 option(PT_CUDA_MMA "Tensor-core (mma.sync) attention path for bf16/f16" ON)
+option(PT_CUDA_EMU_CHECKS "Emulation: trace the kernels' memory accesses (tests/emu/cuda_emu_check.cpp)" ON)
 
 # What punctum_core was configured with, before anything CUDA is added to it (the emulation
 # build compiles the same sources with the same settings).
@@ -110,25 +111,85 @@ endif()
 enable_testing()
 if(PT_CUDA_INCLUDE_DIR)
   message(STATUS "punctum: punctum-emu ON (CUDA headers: ${PT_CUDA_INCLUDE_DIR})")
+  # The emulation's C++ (only tests/emu and the kernels use C++) prefers clang++: its TSan
+  # instrumentation sees every load and store, while GCC's misses a store that receives a
+  # non-inlined call's result (`*p = __float2half_rn(v)`) and a struct passed from memory to a
+  # call. Not under PT_SANITIZE, where C (gcc) and C++ objects must share one ASan runtime.
+  # An explicit CMAKE_CXX_COMPILER / CXX wins; the choice is cached with the build directory.
+  if(NOT CMAKE_CXX_COMPILER AND NOT DEFINED ENV{CXX} AND PT_CUDA_EMU_CHECKS AND NOT PT_SANITIZE)
+    find_program(PT_CLANGXX NAMES clang++ clang++-14 clang++-15 clang++-16)
+    if(PT_CLANGXX)
+      set(CMAKE_CXX_COMPILER ${PT_CLANGXX})
+    endif()
+  endif()
   enable_language(CXX)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    # DWARF 4: valgrind (scripts/valgrind.sh) cannot read clang 14's DWARF 5 (it gives up)
+    add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fdebug-default-version=4>)
+  endif()
+  if(PT_CUDA_EMU_CHECKS AND NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(STATUS "punctum: emulation compiled by ${CMAKE_CXX_COMPILER_ID}: access tracing misses stores of "
+                   "call results (kernels write half/bf16 through pt_st); clang++ traces everything")
+  endif()
   set(CMAKE_CXX_STANDARD 17)
   set(CMAKE_CXX_STANDARD_REQUIRED ON)
   set(CMAKE_CXX_EXTENSIONS ON)
 
   add_library(punctum_core_emu STATIC ${PT_CORE_SOURCES}
     ${CMAKE_SOURCE_DIR}/tests/emu/cuda_emu.cpp
+    ${CMAKE_SOURCE_DIR}/tests/emu/cuda_emu_check.cpp
     ${CMAKE_SOURCE_DIR}/tests/emu/emu_backend.cpp)
   target_include_directories(punctum_core_emu PUBLIC ${PT_CORE_INCS})
   target_include_directories(punctum_core_emu PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
   target_include_directories(punctum_core_emu SYSTEM PRIVATE ${PT_CUDA_INCLUDE_DIR})
   target_compile_definitions(punctum_core_emu PUBLIC ${PT_CORE_DEFS})
   target_compile_definitions(punctum_core_emu PRIVATE PT_HAVE_CUDA PT_CUDA_EMU PT_CUDA_MMA=$<BOOL:${PT_CUDA_MMA}>)
-  target_link_libraries(punctum_core_emu PUBLIC ${PT_CORE_LIBS})
+  target_link_libraries(punctum_core_emu PUBLIC ${PT_CORE_LIBS} ${CMAKE_DL_LIBS})
+
+  # Access tracing (SPEC §6 checks): the kernels' translation units are compiled with
+  # -fsanitize=thread, whose instrumentation calls __tsan_read4(addr) & co. before every load
+  # and store; cuda_emu_check.cpp implements those hooks (the TSan runtime is never linked).
+  # Function entry/exit hooks are not needed. Under PT_SANITIZE (ASan, which excludes TSan in a
+  # translation unit) the backend keeps ASan and runs untraced; the self-test stays traced.
+  set(_pt_trace_opts "")
+  if(PT_CUDA_EMU_CHECKS)
+    include(CheckCXXSourceCompiles)
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+      set(_pt_trace_try -fsanitize=thread --param=tsan-instrument-func-entry-exit=0)
+    else()
+      set(_pt_trace_try -fsanitize=thread -mllvm -tsan-instrument-func-entry-exit=0)
+    endif()
+    set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY) # compile only: no TSan runtime needed
+    set(CMAKE_REQUIRED_FLAGS "${_pt_trace_try}")
+    string(REPLACE ";" " " CMAKE_REQUIRED_FLAGS "${CMAKE_REQUIRED_FLAGS}")
+    check_cxx_source_compiles("int f(int *p) { return *p; }" PT_HAVE_TSAN_INSTRUMENTATION)
+    unset(CMAKE_REQUIRED_FLAGS)
+    unset(CMAKE_TRY_COMPILE_TARGET_TYPE)
+    if(PT_HAVE_TSAN_INSTRUMENTATION)
+      # -g1 (line tables) where the build has no -g: a report names the kernel's source line
+      set(_pt_trace_opts ${_pt_trace_try} -DPT_EMU_TRACED=1
+          "$<$<NOT:$<OR:$<CONFIG:Debug>,$<CONFIG:RelWithDebInfo>>>:-g1>")
+      if(PT_SANITIZE)
+        list(PREPEND _pt_trace_opts -fno-sanitize=address)
+      endif()
+      message(STATUS "punctum: emulation access checks ON (-fsanitize=thread instrumentation)")
+    else()
+      message(WARNING "punctum: the C++ compiler cannot instrument for TSan: emulation access checks OFF")
+    endif()
+  endif()
   if(PT_SANITIZE AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
     # GCC 12 miscompiles UBSan's null check of a TLS address (a `je` after an `lea`, on stale
     # flags) and reports threadIdx & co. as null at random: keep every check but that one.
+    set(_pt_kernel_tu_opts -fno-sanitize=null)
+  else()
+    set(_pt_kernel_tu_opts "")
+  endif()
+  if(_pt_trace_opts AND NOT PT_SANITIZE)
+    list(APPEND _pt_kernel_tu_opts ${_pt_trace_opts})
+  endif()
+  if(_pt_kernel_tu_opts)
     set_source_files_properties(${CMAKE_SOURCE_DIR}/tests/emu/emu_backend.cpp PROPERTIES
-      COMPILE_OPTIONS "-fno-sanitize=null")
+      COMPILE_OPTIONS "${_pt_kernel_tu_opts}")
   endif()
 
   add_executable(punctum-emu ${CMAKE_SOURCE_DIR}/src/cli/main.c)
@@ -146,14 +207,38 @@ if(PT_CUDA_INCLUDE_DIR)
   set_tests_properties(cuda_emu_backend_ops_shuffled PROPERTIES LABELS cuda-emu TIMEOUT 600
                        ENVIRONMENT PUNCTUM_EMU_SCHEDULE=shuffle)
 
-  # the emulation layer itself: barriers, shuffles, indices, cuBLAS / cuBLASLt conventions
-  add_executable(test_emu_selftest ${CMAKE_SOURCE_DIR}/tests/emu/test_emu_selftest.cpp)
+  # the emulation layer itself: barriers, shuffles, indices, cuBLAS / cuBLASLt conventions, and a
+  # deliberately broken kernel for each of its checks
+  add_executable(test_emu_selftest ${CMAKE_SOURCE_DIR}/tests/emu/test_emu_selftest.cpp
+                                   ${CMAKE_SOURCE_DIR}/tests/emu/test_emu_checks.cpp)
   target_include_directories(test_emu_selftest PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
   target_include_directories(test_emu_selftest SYSTEM PRIVATE ${PT_CUDA_INCLUDE_DIR})
   target_compile_definitions(test_emu_selftest PRIVATE PT_CUDA_EMU)
   target_link_libraries(test_emu_selftest PRIVATE punctum_core_emu)
+  if(_pt_trace_opts)
+    set(_pt_selftest_opts ${_pt_trace_opts})
+    if(PT_SANITIZE AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+      list(APPEND _pt_selftest_opts -fno-sanitize=null)
+    endif()
+    set_source_files_properties(${CMAKE_SOURCE_DIR}/tests/emu/test_emu_selftest.cpp
+      ${CMAKE_SOURCE_DIR}/tests/emu/test_emu_checks.cpp PROPERTIES COMPILE_OPTIONS "${_pt_selftest_opts}")
+  endif()
   add_test(NAME cuda_emu_selftest COMMAND test_emu_selftest)
   set_tests_properties(cuda_emu_selftest PROPERTIES LABELS cuda-emu TIMEOUT 120)
+
+  # kernels/pt_cuda.h's ldmatrix / cp.async / mma.sync wrappers against naive references: the
+  # same source runs on a GPU as test_wrappers_cuda
+  add_executable(test_wrappers_emu ${CMAKE_SOURCE_DIR}/tests/emu/test_wrappers_emu.cpp)
+  target_include_directories(test_wrappers_emu PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
+  target_include_directories(test_wrappers_emu SYSTEM PRIVATE ${PT_CUDA_INCLUDE_DIR})
+  target_compile_definitions(test_wrappers_emu PRIVATE PT_CUDA_EMU)
+  target_link_libraries(test_wrappers_emu PRIVATE punctum_core_emu)
+  if(_pt_trace_opts)
+    set_source_files_properties(${CMAKE_SOURCE_DIR}/tests/emu/test_wrappers_emu.cpp PROPERTIES
+      COMPILE_OPTIONS "${_pt_selftest_opts}")
+  endif()
+  add_test(NAME cuda_emu_wrappers COMMAND test_wrappers_emu)
+  set_tests_properties(cuda_emu_wrappers PROPERTIES LABELS cuda-emu TIMEOUT 60)
 
   # end to end: punctum-emu --backend cuda vs punctum --backend cpu on tiny random models
   if(_pt_py)
@@ -176,6 +261,16 @@ if(PT_HAVE_REAL_CUDA)
   target_link_libraries(test_backend_ops_cuda PRIVATE punctum_core)
   add_test(NAME cuda_backend_ops COMMAND test_backend_ops_cuda --skip-without-gpu WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(cuda_backend_ops PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 900)
+  # the device wrappers on the real hardware (PTX assembled for every architecture in CI)
+  add_executable(test_wrappers_cuda ${CMAKE_SOURCE_DIR}/tests/emu/test_wrappers.cu)
+  target_include_directories(test_wrappers_cuda PRIVATE ${CMAKE_SOURCE_DIR}/kernels)
+  target_link_libraries(test_wrappers_cuda PRIVATE CUDA::cudart)
+  set_target_properties(test_wrappers_cuda PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
+  if(_pt_new_opts)
+    set_target_properties(test_wrappers_cuda PROPERTIES COMPILE_OPTIONS "${_pt_new_opts}")
+  endif()
+  add_test(NAME cuda_wrappers COMMAND test_wrappers_cuda)
+  set_tests_properties(cuda_wrappers PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 120)
   if(_pt_py)
     add_test(NAME cuda_e2e
       COMMAND ${_pt_py} ${CMAKE_SOURCE_DIR}/tests/emu/e2e.py

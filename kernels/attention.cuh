@@ -80,9 +80,9 @@ template <int HD>
 __global__ void __launch_bounds__(128) k_attn_fwd(pt_attn_params P) {
     using C = pt_plain_cfg<HD>;
     constexpr int RW = C::RW, BQ = C::BQ, BK = C::BK, NC = HD / 32;
-    __shared__ float Qs[BQ][HD];
-    __shared__ float KVs[BK][HD + 1]; /* keys, then values, of the current tile */
-    __shared__ float Ps[4][RW][BK];
+    PT_SHARED(float, Qs, [BQ][HD]);
+    PT_SHARED(float, KVs, [BK][HD + 1]); /* keys, then values, of the current tile */
+    PT_SHARED(float, Ps, [4][RW][BK]);
 
     const pt_attn_item it = P.items[blockIdx.x];
     const pt_attn_seg s = P.segs[it.seg];
@@ -189,9 +189,9 @@ template <int HD>
 __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_params P) {
     using C = pt_plain_cfg<HD>;
     constexpr int KB = C::KB, QB = C::QB;
-    __shared__ float Ks[KB][HD + 1];
-    __shared__ float Qs[QB][HD];
-    __shared__ float Ls[QB];
+    PT_SHARED(float, Ks, [KB][HD + 1]);
+    PT_SHARED(float, Qs, [QB][HD]);
+    PT_SHARED(float, Ls, [QB]);
 
     const pt_attn_item it = P.items[blockIdx.x];
     const pt_attn_seg s = P.segs[it.seg];
@@ -283,8 +283,8 @@ template <int HDP, class T>
 __global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
     using C = pt_mma_cfg<HDP>;
     constexpr int BK = C::BK, LD = C::LD, KS = C::KS, ND = C::ND;
-    __shared__ __align__(16) T Ks[64][LD]; /* the Q tile first, then each tile's keys */
-    __shared__ __align__(16) T Vs[64][LD];
+    PT_SHARED(T, Ks, [64][LD]); /* the Q tile first, then each tile's keys */
+    PT_SHARED(T, Vs, [64][LD]);
 
     const pt_attn_item it = P.items[blockIdx.x];
     const pt_attn_seg s = P.segs[it.seg];
@@ -421,8 +421,8 @@ template <int HDP, class T>
 __global__ void __launch_bounds__(128, 1) k_attn_stats_mma(pt_attn_params P) {
     using C = pt_mma_cfg<HDP>;
     constexpr int QB = C::QB, LD = C::LD, KS = C::KS;
-    __shared__ __align__(16) T Qs[64][LD]; /* this block's keys first, then each query tile */
-    __shared__ float Ls[QB];
+    PT_SHARED(T, Qs, [64][LD]); /* this block's keys first, then each query tile */
+    PT_SHARED(float, Ls, [QB]);
 
     const pt_attn_item it = P.items[blockIdx.x];
     const pt_attn_seg s = P.segs[it.seg];

@@ -48,7 +48,7 @@ __global__ void k_embed(float *x, const T *tok, const T *pos_emb, const int32_t 
 /* LayerNorm / RMSNorm of one row per block, sums in double as the CPU reference. */
 __global__ void k_norm(const float *x, float *y, const float *g, const float *b, int d, double eps,
                        int rms) {
-    __shared__ double red[32];
+    PT_SHARED(double, red, [32]);
     const int r = blockIdx.x;
     const float *xr = x + (size_t)r * d;
     float *yr = y + (size_t)r * d;
@@ -78,7 +78,7 @@ __global__ void k_norm(const float *x, float *y, const float *g, const float *b,
  * float32 angle evaluated in double, as the CPU reference does. half <= 256. */
 __global__ void k_rope(float *qkv, const float *inv_freq, const int32_t *pos, int half,
                        int heads, int stride) {
-    __shared__ float cs[2][256];
+    PT_SHARED(float, cs, [2][256]);
     const int r = blockIdx.x;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         const float ang = (float)pos[r] * inv_freq[i];
@@ -128,7 +128,7 @@ __global__ void k_gelu_tanh(const float *h, float *out, size_t n) {
 
 /* out[r * stride] = ||x[r]||_2 (one block per row, double sum). */
 __global__ void k_row_norms(const float *x, int d, float *out, size_t stride) {
-    __shared__ double red[32];
+    PT_SHARED(double, red, [32]);
     const int r = blockIdx.x;
     const float *xr = x + (size_t)r * d;
     double ss = 0;

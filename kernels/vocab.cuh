@@ -20,12 +20,12 @@ PT_DEV bool pt_before(float va, int ia, float vb, int ib) {
  * that comes after round k-1's. */
 __global__ void __launch_bounds__(PT_VOCAB_THREADS)
 k_log_softmax(float *logits, int V, double *entropy, int K, int32_t *topk_id, float *topk_lp) {
-    __shared__ float redf[32];
-    __shared__ double redd[32];
-    __shared__ float rv[32];
-    __shared__ int ri[32];
-    __shared__ float prev_v;
-    __shared__ int prev_i;
+    PT_SHARED(float, redf, [32]);
+    PT_SHARED(double, redd, [32]);
+    PT_SHARED(float, rv, [32]);
+    PT_SHARED(int, ri, [32]);
+    PT_SHARED(float, prev_v, );
+    PT_SHARED(int, prev_i, );
     const int r = blockIdx.x;
     float *x = logits + (size_t)r * V;
 
@@ -86,7 +86,7 @@ k_log_softmax(float *logits, int V, double *entropy, int K, int32_t *topk_id, fl
 /* out[3r .. 3r+2] = KL(P||Q), KL(Q||P), JS for row r. */
 __global__ void __launch_bounds__(PT_VOCAB_THREADS)
 k_divergence(const float *lp_p, size_t sp, const float *lp_q, size_t sq, int V, double *out) {
-    __shared__ double red[32];
+    PT_SHARED(double, red, [32]);
     const int r = blockIdx.x;
     const float *p = lp_p + (size_t)r * sp, *q = lp_q + (size_t)r * sq;
     double a = 0, b = 0, jsd = 0;

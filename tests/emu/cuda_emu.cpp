@@ -1,8 +1,9 @@
-/* punctum — CUDA emulation runtime: fibers for CUDA threads, the CUDA runtime calls the backend
- * uses (device memory = host memory, synchronous in-order streams), and cuBLAS / cuBLASLt
- * matrix products served by OpenBLAS sgemm with the same operation, leading-dimension,
- * batch-stride and data-type conventions as the real libraries. See cuda_emu.h. */
-#include "cuda_emu.h"
+/* punctum — CUDA emulation runtime: fibers for CUDA threads and their scheduler (barriers, warp
+ * collectives, ldmatrix, cp.async groups), the CUDA runtime calls the backend uses (device
+ * memory from cuda_emu_check.cpp, synchronous in-order streams), and cuBLAS / cuBLASLt matrix
+ * products served by OpenBLAS sgemm with the same operation, leading-dimension, batch-stride
+ * and data-type conventions as the real libraries. See cuda_emu.h. */
+#include "cuda_emu_internal.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -12,14 +13,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <map>
+#include <mutex>
 #include <vector>
-
-#if defined(__SANITIZE_ADDRESS__) || !defined(__x86_64__) || defined(PT_EMU_UCONTEXT)
-#define PT_EMU_USE_UCONTEXT 1
-#include <ucontext.h>
-#else
-#define PT_EMU_USE_UCONTEXT 0
-#endif
 
 /* ================================================================================================
  * Fibers
@@ -66,56 +62,16 @@ __thread uint3 t_block_idx;
 __thread uint3 t_block_dim;
 __thread uint3 t_grid_dim;
 __thread int t_lane;
+__thread int t_tid = -1;
+
+namespace in {
+
+__thread Sched *t_sched;
+Stats g_stats;
 
 namespace {
 
-enum { F_READY = 0, F_WAIT_BLOCK, F_WAIT_WARP, F_DONE };
 const size_t STACK_BYTES = 256 * 1024;
-
-struct Fiber {
-#if PT_EMU_USE_UCONTEXT
-    ucontext_t uc;
-#else
-    void *sp;
-#endif
-    char *stack; /* STACK_BYTES usable, guard page below */
-    uint3 tid;
-    int lane, warp, state;
-    unsigned mask;
-    unsigned arrived;
-    int nwords;
-    const uint32_t *result;
-    const char *what;
-};
-
-/* A warp's collectives: every lane publishes its words in pub; when a group (the lanes of one
- * mask) is complete, the scheduler copies the group's words into a snapshot that the group's
- * lanes read when they resume, so lanes may publish again, and other groups of the same warp
- * (e.g. two half-warp shuffles in divergent branches) may be in flight meanwhile. Snapshots
- * are reused once every lane released with them has run (the next release phase). */
-struct Warp {
-    unsigned existing; /* lanes present in the block */
-    int nsnap;         /* snapshots taken in the current release phase */
-    uint32_t pub[32 * 16];
-    uint32_t snap[32][32 * 16];
-};
-
-struct Sched {
-    std::vector<Fiber> fibers;
-    std::vector<Warp> warps;
-    int n_threads = 0;
-#if PT_EMU_USE_UCONTEXT
-    ucontext_t uc;
-#else
-    void *sp = nullptr;
-#endif
-    Fiber *cur = nullptr;
-    const std::function<void()> *body = nullptr;
-    const char *name = "";
-};
-
-thread_local Sched *t_sched;
-Stats g_stats;
 
 char *alloc_stack() {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -132,11 +88,14 @@ void fiber_main() {
     Sched *s = t_sched;
     Fiber *f = s->cur;
     (*s->body)();
+    thread_exit(f);
     fiber_exit(f);
 }
 
 #if PT_EMU_USE_UCONTEXT
-void fiber_entry_uc() { fiber_main(); }
+void fiber_entry_uc() {
+    fiber_main();
+}
 
 void fiber_init(Sched *s, Fiber *f) {
     (void)s;
@@ -146,8 +105,12 @@ void fiber_init(Sched *s, Fiber *f) {
     f->uc.uc_link = nullptr;
     makecontext(&f->uc, fiber_entry_uc, 0);
 }
-inline void switch_in(Sched *s, Fiber *f) { swapcontext(&s->uc, &f->uc); }
-inline void switch_out(Sched *s, Fiber *f) { swapcontext(&f->uc, &s->uc); }
+inline void switch_in(Sched *s, Fiber *f) {
+    swapcontext(&s->uc, &f->uc);
+}
+inline void switch_out(Sched *s, Fiber *f) {
+    swapcontext(&f->uc, &s->uc);
+}
 [[noreturn]] void fiber_exit(Fiber *f) {
     Sched *s = t_sched;
     f->state = F_DONE;
@@ -155,7 +118,9 @@ inline void switch_out(Sched *s, Fiber *f) { swapcontext(&f->uc, &s->uc); }
     abort();
 }
 #else
-extern "C" void pt_emu_fiber_entry() { fiber_main(); }
+extern "C" void pt_emu_fiber_entry() {
+    fiber_main();
+}
 
 void fiber_init(Sched *s, Fiber *f) {
     (void)s;
@@ -163,9 +128,9 @@ void fiber_init(Sched *s, Fiber *f) {
      * aligned as after a call (rsp % 16 == 8 at the entry). */
     uintptr_t top = ((uintptr_t)(f->stack + STACK_BYTES)) & ~(uintptr_t)15;
     uint64_t *sp = (uint64_t *)top;
-    *--sp = 0;                                     /* fake return address of the entry */
+    *--sp = 0;                                        /* fake return address of the entry */
     *--sp = (uint64_t)(uintptr_t)&pt_emu_fiber_entry; /* popped by ret */
-    for (int i = 0; i < 6; i++) *--sp = 0;         /* rbp rbx r12 r13 r14 r15 */
+    for (int i = 0; i < 6; i++) *--sp = 0;            /* rbp rbx r12 r13 r14 r15 */
     uint32_t ctl[2];
     __asm__ volatile("stmxcsr %0" : "=m"(ctl[0]));
     __asm__ volatile("fnstcw %0" : "=m"(ctl[1]));
@@ -175,8 +140,12 @@ void fiber_init(Sched *s, Fiber *f) {
     memcpy((char *)sp + 4, &ctl[1], 2);
     f->sp = sp;
 }
-inline void switch_in(Sched *s, Fiber *f) { pt_emu_switch(&s->sp, f->sp); }
-inline void switch_out(Sched *s, Fiber *f) { pt_emu_switch(&f->sp, s->sp); }
+inline void switch_in(Sched *s, Fiber *f) {
+    pt_emu_switch(&s->sp, f->sp);
+}
+inline void switch_out(Sched *s, Fiber *f) {
+    pt_emu_switch(&f->sp, s->sp);
+}
 [[noreturn]] void fiber_exit(Fiber *f) {
     Sched *s = t_sched;
     f->state = F_DONE;
@@ -196,27 +165,36 @@ Sched &sched_for_thread() {
     return s;
 }
 
-void describe_and_die(Sched *s, const char *why) {
-    fprintf(stderr, "cuda-emu: %s in kernel %s, block (%u,%u,%u)\n", why, s->name,
-            t_block_idx.x, t_block_idx.y, t_block_idx.z);
-    for (size_t w = 0; w < s->warps.size(); w++) {
-        fprintf(stderr, "  warp %zu:", w);
+/* The states of the block's threads, one line per warp (for deadlock reports). */
+std::string thread_states(const Sched *s) {
+    std::string out;
+    for (size_t w = 0; w < (size_t)s->n_warps; w++) {
+        out += strf("\n  warp %zu:", w);
         for (int l = 0; l < 32; l++) {
             const size_t i = w * 32 + (size_t)l;
             if (i >= (size_t)s->n_threads) break;
             const Fiber &f = s->fibers[i];
-            const char *st = f.state == F_READY ? "run" : f.state == F_WAIT_BLOCK ? "sync"
-                             : f.state == F_WAIT_WARP ? "warp" : "done";
-            fprintf(stderr, " %s", st);
+            out += f.state == F_READY        ? " run"
+                   : f.state == F_WAIT_BLOCK ? " sync"
+                   : f.state == F_WAIT_WARP  ? " warp"
+                                             : " done";
         }
-        fprintf(stderr, "\n");
     }
-    abort();
+    return out;
+}
+
+/* A __syncwarp group released: its lanes' earlier shared-memory accesses are ordered. */
+void order_group(Warp &W, unsigned group) {
+    W.gen++;
+    for (int a = 0; a < 32; a++)
+        if (group >> a & 1u)
+            for (int b = 0; b < 32; b++)
+                if (group >> b & 1u) W.synced[a][b] = W.gen;
 }
 
 /* Release the groups of a warp's lanes waiting at warp collectives: a group (the waiting lanes
  * with one mask) is released when every lane its mask names has arrived with that mask.
- * Returns the number of groups released. */
+ * Returns the number of groups released (-1: a fatal violation). */
 int try_release_warp(Sched *s, int w) {
     Warp &W = s->warps[(size_t)w];
     const int base = w * 32;
@@ -236,24 +214,31 @@ int try_release_warp(Sched *s, int w) {
         for (int l = 0; l < 32; l++)
             if ((todo >> l & 1u) && s->fibers[(size_t)(base + l)].mask == mask) group |= 1u << l;
         todo &= ~group;
-        if (need & done) {
-            fprintf(stderr, "cuda-emu: %s: mask %08x names lanes that exited (%08x)\n", first.what, mask,
-                    need & done);
-            describe_and_die(s, "warp collective with exited lanes");
+        if (mask & ~W.existing) {
+            report(
+                Check::warp_mask, true,
+                strf(
+                    "%s with mask %08x in warp %d, which has only lanes %08x (block of %d threads)",
+                    first.what, mask, w, W.existing, s->n_threads));
+            return -1;
         }
-        if (group & ~need) {
-            fprintf(stderr, "cuda-emu: %s: lanes %08x wait with mask %08x, which leaves them out\n", first.what,
-                    group & ~need, mask);
-            describe_and_die(s, "warp collective mask excludes a calling lane");
+        if (need & done) {
+            report(Check::warp_mask, true,
+                   strf("%s with mask %08x in warp %d: lanes %08x of the mask have exited",
+                        first.what, mask, w, need & done));
+            return -1;
         }
         if (group != need) continue; /* not everyone has arrived (or some lanes wait elsewhere) */
         for (int l = 0; l < 32; l++)
             if (group >> l & 1u) {
                 const Fiber &f = s->fibers[(size_t)(base + l)];
                 if (f.nwords != first.nwords || strcmp(f.what, first.what)) {
-                    fprintf(stderr, "cuda-emu: lanes of warp %d meet at different collectives (%s, %s)\n", w,
-                            first.what, f.what);
-                    describe_and_die(s, "divergent warp collective");
+                    report(Check::warp_mask, true,
+                           strf("lanes of warp %d with mask %08x meet at different collectives: "
+                                "lane %d "
+                                "at %s, lane %d at %s",
+                                w, mask, first.lane, first.what, f.lane, f.what));
+                    return -1;
                 }
             }
         if (W.nsnap >= 32) fatal("internal: too many warp groups in one phase");
@@ -266,23 +251,60 @@ int try_release_warp(Sched *s, int w) {
                 f.result = snap;
                 f.state = F_READY;
             }
+        if (first.orders_memory) order_group(W, group);
         g_stats.barriers++;
         released++;
     }
     return released;
 }
 
-/* Order in which the threads of a block run between barriers: PUNCTUM_EMU_SCHEDULE=forward
- * (default), reverse, or shuffle (a fresh random order every phase). A kernel whose result
- * depends on it reads shared memory that no barrier orders: a race on a GPU. */
-enum { ORDER_FORWARD, ORDER_REVERSE, ORDER_SHUFFLE };
-int schedule_order() {
-    static int order = -1;
-    if (order < 0) {
-        const char *e = getenv("PUNCTUM_EMU_SCHEDULE");
-        order = e && !strcmp(e, "reverse") ? ORDER_REVERSE : e && !strcmp(e, "shuffle") ? ORDER_SHUFFLE : ORDER_FORWARD;
+/* Every live thread waits at a __syncthreads: check that they all wait at the same one and
+ * that no thread of the block has exited, then release them. */
+void release_block_barrier(Sched *s, int live) {
+    const Fiber *first = nullptr;
+    for (int i = 0; i < s->n_threads; i++) {
+        Fiber &f = s->fibers[(size_t)i];
+        if (f.state != F_WAIT_BLOCK) continue;
+        if (!first) {
+            first = &f;
+        } else if (f.bar_line != first->bar_line || strcmp(f.bar_file, first->bar_file)) {
+            report(Check::barrier_divergent, false,
+                   strf("threads of the block wait at different __syncthreads: %s at %s:%d, %s at "
+                        "%s:%d",
+                        thread_name(s, first->linear).c_str(), first->bar_file, first->bar_line,
+                        thread_name(s, f.linear).c_str(), f.bar_file, f.bar_line));
+            break;
+        }
     }
-    return order;
+    if (live < s->n_threads && first) {
+        int exited = -1;
+        for (int i = 0; i < s->n_threads && exited < 0; i++)
+            if (s->fibers[(size_t)i].state == F_DONE) exited = i;
+        report(Check::barrier_exited, false,
+               strf("__syncthreads at %s:%d is reached by %d of the block's %d threads; the others "
+                    "(e.g. %s) have exited",
+                    first->bar_file, first->bar_line, live, s->n_threads,
+                    thread_name(s, exited).c_str()));
+    }
+    for (int i = 0; i < s->n_threads; i++)
+        if (s->fibers[(size_t)i].state == F_WAIT_BLOCK) s->fibers[(size_t)i].state = F_READY;
+    barrier_released();
+    g_stats.barriers++;
+}
+
+/* Order in which the threads of a block run between barriers: PUNCTUM_EMU_SCHEDULE=forward
+ * (default), reverse, or shuffle (a fresh random order every phase). The checks do not depend
+ * on it; a result that does reads memory that nothing orders. */
+enum { ORDER_FORWARD, ORDER_REVERSE, ORDER_SHUFFLE };
+int g_order = -1;
+int order_of(const char *e) {
+    return e && !strcmp(e, "reverse")   ? ORDER_REVERSE
+           : e && !strcmp(e, "shuffle") ? ORDER_SHUFFLE
+                                        : ORDER_FORWARD;
+}
+int schedule_order() {
+    if (g_order < 0) g_order = order_of(getenv("PUNCTUM_EMU_SCHEDULE"));
+    return g_order;
 }
 thread_local uint64_t t_shuffle_state = 0x2545f4914f6cdd1dull;
 
@@ -291,9 +313,12 @@ void run_block(Sched *s) {
     for (int i = 0; i < n; i++) {
         Fiber &f = s->fibers[(size_t)i];
         f.state = F_READY;
+        f.cp_committed = 0;
+        f.cp->clear();
         fiber_init(s, &f);
     }
-    for (auto &w : s->warps) w.nsnap = 0;
+    for (int w = 0; w < s->n_warps; w++) s->warps[(size_t)w].nsnap = 0;
+    block_begin(s);
     const int order = schedule_order();
     static thread_local std::vector<int> perm;
     perm.resize((size_t)n);
@@ -315,32 +340,60 @@ void run_block(Sched *s) {
             s->cur = &f;
             t_thread_idx = f.tid;
             t_lane = f.lane;
+            t_tid = f.linear;
             switch_in(s, &f);
+            t_tid = -1;
             g_stats.switches++;
             ran++;
+            if (s->aborted) return;
             if (f.state == F_DONE) live--;
         }
         if (live == 0) break;
         int released = 0;
-        for (size_t w = 0; w < s->warps.size(); w++) {
-            s->warps[w].nsnap = 0; /* every lane released in the last phase has read its snapshot */
-            released += try_release_warp(s, (int)w);
+        for (int w = 0; w < s->n_warps; w++) {
+            s->warps[(size_t)w].nsnap =
+                0; /* every lane released in the last phase has read its snapshot */
+            const int r = try_release_warp(s, w);
+            if (r < 0) return;
+            released += r;
         }
         if (!released) {
             int at_block = 0;
             for (int i = 0; i < n; i++) at_block += s->fibers[(size_t)i].state == F_WAIT_BLOCK;
             if (at_block == live) {
-                for (int i = 0; i < n; i++)
-                    if (s->fibers[(size_t)i].state == F_WAIT_BLOCK) s->fibers[(size_t)i].state = F_READY;
-                g_stats.barriers++;
+                release_block_barrier(s, live);
                 released = 1;
             }
         }
-        if (!ran && !released) describe_and_die(s, "deadlock (a barrier some threads never reach)");
+        if (!ran && !released) {
+            report(
+                Check::barrier_divergent, true,
+                "deadlock: threads wait at a __syncthreads or warp collective that other threads "
+                "of the block never reach (sync: at __syncthreads, warp: at a warp collective)" +
+                    thread_states(s));
+            return;
+        }
     }
+    block_end(s);
 }
 
 } // namespace
+
+[[noreturn]] void abandon_fiber() {
+    Sched *s = t_sched;
+    void *dead;
+#if PT_EMU_USE_UCONTEXT
+    (void)dead;
+    setcontext(&s->uc);
+#else
+    pt_emu_switch(&dead, s->sp);
+#endif
+    abort();
+}
+
+} // namespace in
+
+using namespace in;
 
 void fatal(const char *fmt, ...) {
     va_list ap;
@@ -352,43 +405,95 @@ void fatal(const char *fmt, ...) {
     abort();
 }
 
-void syncthreads() {
+void violation(Check c, bool fatal_, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char buf[1024];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    report(c, fatal_, buf);
+    if (fatal_) abandon_if_aborted(); /* (no heap object left on this fiber's stack) */
+}
+
+void syncthreads(const char *file, int line) {
     Sched *s = t_sched;
     if (!s || !s->cur) fatal("__syncthreads outside a kernel");
     Fiber *f = s->cur;
+    f->bar_file = file;
+    f->bar_line = line;
     f->state = F_WAIT_BLOCK;
     yield(s, f);
 }
 
 const uint32_t *warp_collective(unsigned mask, const uint32_t *words, int n, unsigned *arrived,
-                                const char *what) {
+                                const char *what, bool orders_memory) {
     Sched *s = t_sched;
     if (!s || !s->cur) fatal("%s outside a kernel", what);
     Fiber *f = s->cur;
     Warp &W = s->warps[(size_t)f->warp];
-    if (!(mask >> f->lane & 1u)) fatal("%s: the calling lane %d is not in mask %08x", what, f->lane, mask);
+    if (!(mask >> f->lane & 1u)) {
+        report(Check::warp_mask, true,
+               strf("%s: the calling lane %d (%s) is not in its mask %08x", what, f->lane,
+                    thread_name(s, f->linear).c_str(), mask));
+        abandon_if_aborted(); /* (only under a Capture: report aborts otherwise) */
+    }
     if (n > 16) fatal("%s: too many words", what);
     if (n > 0) memcpy(&W.pub[f->lane * 16], words, (size_t)n * 4);
     f->nwords = n;
     f->mask = mask;
     f->what = what;
+    f->orders_memory = orders_memory;
     f->state = F_WAIT_WARP;
     yield(s, f);
     *arrived = f->arrived;
     return f->result;
 }
 
+/* ---- cp.async: per-thread groups; the shared-memory side is in cuda_emu_check.cpp ------------ */
+
+void cp_async_commit() {
+    Sched *s = t_sched;
+    if (!s || !s->cur) fatal("cp.async.commit_group outside a kernel");
+    Fiber *f = s->cur;
+    for (auto &c : *f->cp)
+        if (c.group < 0) c.group = f->cp_committed;
+    f->cp_committed++;
+}
+
+/* ---- launches -------------------------------------------------------------------------------- */
+
 thread_local cudaError_t t_last_error = cudaSuccess;
 
-void launch(dim3 grid, dim3 block, cudaStream_t stream, const char *name,
-            std::function<void()> body) {
+/* cudaFuncAttributeMaxDynamicSharedMemorySize per kernel (default 48 KiB, as on a GPU). */
+static std::mutex g_func_mu;
+static std::map<const void *, int> g_func_dyn_smem;
+enum { SMEM_DEFAULT = 48 * 1024, SMEM_OPTIN = 227 * 1024 };
+
+void launch(dim3 grid, dim3 block, size_t dynamic_smem, cudaStream_t stream, const char *name,
+            const void *func, std::function<void()> body) {
     (void)stream;
     const unsigned long long nthr = (unsigned long long)block.x * block.y * block.z;
     if (grid.x == 0 || grid.y == 0 || grid.z == 0 || nthr == 0 || nthr > 1024 || block.z > 64 ||
         grid.y > 65535 || grid.z > 65535) {
-        fprintf(stderr, "cuda-emu: kernel %s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u)\n",
-                name, grid.x, grid.y, grid.z, block.x, block.y, block.z);
+        fprintf(
+            stderr,
+            "cuda-emu: kernel %s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u)\n",
+            name, grid.x, grid.y, grid.z, block.x, block.y, block.z);
         t_last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    int dyn_max = SMEM_DEFAULT;
+    {
+        std::lock_guard<std::mutex> lk(g_func_mu);
+        auto it = g_func_dyn_smem.find(func);
+        if (it != g_func_dyn_smem.end()) dyn_max = it->second;
+    }
+    if (dynamic_smem > (size_t)dyn_max) {
+        fprintf(stderr,
+                "cuda-emu: kernel %s: %zu bytes of dynamic shared memory, more than its "
+                "cudaFuncAttributeMaxDynamicSharedMemorySize (%d)\n",
+                name, dynamic_smem, dyn_max);
+        t_last_error = cudaErrorInvalidValue;
         return;
     }
     Sched &s = sched_for_thread();
@@ -396,13 +501,16 @@ void launch(dim3 grid, dim3 block, cudaStream_t stream, const char *name,
     const int n = (int)nthr;
     while ((int)s.fibers.size() < n) {
         Fiber f;
-        memset(&f, 0, sizeof f);
+        memset((void *)&f, 0, sizeof f);
         f.stack = alloc_stack();
+        f.cp = new std::vector<CpAsyncCopy>();
         s.fibers.push_back(f);
     }
     s.n_threads = n;
-    s.warps.resize((size_t)(n + 31) / 32);
-    for (size_t w = 0; w < s.warps.size(); w++) {
+    const size_t nw = (size_t)(n + 31) / 32;
+    s.n_warps = (int)nw;
+    if (s.warps.size() < nw) s.warps.resize(nw);
+    for (size_t w = 0; w < nw; w++) {
         const int lanes = n - (int)w * 32 >= 32 ? 32 : n - (int)w * 32;
         s.warps[w].existing = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
     }
@@ -411,18 +519,22 @@ void launch(dim3 grid, dim3 block, cudaStream_t stream, const char *name,
         f.tid.x = (unsigned)i % block.x;
         f.tid.y = (unsigned)i / block.x % block.y;
         f.tid.z = (unsigned)i / (block.x * block.y);
+        f.linear = i;
         f.lane = i % 32;
         f.warp = i / 32;
     }
     s.body = &body;
     s.name = name;
+    s.dynamic_smem = dynamic_smem;
+    s.aborted = false;
     t_sched = &s;
     t_grid_dim = uint3{grid.x, grid.y, grid.z};
     t_block_dim = uint3{block.x, block.y, block.z};
     g_stats.launches++;
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
+    launch_begin(&s);
+    for (unsigned bz = 0; bz < grid.z && !s.aborted; bz++)
+        for (unsigned by = 0; by < grid.y && !s.aborted; by++)
+            for (unsigned bx = 0; bx < grid.x && !s.aborted; bx++) {
                 t_block_idx.x = bx;
                 t_block_idx.y = by;
                 t_block_idx.z = bz;
@@ -430,11 +542,18 @@ void launch(dim3 grid, dim3 block, cudaStream_t stream, const char *name,
                 g_stats.blocks++;
                 g_stats.threads += (unsigned long long)n;
             }
+    if (s.aborted) t_last_error = cudaErrorLaunchFailure;
     s.cur = nullptr;
     t_sched = nullptr;
 }
 
-Stats stats() { return g_stats; }
+Stats stats() {
+    return g_stats;
+}
+
+void set_schedule(const char *order) {
+    g_order = order_of(order);
+}
 
 } // namespace pt_emu
 
@@ -473,8 +592,8 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
     prop->minor = 0;
     prop->multiProcessorCount = 1;
     prop->totalGlobalMem = (size_t)8 << 30;
-    prop->sharedMemPerBlock = 48 * 1024;
-    prop->sharedMemPerBlockOptin = 48 * 1024;
+    prop->sharedMemPerBlock = pt_emu::SMEM_DEFAULT;
+    prop->sharedMemPerBlockOptin = pt_emu::SMEM_OPTIN;
     prop->warpSize = 32;
     prop->maxThreadsPerBlock = 1024;
     return cudaSuccess;
@@ -482,12 +601,24 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
 cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
     if (device != 0) return set_error(cudaErrorInvalidDevice);
     switch (attr) {
-    case cudaDevAttrMultiProcessorCount: *value = 1; break;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 48 * 1024; break;
-    default: *value = 0; break;
+    case cudaDevAttrMultiProcessorCount:
+        *value = 1;
+        break;
+    case cudaDevAttrComputeCapabilityMajor:
+        *value = 9;
+        break;
+    case cudaDevAttrComputeCapabilityMinor:
+        *value = 0;
+        break;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+        *value = pt_emu::SMEM_DEFAULT;
+        break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+        *value = pt_emu::SMEM_OPTIN;
+        break;
+    default:
+        *value = 0;
+        break;
     }
     return cudaSuccess;
 }
@@ -496,69 +627,61 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
     *total = (size_t)8 << 30;
     return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+    return cudaSuccess;
+}
 cudaError_t cudaGetLastError(void) {
     cudaError_t e = t_last_error;
     t_last_error = cudaSuccess;
     return e;
 }
-cudaError_t cudaPeekAtLastError(void) { return t_last_error; }
+cudaError_t cudaPeekAtLastError(void) {
+    return t_last_error;
+}
 const char *cudaGetErrorString(cudaError_t e) {
     switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    default: return "unknown error (emulation)";
+    case cudaSuccess:
+        return "no error";
+    case cudaErrorMemoryAllocation:
+        return "out of memory";
+    case cudaErrorInvalidValue:
+        return "invalid argument";
+    case cudaErrorInvalidConfiguration:
+        return "invalid configuration argument";
+    case cudaErrorNoDevice:
+        return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice:
+        return "invalid device ordinal";
+    default:
+        return "unknown error (emulation)";
     }
 }
 const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    default: return "cudaErrorUnknown";
+    case cudaSuccess:
+        return "cudaSuccess";
+    case cudaErrorMemoryAllocation:
+        return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidValue:
+        return "cudaErrorInvalidValue";
+    case cudaErrorInvalidConfiguration:
+        return "cudaErrorInvalidConfiguration";
+    case cudaErrorNoDevice:
+        return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice:
+        return "cudaErrorInvalidDevice";
+    default:
+        return "cudaErrorUnknown";
     }
 }
 
-/* Emulated device allocations are limited by PUNCTUM_EMU_MEM_LIMIT (bytes, optional) so the
- * engine's out-of-memory path can be exercised. */
-static size_t g_mem_used, g_mem_limit = (size_t)-1;
-static int g_mem_limit_read;
-struct AllocHdr {
-    size_t bytes;
-    size_t pad[7]; /* keep the user pointer 64-byte aligned */
-};
+/* Device memory: cuda_emu_check.cpp (one reserved region, a validity shadow, poisoned fresh
+ * allocations; PUNCTUM_EMU_MEM_LIMIT caps the total to exercise out-of-memory paths). */
 cudaError_t cudaMalloc(void **p, size_t bytes) {
-    if (!g_mem_limit_read) {
-        const char *s = getenv("PUNCTUM_EMU_MEM_LIMIT");
-        if (s && *s) g_mem_limit = (size_t)strtoull(s, nullptr, 10);
-        g_mem_limit_read = 1;
-    }
-    *p = nullptr;
-    if (bytes > g_mem_limit || g_mem_used > g_mem_limit - bytes) return set_error(cudaErrorMemoryAllocation);
-    void *raw = nullptr;
-    if (posix_memalign(&raw, 64, sizeof(AllocHdr) + (bytes ? bytes : 1)))
-        return set_error(cudaErrorMemoryAllocation);
-    AllocHdr *h = (AllocHdr *)raw;
-    h->bytes = bytes;
-    g_mem_used += bytes;
-    /* uninitialised device memory: poison it so that reads of unwritten memory show up */
-    memset(h + 1, 0xff, bytes);
-    *p = h + 1;
-    return cudaSuccess;
+    return set_error(pt_emu::in::dev_malloc(p, bytes));
 }
 cudaError_t cudaFree(void *p) {
-    if (!p) return cudaSuccess;
-    AllocHdr *h = (AllocHdr *)p - 1;
-    g_mem_used -= h->bytes;
-    free(h);
-    return cudaSuccess;
+    return set_error(pt_emu::in::dev_free(p));
 }
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
     *p = malloc(bytes ? bytes : 1);
@@ -568,8 +691,13 @@ cudaError_t cudaFreeHost(void *p) {
     free(p);
     return cudaSuccess;
 }
+/* The device side of a copy or fill must lie inside one live allocation (a backend bug otherwise,
+ * which compute-sanitizer reports too). */
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
     (void)kind;
+    if (!pt_emu::in::api_range_check("cudaMemcpy", "source", src, bytes) ||
+        !pt_emu::in::api_range_check("cudaMemcpy", "destination", dst, bytes))
+        return set_error(cudaErrorInvalidValue);
     if (bytes) memmove(dst, src, bytes);
     return cudaSuccess;
 }
@@ -579,6 +707,8 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
     return cudaMemcpy(dst, src, bytes, kind);
 }
 cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
+    if (!pt_emu::in::api_range_check("cudaMemset", "destination", dst, bytes))
+        return set_error(cudaErrorInvalidValue);
     memset(dst, value, bytes);
     return cudaSuccess;
 }
@@ -603,9 +733,12 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value) {
-    (void)func;
-    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize && value > 48 * 1024)
-        return set_error(cudaErrorInvalidValue);
+    if (!func) return set_error(cudaErrorInvalidDeviceFunction);
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+        if (value < 0 || value > pt_emu::SMEM_OPTIN) return set_error(cudaErrorInvalidValue);
+        std::lock_guard<std::mutex> lk(pt_emu::g_func_mu);
+        pt_emu::g_func_dyn_smem[func] = value;
+    }
     return cudaSuccess;
 }
 cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *attr, const void *func) {
@@ -627,10 +760,13 @@ cudaError_t cudaRuntimeGetVersion(int *v) {
 
 static int dtype_size(cudaDataType t) {
     switch (t) {
-    case CUDA_R_32F: return 4;
+    case CUDA_R_32F:
+        return 4;
     case CUDA_R_16F:
-    case CUDA_R_16BF: return 2;
-    default: return 0;
+    case CUDA_R_16BF:
+        return 2;
+    default:
+        return 0;
     }
 }
 
@@ -653,10 +789,12 @@ static void store_elem(void *p, size_t i, cudaDataType t, float v) {
 }
 
 /* Matrix `rows x cols` column-major with leading dimension ld, as float (copied). */
-static std::vector<float> to_f32(const void *p, cudaDataType t, int64_t rows, int64_t cols, int64_t ld) {
+static std::vector<float> to_f32(const void *p, cudaDataType t, int64_t rows, int64_t cols,
+                                 int64_t ld) {
     std::vector<float> out((size_t)(ld * (cols - 1) + rows));
     for (int64_t c = 0; c < cols; c++)
-        for (int64_t r = 0; r < rows; r++) out[(size_t)(c * ld + r)] = load_elem(p, (size_t)(c * ld + r), t);
+        for (int64_t r = 0; r < rows; r++)
+            out[(size_t)(c * ld + r)] = load_elem(p, (size_t)(c * ld + r), t);
     return out;
 }
 
@@ -680,6 +818,31 @@ struct GemmArgs {
     const float *bias; /* length m, added to every column; NULL: none */
 };
 
+/* Every column of a (batched) matrix operand lies inside one live device allocation. */
+static bool matrix_ok(const char *api, const char *what, const void *p, cudaDataType t,
+                      int64_t rows, int64_t cols, int64_t ld, int batch, int64_t stride) {
+    const size_t es = (size_t)dtype_size(t);
+    for (int b = 0; b < batch; b++)
+        for (int64_t c = 0; c < cols; c++) {
+            const char *col = (const char *)p + (size_t)(b * stride + c * ld) * es;
+            if (!pt_emu::in::api_range_check(api, what, col, (size_t)rows * es)) return false;
+        }
+    return true;
+}
+
+/* Reads / writes outside the operands' allocations are reported (Check::global_oob). */
+static bool gemm_ranges_ok(const char *api, const GemmArgs &g) {
+    const int64_t arows = g.ta == CUBLAS_OP_N ? g.m : g.k, acols = g.ta == CUBLAS_OP_N ? g.k : g.m;
+    const int64_t brows = g.tb == CUBLAS_OP_N ? g.k : g.n, bcols = g.tb == CUBLAS_OP_N ? g.n : g.k;
+    const bool reads_c = g.beta != 0.0f && g.C;
+    return matrix_ok(api, "A", g.A, g.at, arows, acols, g.lda, g.batch, g.stride_a) &&
+           matrix_ok(api, "B", g.B, g.bt, brows, bcols, g.ldb, g.batch, g.stride_b) &&
+           (!reads_c || matrix_ok(api, "C", g.C, g.ct, g.m, g.n, g.ldc, g.batch, g.stride_c)) &&
+           matrix_ok(api, "D", g.D, g.dt, g.m, g.n, g.ldd, g.batch, g.stride_d) &&
+           (!g.bias ||
+            pt_emu::in::api_range_check(api, "bias", g.bias, (size_t)g.m * sizeof(float)));
+}
+
 static void cpu_gemm(const GemmArgs &g) {
     const int64_t arows = g.ta == CUBLAS_OP_N ? g.m : g.k, acols = g.ta == CUBLAS_OP_N ? g.k : g.m;
     const int64_t brows = g.tb == CUBLAS_OP_N ? g.k : g.n, bcols = g.tb == CUBLAS_OP_N ? g.n : g.k;
@@ -698,8 +861,8 @@ static void cpu_gemm(const GemmArgs &g) {
         }
         if (g.m > 0 && g.n > 0 && g.k > 0)
             cblas_sgemm(CblasColMajor, g.ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                        g.tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, (int)g.m, (int)g.n, (int)g.k,
-                        g.alpha, a.data(), (int)g.lda, bb.data(), (int)g.ldb,
+                        g.tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, (int)g.m, (int)g.n,
+                        (int)g.k, g.alpha, a.data(), (int)g.lda, bb.data(), (int)g.ldb,
                         g.beta != 0.0f && g.C ? g.beta : 0.0f, acc.data(), (int)g.m);
         else
             for (auto &x : acc) x = g.beta != 0.0f && g.C ? x * g.beta : 0.0f;
@@ -741,11 +904,16 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
 }
 const char *cublasGetStatusString(cublasStatus_t s) {
     switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    default: return "CUBLAS_STATUS_(emulation: other)";
+    case CUBLAS_STATUS_SUCCESS:
+        return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+        return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+        return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+        return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default:
+        return "CUBLAS_STATUS_(emulation: other)";
     }
 }
 
@@ -753,15 +921,17 @@ static int compute_ok(cublasComputeType_t c) {
     return c == CUBLAS_COMPUTE_32F || c == CUBLAS_COMPUTE_32F_PEDANTIC;
 }
 
-cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
-                            int m, int n, int k, const void *alpha, const void *A, cudaDataType Atype,
-                            int lda, const void *B, cudaDataType Btype, int ldb, const void *beta,
-                            void *C, cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
+                            cublasOperation_t transb, int m, int n, int k, const void *alpha,
+                            const void *A, cudaDataType Atype, int lda, const void *B,
+                            cudaDataType Btype, int ldb, const void *beta, void *C,
+                            cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
                             cublasGemmAlgo_t algo) {
     (void)algo;
     if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
-    if ((transa != CUBLAS_OP_N && transa != CUBLAS_OP_T) || (transb != CUBLAS_OP_N && transb != CUBLAS_OP_T))
+    if ((transa != CUBLAS_OP_N && transa != CUBLAS_OP_T) ||
+        (transb != CUBLAS_OP_N && transb != CUBLAS_OP_T))
         return CUBLAS_STATUS_INVALID_VALUE;
     /* lda >= max(1, rows of A as stored), likewise ldb, ldc */
     const int arows = transa == CUBLAS_OP_N ? m : k, brows = transb == CUBLAS_OP_N ? k : n;
@@ -780,6 +950,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
     g.C = C, g.ct = Ctype, g.ldc = ldc;
     g.D = C, g.dt = Ctype, g.ldd = ldc;
     g.batch = 1;
+    if (!gemm_ranges_ok("cublasGemmEx", g)) return CUBLAS_STATUS_EXECUTION_FAILED;
     cpu_gemm(g);
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -863,21 +1034,29 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
     delete d;
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
-                                              const void *buf, size_t size) {
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
+                                              cublasLtMatmulDescAttributes_t attr, const void *buf,
+                                              size_t size) {
     LtDesc *x = desc_of(d);
     switch (attr) {
-    case CUBLASLT_MATMUL_DESC_TRANSA: return set_attr(&x->transa, buf, size);
-    case CUBLASLT_MATMUL_DESC_TRANSB: return set_attr(&x->transb, buf, size);
-    case CUBLASLT_MATMUL_DESC_EPILOGUE: return set_attr(&x->epilogue, buf, size);
-    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return set_attr(&x->bias, buf, size);
-    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: return set_attr(&x->bias_type, buf, size);
-    case CUBLASLT_MATMUL_DESC_POINTER_MODE: return set_attr(&x->pointer_mode, buf, size);
-    default: return CUBLAS_STATUS_NOT_SUPPORTED; /* not emulated */
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+        return set_attr(&x->transa, buf, size);
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+        return set_attr(&x->transb, buf, size);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+        return set_attr(&x->epilogue, buf, size);
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+        return set_attr(&x->bias, buf, size);
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
+        return set_attr(&x->bias_type, buf, size);
+    case CUBLASLT_MATMUL_DESC_POINTER_MODE:
+        return set_attr(&x->pointer_mode, buf, size);
+    default:
+        return CUBLAS_STATUS_NOT_SUPPORTED; /* not emulated */
     }
 }
-cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type, uint64_t rows,
-                                          uint64_t cols, int64_t ld) {
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type,
+                                          uint64_t rows, uint64_t cols, int64_t ld) {
     *l = new cublasLtMatrixLayoutOpaque_t;
     memset(*l, 0, sizeof **l);
     LtLayout *x = (LtLayout *)(*l)->data;
@@ -895,18 +1074,27 @@ cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
     delete l;
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t attr,
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l,
+                                                cublasLtMatrixLayoutAttribute_t attr,
                                                 const void *buf, size_t size) {
     LtLayout *x = layout_of(l);
     switch (attr) {
-    case CUBLASLT_MATRIX_LAYOUT_TYPE: return set_attr(&x->type, buf, size);
-    case CUBLASLT_MATRIX_LAYOUT_ORDER: return set_attr(&x->order, buf, size);
-    case CUBLASLT_MATRIX_LAYOUT_ROWS: return set_attr(&x->rows, buf, size);
-    case CUBLASLT_MATRIX_LAYOUT_COLS: return set_attr(&x->cols, buf, size);
-    case CUBLASLT_MATRIX_LAYOUT_LD: return set_attr(&x->ld, buf, size);
-    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: return set_attr(&x->batch, buf, size);
-    case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: return set_attr(&x->stride, buf, size);
-    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+    case CUBLASLT_MATRIX_LAYOUT_TYPE:
+        return set_attr(&x->type, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_ORDER:
+        return set_attr(&x->order, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_ROWS:
+        return set_attr(&x->rows, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_COLS:
+        return set_attr(&x->cols, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_LD:
+        return set_attr(&x->ld, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT:
+        return set_attr(&x->batch, buf, size);
+    case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET:
+        return set_attr(&x->stride, buf, size);
+    default:
+        return CUBLAS_STATUS_NOT_SUPPORTED;
     }
 }
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
@@ -927,40 +1115,48 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
     if (x->magic != PREF_MAGIC) pt_emu::fatal("cublasLt: not a preference descriptor");
     uint32_t align;
     switch (attr) {
-    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES: return set_attr(&x->max_ws, buf, size);
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
+        return set_attr(&x->max_ws, buf, size);
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: return set_attr(&align, buf, size);
-    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES:
+        return set_attr(&align, buf, size);
+    default:
+        return CUBLAS_STATUS_NOT_SUPPORTED;
     }
 }
 
 /* Validate a matmul the way cuBLASLt would refuse it, and fill GemmArgs. */
-static cublasStatus_t lt_check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t Ad, cublasLtMatrixLayout_t Bd,
-                               cublasLtMatrixLayout_t Cd, cublasLtMatrixLayout_t Dd, GemmArgs *g) {
+static cublasStatus_t lt_check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t Ad,
+                               cublasLtMatrixLayout_t Bd, cublasLtMatrixLayout_t Cd,
+                               cublasLtMatrixLayout_t Dd, GemmArgs *g) {
     const LtDesc *d = desc_of(desc);
     const LtLayout *a = layout_of(Ad), *b = layout_of(Bd), *c = layout_of(Cd), *dd = layout_of(Dd);
     if (!compute_ok(d->compute) || d->scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (a->order != CUBLASLT_ORDER_COL || b->order != CUBLASLT_ORDER_COL || c->order != CUBLASLT_ORDER_COL ||
-        dd->order != CUBLASLT_ORDER_COL)
+    if (a->order != CUBLASLT_ORDER_COL || b->order != CUBLASLT_ORDER_COL ||
+        c->order != CUBLASLT_ORDER_COL || dd->order != CUBLASLT_ORDER_COL)
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (a->type != b->type || !dtype_size((cudaDataType)a->type) || !dtype_size((cudaDataType)c->type) ||
-        c->type != dd->type)
+    if (a->type != b->type || !dtype_size((cudaDataType)a->type) ||
+        !dtype_size((cudaDataType)c->type) || c->type != dd->type)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     if (a->type == CUDA_R_32F && c->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
-    if ((d->transa != CUBLAS_OP_N && d->transa != CUBLAS_OP_T) || (d->transb != CUBLAS_OP_N && d->transb != CUBLAS_OP_T))
+    if ((d->transa != CUBLAS_OP_N && d->transa != CUBLAS_OP_T) ||
+        (d->transb != CUBLAS_OP_N && d->transb != CUBLAS_OP_T))
         return CUBLAS_STATUS_NOT_SUPPORTED;
     const uint64_t m = dd->rows, n = dd->cols;
     const uint64_t k = d->transa == CUBLAS_OP_N ? a->cols : a->rows;
     const uint64_t am = d->transa == CUBLAS_OP_N ? a->rows : a->cols;
     const uint64_t bk = d->transb == CUBLAS_OP_N ? b->rows : b->cols;
     const uint64_t bn = d->transb == CUBLAS_OP_N ? b->cols : b->rows;
-    if (am != m || bk != k || bn != n || c->rows != m || c->cols != n) return CUBLAS_STATUS_INVALID_VALUE;
-    if (a->ld < (int64_t)a->rows || b->ld < (int64_t)b->rows || c->ld < (int64_t)c->rows || dd->ld < (int64_t)dd->rows)
+    if (am != m || bk != k || bn != n || c->rows != m || c->cols != n)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (a->ld < (int64_t)a->rows || b->ld < (int64_t)b->rows || c->ld < (int64_t)c->rows ||
+        dd->ld < (int64_t)dd->rows)
         return CUBLAS_STATUS_INVALID_VALUE;
     const int batch = dd->batch;
-    if (a->batch != batch || b->batch != batch || c->batch != batch || batch < 1) return CUBLAS_STATUS_INVALID_VALUE;
+    if (a->batch != batch || b->batch != batch || c->batch != batch || batch < 1)
+        return CUBLAS_STATUS_INVALID_VALUE;
     if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && d->epilogue != CUBLASLT_EPILOGUE_BIAS)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     if (d->epilogue == CUBLASLT_EPILOGUE_BIAS) {
@@ -984,7 +1180,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
                                               cublasLtMatrixLayout_t Ad, cublasLtMatrixLayout_t Bd,
                                               cublasLtMatrixLayout_t Cd, cublasLtMatrixLayout_t Dd,
                                               cublasLtMatmulPreference_t pref, int requested,
-                                              cublasLtMatmulHeuristicResult_t results[], int *returned) {
+                                              cublasLtMatmulHeuristicResult_t results[],
+                                              int *returned) {
     (void)pref;
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (requested <= 0) return CUBLAS_STATUS_INVALID_VALUE;
@@ -1001,10 +1198,11 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, const void *alpha, const void *A,
-                              cublasLtMatrixLayout_t Ad, const void *B, cublasLtMatrixLayout_t Bd,
-                              const void *beta, const void *C, cublasLtMatrixLayout_t Cd, void *D,
-                              cublasLtMatrixLayout_t Dd, const cublasLtMatmulAlgo_t *algo, void *workspace,
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, const void *alpha,
+                              const void *A, cublasLtMatrixLayout_t Ad, const void *B,
+                              cublasLtMatrixLayout_t Bd, const void *beta, const void *C,
+                              cublasLtMatrixLayout_t Cd, void *D, cublasLtMatrixLayout_t Dd,
+                              const cublasLtMatmulAlgo_t *algo, void *workspace,
                               size_t workspace_bytes, cudaStream_t stream) {
     (void)workspace, (void)workspace_bytes, (void)stream;
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
@@ -1020,6 +1218,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
         if (!d->bias) return CUBLAS_STATUS_INVALID_VALUE;
         g.bias = (const float *)d->bias;
     }
+    if (!gemm_ranges_ok("cublasLtMatmul", g)) return CUBLAS_STATUS_EXECUTION_FAILED;
     cpu_gemm(g);
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -7,6 +7,9 @@ Built with transformers itself and saved with ``save_pretrained`` (safetensors):
 - ``gpt2``: 2 layers, n_embd 48, 4 heads (head_dim 12), LayerNorm, GELU-tanh, learned
   positions, biases, tied LM head.
 - ``qwen2``: 2 layers, q/k/v biases, GQA.
+- ``llama_vocab128k``: a llama with Llama 3's vocabulary size (128256) and 8192 positions,
+  hidden 128, 2 layers, 4 heads (head_dim 32), 2 key/value heads: the GPU-only long-context
+  check (gpu_long.py, scripts/gpu-check.sh), too slow for the emulation.
 
 Weights are redrawn with a larger scale than transformers' default initialisation so that
 attention patterns are peaked rather than uniform and the comparisons are sensitive, and with
@@ -26,7 +29,7 @@ import json
 import os
 import sys
 
-SEEDS = {"llama_gqa": 7101, "mistral_swa": 7102, "gpt2": 7103, "qwen2": 7104}
+SEEDS = {"llama_gqa": 7101, "mistral_swa": 7102, "gpt2": 7103, "qwen2": 7104, "llama_vocab128k": 7105}
 VOCAB = 96
 MAX_POS = 64
 
@@ -47,6 +50,11 @@ def _config(name: str):
         return tf.Qwen2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
                               tie_word_embeddings=False, use_sliding_window=False, **common)
+    if name == "llama_vocab128k":
+        return tf.LlamaConfig(vocab_size=128256, max_position_embeddings=8192, bos_token_id=1, eos_token_id=2,
+                              hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                              tie_word_embeddings=False)
     if name == "gpt2":
         return tf.GPT2Config(vocab_size=VOCAB, n_positions=MAX_POS, n_embd=48, n_layer=2, n_head=4,
                              activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
