@@ -948,6 +948,21 @@ static int cuda_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *
     return 0;
 }
 
+static void cuda_release_scratch(pt_backend *be) {
+    cu_ctx *c = ctx_of(be);
+    CU(cudaStreamSynchronize(c->stream));
+    cu_buf *bufs[] = {&c->idx[0], &c->idx[1], &c->idx[2], &c->act, &c->lse, &c->attn, &c->res};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        cu_release(c, bufs[i]->p);
+        bufs[i]->p = NULL;
+        bufs[i]->cap = 0;
+    }
+    free(c->h_attn);
+    free(c->h_res);
+    c->h_attn = c->h_res = NULL;
+    c->h_attn_cap = c->h_res_cap = 0;
+}
+
 /* ---- creation --------------------------------------------------------------------------------- */
 
 static void cuda_destroy(pt_backend *be) {
@@ -1067,6 +1082,7 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->load_weights = cuda_load_weights;
     be->free_weights = cuda_free_weights;
     be->reserve = cuda_reserve;
+    be->release_scratch = cuda_release_scratch;
     be->mem_available = cuda_mem_available;
     be->alloc = cuda_alloc;
     be->free = cuda_free;

@@ -105,6 +105,8 @@ struct pt_backend {
     void (*free_weights)(pt_backend *be, const pt_config *cfg, pt_weights *dev);
     /* Set up the scratch for work up to r (grows, never shrinks). -1 on failure (status set). */
     int (*reserve)(pt_backend *be, const pt_config *cfg, const pt_reserve *r);
+    /* Free what reserve set up (after out of memory: the next reserve makes it again, smaller). */
+    void (*release_scratch)(pt_backend *be);
     /* Bytes the backend could still allocate (device: free memory; cpu: available host
      * memory), for sizing --batch-tokens. */
     size_t (*mem_available)(pt_backend *be);

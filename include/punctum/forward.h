@@ -82,7 +82,8 @@ void pt_engine_free(pt_engine *en);
 /* Make room for the work described by sz (buffers and the backend's scratch; grows, keeps what
  * is big enough). -1 when the backend ran out of memory (its status says how much). */
 int pt_engine_reserve(pt_engine *en, const pt_engine_size *sz);
-/* Drop every buffer (pt_engine_reserve makes them again): after an out-of-memory failure. */
+/* Drop every buffer and the backend's scratch (pt_engine_reserve makes them again): after an
+ * out-of-memory failure. */
 void pt_engine_release(pt_engine *en);
 /* Device bytes pt_engine_reserve needs per activation row (cache rows counted alongside) and
  * per final row: for sizing --batch-tokens. */

@@ -203,6 +203,22 @@ static int cpu_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *r
     return 0;
 }
 
+static void cpu_release_scratch(pt_backend *be) {
+    cpu_ctx *c = be->ctx;
+    for (int t = 0; t < c->n_threads; t++) {
+        free(c->scores[t]);
+        free(c->mass_acc[t]);
+        c->scores[t] = NULL;
+        c->mass_acc[t] = NULL;
+    }
+    c->scratch_keys = 0;
+    free(c->rope_cos);
+    free(c->rope_sin);
+    c->rope_cos = c->rope_sin = NULL;
+    c->rope_positions = 0;
+    c->rope_freq_of = NULL;
+}
+
 static void cpu_embed(pt_backend *be, const pt_config *cfg, const pt_weights *w, const int32_t *ids,
                       const int32_t *pos, int n, void *xv) {
     PT_BE_GUARD(be);
@@ -665,6 +681,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->load_weights = cpu_load_weights;
     be->free_weights = cpu_free_weights;
     be->reserve = cpu_reserve;
+    be->release_scratch = cpu_release_scratch;
     be->mem_available = cpu_mem_available;
     be->alloc = cpu_alloc;
     be->free = cpu_free;

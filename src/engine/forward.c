@@ -33,7 +33,8 @@ static size_t row_off(size_t r, size_t width, size_t esize) {
     return r * width * esize;
 }
 
-void pt_engine_release(pt_engine *en) {
+/* The engine's own buffers (not the backend's scratch). */
+static void free_buffers(pt_engine *en) {
     pt_backend *be = en->be;
     void **bufs[] = {&en->x,      &en->h,   &en->qkv,     &en->attn,   &en->ff_in,
                      &en->ff_act, &en->tmp, &en->final_x, &en->final_h};
@@ -51,6 +52,11 @@ void pt_engine_release(pt_engine *en) {
         memset(en->v_cache, 0, (size_t)en->cfg->n_layers * sizeof *en->v_cache);
     }
     memset(&en->cap, 0, sizeof en->cap);
+}
+
+void pt_engine_release(pt_engine *en) {
+    free_buffers(en);
+    en->be->release_scratch(en->be);
 }
 
 int pt_engine_init(pt_engine *en, pt_backend *be, const pt_config *cfg, const pt_weights *dev_w,
@@ -146,7 +152,7 @@ int pt_engine_reserve(pt_engine *en, const pt_engine_size *sz) {
                           grow(sz->final_rows, en->cap.final_rows, 8),
                           0,
                           0};
-    pt_engine_release(en);
+    free_buffers(en);
     const widths w = widths_of(c);
     const size_t rows = (size_t)cap.rows, ra = be->resid_bytes, ea = be->act_bytes;
     en->cap = cap; /* before the allocations: release() frees by it */
@@ -169,7 +175,7 @@ int pt_engine_reserve(pt_engine *en, const pt_engine_size *sz) {
     }
     return 0;
 oom:
-    pt_engine_release(en);
+    free_buffers(en);
     return -1;
 }
 
