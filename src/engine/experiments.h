@@ -11,6 +11,9 @@ int pt_experiments_setup(pt_sweep *S, pt_error *e);
 void pt_experiments_free(pt_sweep *S);
 /* Drop the device buffers (after out of memory; they are made again as needed). */
 void pt_experiments_release(pt_sweep *S);
+/* Rows the experiments decode at once (variants, logit lens) at the current forward budget:
+ * what the engine must reserve as final rows. */
+int pt_experiments_final_rows(const pt_sweep *S);
 /* The /ablation/windows rows (once per output). */
 void pt_experiments_emit_windows(pt_sweep *S);
 /* Run every experiment on the batch just computed; -1 when the backend failed (its status). */

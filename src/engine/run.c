@@ -243,6 +243,7 @@ static void budget_costs(const pt_sweep *S, int longest_pattern, double *per_tok
         t += 3 * host;
     }
     *per_token = t;
+    /* the experiments' sub-batches: up to 256 variants' (or lens rows') logits */
     *fixed = S->experiments ? 2.0 * 256 * ((double)c->vocab_size * 4 + c->d_model * 8.0) : 0;
 }
 

@@ -213,7 +213,8 @@ static int reserve_engine(pt_sweep *S) {
         S->variant_rows = S->fwd_budget > longest ? S->fwd_budget : longest;
         if (S->variant_rows > sz.rows) sz.rows = S->variant_rows;
         sz.kv_rows += S->variant_rows;
-        if (sz.final_rows < 256) sz.final_rows = 256; /* variant and lens sub-batches */
+        const int fr = pt_experiments_final_rows(S); /* variant and lens sub-batches */
+        if (sz.final_rows < fr) sz.final_rows = fr;
     }
     return pt_engine_reserve(&S->en, &sz);
 }

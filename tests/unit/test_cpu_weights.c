@@ -265,7 +265,7 @@ int main(void) {
     test_status();
     test_conversion();
     pt_error e;
-    pt_backend *be = pt_backend_cpu_create(2, &e);
+    pt_backend *be = pt_backend_cpu_create(0, &e); /* OMP_NUM_THREADS (valgrind.sh: 1) */
     test_linear(be);
     test_embed(be);
     be->destroy(be);
