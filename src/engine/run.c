@@ -142,11 +142,12 @@ static void summary(pt_run *R, int rc) {
     if (R->P.mode == PROGRESS_OFF || R->J.size != 1) return;
     const double wall = pt_now() - R->P.t_start;
     char host[32], dev[32], mapped[32];
+    /* "in T s (writer busy ...)" is what benchmarks/bench_mpi.sh reads */
     fprintf(stderr,
-            "punctum: %s: %lld pairs, %lld tokens in %.2f s (%.0f tok/s; writer busy %.2f s, "
-            "final copy %.2f s); peak memory: host %s (%s of it mapped weights)",
+            "punctum: %s: %lld pairs, %lld tokens in %.2f s (writer busy %.2f s, final copy "
+            "%.2f s), %.0f tok/s; peak memory: host %s (%s of it mapped weights)",
             rc ? "stopped" : "done", (long long)S->rows.pairs, (long long)R->P.tokens_done, wall,
-            wall > 0 ? R->P.tokens_done / wall : 0.0, R->ws.busy_s, R->ws.final_s,
+            R->ws.busy_s, R->ws.final_s, wall > 0 ? R->P.tokens_done / wall : 0.0,
             pt_fmt_bytes((double)peak_rss(), host),
             pt_fmt_bytes((double)S->model.file_bytes, mapped));
     if (S->be && S->be->mem_peak)
