@@ -78,6 +78,7 @@ typedef struct {
     record_buf pending;
     record_ptr_buf ptrs;
     int n_pending;
+    int warned_positions; /* a record's "positions" without an experiment: said once */
     pt_writer_stats ws;
 } pt_run;
 
@@ -671,33 +672,20 @@ static void drop_pending(pt_run *R) {
     R->n_pending = 0;
 }
 
-/* Read records and commit them in batches; 0, or 1 with the reason printed. */
-static int run_loop(pt_run *R) {
+/* Read the next record of this process into the pending ones: 1 read, 0 end of input (or the
+ * last of this process's records), -1 stop (*rc set: 1 error in e, 2 --strict). */
+static int read_record(pt_run *R, int64_t *index, pt_inpos *strict_pos, int *rc, pt_error *e) {
     const pt_run_opts *o = R->o;
-    pt_sweep *S = &R->S;
-    pt_error e = {{0}};
     const pt_record_ctx rctx = record_ctx(R);
-    int64_t index = R->resume ? R->ost.pos.index : 0, exp_rows = 0;
-    int tokens = 0, rc = 0, warned_positions = 0;
     size_t len;
     const char *line;
-    pt_inpos strict_pos = {0, 0, 0};
-    if (R->resume) {
-        if (fseeko(R->in.f, (off_t)R->ost.pos.offset, SEEK_SET)) {
-            pt_fail(&e, "%s: cannot seek to the resume position", o->pairs_path);
-            rc = 1;
-        }
-        R->in.line_no = R->ost.pos.line;
-    }
-    while (rc == 0 && !g_signal && index < R->hi) {
-        const pt_inpos before = {(int64_t)ftello(R->in.f), R->in.line_no, index};
-        if (!(line = pt_jsonl_next(&R->in, &len))) break;
-        const int64_t my_index = index++;
+    for (;;) {
+        if (*index >= R->hi) return 0;
+        const pt_inpos before = {(int64_t)ftello(R->in.f), R->in.line_no, *index};
+        if (!(line = pt_jsonl_next(&R->in, &len))) return 0;
+        const int64_t my_index = (*index)++;
         if (!mine(R, my_index)) continue;
-        if (PT_BUF_FIT(&R->pending, (size_t)R->n_pending + 1, &e)) {
-            rc = 1;
-            break;
-        }
+        if (PT_BUF_FIT(&R->pending, (size_t)R->n_pending + 1, e)) return *rc = 1, -1;
         pt_record *r = &R->pending.v[R->n_pending];
         pt_record_parse(&rctx, R->in.too_long ? "" : line, R->in.too_long ? 0 : len, R->in.line_no,
                         my_index, r);
@@ -707,12 +695,11 @@ static int run_loop(pt_run *R) {
                     "to %s)\n",
                     o->pairs_path, r->message, R->out_path);
             pt_record_free(r);
-            strict_pos = before; /* a --resume would meet this record again */
-            rc = 2;              /* 2: stopped by --strict (exit 1, message printed) */
-            break;
+            *strict_pos = before; /* a --resume would meet this record again */
+            return *rc = 2, -1;
         }
-        if (r->positions && !o->ablate_knockout && !o->stat_lens && !warned_positions) {
-            warned_positions = 1;
+        if (r->positions && !o->ablate_knockout && !o->stat_lens && !R->warned_positions) {
+            R->warned_positions = 1;
             fprintf(stderr,
                     "punctum: warning: line %lld: \"positions\" does nothing without "
                     "--ablate knockout or lens in --stats (said once)\n",
@@ -720,6 +707,26 @@ static int run_loop(pt_run *R) {
         }
         R->n_pending++;
         R->P.pairs_seen++;
+        return 1;
+    }
+}
+
+/* Read records and commit them in batches; 0, or 1 with the reason printed. */
+static int run_loop(pt_run *R) {
+    pt_sweep *S = &R->S;
+    pt_error e = {{0}};
+    int64_t index = R->resume ? R->ost.pos.index : 0, exp_rows = 0;
+    int tokens = 0, rc = 0;
+    pt_inpos strict_pos = {0, 0, 0};
+    if (R->resume) {
+        if (fseeko(R->in.f, (off_t)R->ost.pos.offset, SEEK_SET)) {
+            pt_fail(&e, "%s: cannot seek to the resume position", R->o->pairs_path);
+            rc = 1;
+        }
+        R->in.line_no = R->ost.pos.line;
+    }
+    while (rc == 0 && !g_signal && read_record(R, &index, &strict_pos, &rc, &e) > 0) {
+        const pt_record *r = &R->pending.v[R->n_pending - 1];
         tokens += record_tokens(r);
         /* experiments multiply a batch's work: cut commits so that one holds at most about 16
          * batches' worth of variant rows */
@@ -730,26 +737,23 @@ static int run_loop(pt_run *R) {
             break;
         }
         exp_rows += er;
-        if (tokens >= S->commit_budget || exp_rows >= 16 * (int64_t)S->commit_budget ||
-            R->n_pending >= 4096) {
-            rc = commit_pending(R, (pt_inpos){(int64_t)ftello(R->in.f), R->in.line_no, index}, &e);
-            drop_pending(R);
-            tokens = 0;
-            exp_rows = 0;
-            if (!rc && !pt_writer_ok(S->w)) rc = 3; /* a write failed: pt_writer_close reports it */
-            if (!rc) progress(R, 0);
-        }
+        if (tokens < S->commit_budget && exp_rows < 16 * (int64_t)S->commit_budget &&
+            R->n_pending < 4096)
+            continue;
+        rc = commit_pending(R, (pt_inpos){(int64_t)ftello(R->in.f), R->in.line_no, index}, &e);
+        drop_pending(R);
+        tokens = 0;
+        exp_rows = 0;
+        if (!rc && !pt_writer_ok(S->w)) rc = 3; /* a write failed: pt_writer_close reports it */
+        if (!rc) progress(R, 0);
     }
     /* the last partial batch at the end of the input; on a signal it is dropped (uncommitted:
      * --resume reads those records again, with the same batch boundaries); after --strict the
      * good records before the bad one */
+    const pt_inpos end =
+        rc == 2 ? strict_pos : (pt_inpos){(int64_t)ftello(R->in.f), R->in.line_no, index};
     if (R->n_pending > 0 && !g_signal && (rc == 0 || rc == 2))
-        rc = commit_pending(R,
-                            rc == 2 ? strict_pos
-                                    : (pt_inpos){(int64_t)ftello(R->in.f), R->in.line_no, index},
-                            &e)
-                 ? 1
-                 : rc;
+        rc = commit_pending(R, end, &e) ? 1 : rc;
     else if (R->n_pending > 0)
         R->P.pairs_seen -= R->n_pending;
     drop_pending(R);
