@@ -11,7 +11,10 @@ Measured, per T in --lengths (each a few random-id sequences, --seqs T:COUNT):
   * transformers, eager attention, output_attentions=True, output_hidden_states=True,
     torch threads = --threads, the same statistics computed from its outputs with
     vectorised torch code (attn_mass, attn_last, resid_norm incl. the pre-norm final
-    residual via a hook, entropy, top-k).
+    residual via a hook, entropy, top-k); and transformers' plain forward (sdpa), the
+    baseline of punctum's --stats none. Both under torch.inference_mode at the batch size
+    that is best for them among the powers of two up to the sequence count that fit in
+    memory (--hf-mem-cap bytes of attention outputs), as a user tuning it would run them.
 Tokens/s for punctum are steady-state: (process wall time - startup) where startup is the
 wall time of the same command on a single 1-token record (model load, HDF5 setup); the
 end-to-end figure is printed too. Best of --repeat runs.
@@ -104,48 +107,76 @@ def run_punctum(binary: str, model: str, pairs: str, out: str, stats: str, threa
     return info["wall"], info["rss"], " ".join(cmd), info["cpu"]
 
 
+def hf_batch_sizes(n: int, T: int, n_layers: int, n_heads: int, stats: bool,
+                   cap_bytes: float) -> list[int]:
+    """Batch sizes to try: powers of two up to n whose eager attention outputs (L x B x H x T x
+    T floats, kept for the statistics) fit in cap_bytes."""
+    out, b = [], 1
+    while b <= n:
+        if not stats or b == 1 or n_layers * b * n_heads * T * T * 4 <= cap_bytes:
+            out.append(b)
+        b *= 2
+    return out
+
+
 def hf_bench(model_dir: str, T: int, n: int, vocab: int, threads: int, topk: int, seed: int,
-             repeat: int) -> tuple[float, float]:
-    """(wall, CPU) seconds for n sequences of T tokens: forward + the statistics (best of
-    repeat)."""
+             repeat: int, stats: bool = True, mem_cap: float = 6e9) -> tuple[float, float, int]:
+    """(wall, CPU) seconds for n sequences of T tokens, and the batch size that gave them: the
+    best of every batch size that fits (hf_batch_sizes), under torch.inference_mode, as a user
+    tuning transformers would run it. stats: eager attention with output_attentions and
+    output_hidden_states, the statistics computed batched from them (attn_mass, attn_last,
+    resid_norm incl. the pre-norm final residual via a hook, entropy, top-k); else the plain
+    forward with sdpa attention (the baseline of punctum's --stats none)."""
     import torch
     from transformers import AutoModelForCausalLM
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                 attn_implementation="eager").eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation="eager" if stats else "sdpa").eval()
+    cfg = model.config
     rng = random.Random(seed)
-    seqs = [torch.tensor([[rng.randrange(vocab) for _ in range(T)]]) for _ in range(n)]
+    ids = torch.tensor([[rng.randrange(vocab) for _ in range(T)] for _ in range(n)])
     cap = {}
     h = model.model.norm.register_forward_pre_hook(
         lambda _m, args: cap.__setitem__("final", args[0]))
     sink = []
 
-    def one(ids):
-        out = model(input_ids=ids, output_attentions=True, output_hidden_states=True,
+    def run_batch(x):
+        if not stats:
+            out = model(input_ids=x, use_cache=False, logits_to_keep=1)
+            sink.append(out.logits[:, -1].argmax(-1).sum().item())
+            return
+        out = model(input_ids=x, output_attentions=True, output_hidden_states=True,
                     use_cache=False, logits_to_keep=1)
-        A = torch.stack(out.attentions)[:, 0]                    # [L,H,T,T]
-        mass = A.sum(dim=2).permute(2, 0, 1).contiguous()        # [T,L,H]
-        last = A[:, :, -1, :].permute(2, 0, 1).contiguous()      # [T,L,H]
+        A = torch.stack(out.attentions)                          # [L,B,H,T,T]
+        mass = A.sum(dim=3).permute(1, 3, 0, 2).contiguous()     # [B,T,L,H]
+        last = A[:, :, :, -1, :].permute(1, 3, 0, 2).contiguous()  # [B,T,L,H]
         res = list(out.hidden_states[:-1]) + [cap["final"]]      # entering layer l; pre-norm
-        rn = torch.stack([r[0].norm(dim=-1) for r in res], dim=1)  # [T,L+1]
-        logp = torch.log_softmax(out.logits[0, -1].double(), -1)
-        ent = -(logp.exp() * logp).sum()
-        tv, ti = torch.topk(logp, topk)
-        sink.append((mass.sum().item(), last.sum().item(), rn.sum().item(), ent.item(),
-                     ti[0].item()))
+        rn = torch.stack([r.norm(dim=-1) for r in res], dim=2)   # [B,T,L+1]
+        logp = torch.log_softmax(out.logits[:, -1].double(), -1)
+        ent = -(logp.exp() * logp).sum(-1)
+        tv, ti = torch.topk(logp, topk, dim=-1)
+        sink.append((mass.sum().item(), last.sum().item(), rn.sum().item(), ent.sum().item(),
+                     ti[:, 0].sum().item()))
 
-    best, best_cpu = float("inf"), float("inf")
-    with torch.no_grad():
-        one(seqs[0][:, :16])  # warm-up
-        for _ in range(repeat):
+    def timed(b: int, reps: int) -> tuple[float, float]:
+        best, best_cpu = float("inf"), float("inf")
+        for _ in range(reps):
             t, c = time.perf_counter(), time.process_time()
-            for s in seqs:
-                one(s)
+            for i in range(0, n, b):
+                run_batch(ids[i:i + b])
             best = min(best, time.perf_counter() - t)
             best_cpu = min(best_cpu, time.process_time() - c)
+        return best, best_cpu
+
+    with torch.inference_mode():
+        run_batch(ids[:1, :16])  # warm-up
+        sizes = hf_batch_sizes(n, T, cfg.num_hidden_layers, cfg.num_attention_heads, stats, mem_cap)
+        trial = {b: timed(b, 1)[0] for b in sizes}
+        best_b = min(trial, key=trial.get)
+        wall, cpu = timed(best_b, repeat)
     h.remove()
     del model
-    return best, best_cpu
+    return min(wall, trial[best_b]), cpu, best_b
 
 
 def main(argv=None) -> int:
@@ -161,7 +192,9 @@ def main(argv=None) -> int:
                     help="model dir (created with make_model.py if missing)")
     ap.add_argument("--threads", type=int, default=default_threads)
     ap.add_argument("--lengths", default="256,1024")
-    ap.add_argument("--seqs", default="256:4,1024:2", help="T:COUNT sequences per length")
+    ap.add_argument("--seqs", default="256:8,1024:4", help="T:COUNT sequences per length")
+    ap.add_argument("--hf-mem-cap", type=float, default=6e9,
+                    help="bytes of eager attention outputs a transformers batch may hold")
     ap.add_argument("--mem-length", type=int, default=4096, help="T of the peak-RSS runs (0: skip)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--topk", type=int, default=10)
@@ -214,8 +247,11 @@ def main(argv=None) -> int:
             r[f"{key}_steady"] = max(best - startup[st], 1e-9)
             r[f"{key}_cpu"] = max(best_cpu - startup_cpu[st], 1e-9)
         if not args.no_hf:
-            r["hf"], r["hf_cpu"] = hf_bench(args.model, T, n, vocab, args.threads, args.topk,
-                                            T, args.repeat)
+            r["hf"], r["hf_cpu"], r["hf_b"] = hf_bench(args.model, T, n, vocab, args.threads,
+                                                       args.topk, T, args.repeat, True,
+                                                       args.hf_mem_cap)
+            r["hfp"], r["hfp_cpu"], r["hfp_b"] = hf_bench(args.model, T, n, vocab, args.threads,
+                                                          args.topk, T, args.repeat, False)
         rows.append(r)
         print(f"bench_cpu: T={T} done", file=sys.stderr)
 
@@ -246,31 +282,37 @@ def main(argv=None) -> int:
     out.append(f"- punctum startup (1-token record, subtracted for steady-state tokens/s): "
                f"none {startup['none']:.2f} s, stats {startup[STATS]:.2f} s")
     out.append("")
-    out.append("| T | seqs | punctum none tok/s | punctum stats tok/s | HF eager+stats tok/s "
-               "| stats / none time | punctum stats / HF tok/s | end-to-end s (none / stats) |")
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| T | seqs | punctum none tok/s | punctum stats tok/s | HF eager+stats tok/s (batch) "
+               "| HF sdpa plain tok/s (batch) | stats / none time | punctum stats / HF tok/s "
+               "| punctum none / HF plain tok/s | end-to-end s (none / stats) |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     flagged = False
     for r in rows:
         tn = r["tokens"] / r["none_steady"]
         ts = r["tokens"] / r["stats_steady"]
         hf = r["tokens"] / r["hf"] if "hf" in r else float("nan")
+        hfp = r["tokens"] / r["hfp"] if "hfp" in r else float("nan")
         # steady-state figures are unreliable when startup is most of the wall time
         mark = ""
         if min(r["none_steady"] / r["none_wall"], r["stats_steady"] / r["stats_wall"]) < 0.5:
             mark, flagged = " †", True
-        out.append(f"| {r['T']} | {r['n']} | {tn:.1f}{mark} | {ts:.1f}{mark} | {hf:.1f} | "
-                   f"{r['stats_steady'] / r['none_steady']:.3f}{mark} (≤ 1.2) | "
-                   f"{ts / hf:.2f}{mark} (≥ 3) | {r['none_wall']:.2f} / {r['stats_wall']:.2f} |")
+        ge = 3 if r["T"] < 1024 else 5
+        out.append(f"| {r['T']} | {r['n']} | {tn:.1f}{mark} | {ts:.1f}{mark} | {hf:.1f} "
+                   f"({r.get('hf_b', '-')}) | {hfp:.1f} ({r.get('hfp_b', '-')}) | "
+                   f"{r['stats_steady'] / r['none_steady']:.3f}{mark} (≤ 1.1) | "
+                   f"{ts / hf:.2f}{mark} (≥ {ge}) | {tn / hfp:.2f}{mark} (≥ 1.1) | "
+                   f"{r['none_wall']:.2f} / {r['stats_wall']:.2f} |")
     out.append("")
     out.append("Same ratios on CPU time (user + system of the process, startup subtracted; less "
                "sensitive to other load on a shared machine, but OpenMP spin-waiting counts):")
     out.append("")
-    out.append("| T | stats / none CPU time | punctum stats / HF tok per CPU-s |")
-    out.append("|---:|---:|---:|")
+    out.append("| T | stats / none CPU time | punctum stats / HF tok per CPU-s "
+               "| punctum none / HF plain tok per CPU-s |")
+    out.append("|---:|---:|---:|---:|")
     for r in rows:
-        hfc = r.get("hf_cpu", float("nan"))
+        hfc, hfpc = r.get("hf_cpu", float("nan")), r.get("hfp_cpu", float("nan"))
         out.append(f"| {r['T']} | {r['stats_cpu'] / r['none_cpu']:.3f} | "
-                   f"{hfc / r['stats_cpu']:.2f} |")
+                   f"{hfc / r['stats_cpu']:.2f} | {hfpc / r['none_cpu']:.2f} |")
     if flagged:
         out.append("")
         out.append("† startup is more than half of the wall time: steady-state figures are "

@@ -30,6 +30,11 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include kerne
   echo '```'; echo "$PY benchmarks/bench_cpu.py --repeat $REPS"; echo '```'
   "$PY" benchmarks/bench_cpu.py --repeat "$REPS"
   echo
+  echo "## BF16 checkpoints: peak memory and speed against F32 (SPEC §8)"
+  echo
+  echo '```'; echo "$PY benchmarks/bench_bf16.py --repeat $REPS"; echo '```'
+  "$PY" benchmarks/bench_bf16.py --repeat "$REPS"
+  echo
   echo "## Causal experiments: knockout and prefix sharing (SPEC §8)"
   echo
   echo '```'; echo "$PY benchmarks/bench_experiments.py --reps $REPS"; echo '```'

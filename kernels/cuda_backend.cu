@@ -3,15 +3,22 @@
  *
  * - GEMMs: cuBLASLt (bias fused as an epilogue; plans cached per shape and alignment), with
  *   cublasGemmEx + a bias kernel as the fallback (PUNCTUM_CUDA_GEMM=cublas forces it). Float32
- *   accumulation always; for bf16/f16 the weights are converted once in load_weights and the
- *   float32 activations are rounded to the compute dtype right before each GEMM.
- * - Weights in backend memory: matrices (token / position embeddings, every linear's weight,
- *   the LM head) in the compute dtype; vectors (norm weights and biases, linear biases, RoPE
- *   inverse frequencies) in float32.
+ *   accumulation always; for bf16/f16 the float32 activations are rounded to the compute dtype
+ *   right before each GEMM.
+ * - Weights: load_weights uploads the host views (model.h) straight from the mapped checkpoint:
+ *   a tensor already in the compute dtype is copied as is, any other is converted through one
+ *   bounded pinned staging buffer (STAGE_BYTES; GPT-2's [in, out] Conv1D weights transposed on
+ *   the way). q|k|v and gate|up are fused on the device. No host copy of a weight is kept.
+ *   In backend memory: matrices (token / position embeddings, every linear's weight, the LM
+ *   head) in the compute dtype, [out, in] row-major, one part per projection; vectors (norm
+ *   weights and biases, linear biases, RoPE inverse frequencies) in float32.
  * - Own kernels for everything else: elementwise.cuh, attention.cuh, vocab.cuh.
+ * - Activations: float32 (resid_bytes = act_bytes = kv_bytes = 4).
  * - Index arrays arrive as host pointers and are copied into persistent device staging buffers
- *   (grown geometrically, never allocated per call). Everything runs in order on one stream;
- *   calls with host outputs synchronise it.
+ *   that `reserve` sizes (grown, never allocated per call). Everything runs in order on one
+ *   stream; calls with host outputs synchronise it.
+ * - Errors (CUDA, cuBLAS, out of memory) go to the backend's sticky status (backend.h); after
+ *   one, every operation returns at once, so no kernel ever runs on a pointer that failed.
  *
  * The same source is compiled by nvcc for `punctum` and, through tests/emu/cuda_emu.h, as host
  * C++ for `punctum-emu` (PT_CUDA_EMU). Kernel launches go through PT_LAUNCH only. */
@@ -30,24 +37,6 @@ extern "C" {
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- errors ----------------------------------------------------------------------------------- */
-
-/* Errors inside an operation cannot be returned through the interface: they are fatal, with a
- * one-line message (a bug or a lost device, not bad input). */
-static void cu_fatal_err(const char *what, const char *msg) {
-    fprintf(stderr, "punctum: cuda backend: %s: %s\n", what, msg);
-    exit(1);
-}
-static void cu_check(cudaError_t e, const char *what) {
-    if (e != cudaSuccess) cu_fatal_err(what, cudaGetErrorString(e));
-}
-static void blas_check(cublasStatus_t s, const char *what) {
-    if (s != CUBLAS_STATUS_SUCCESS) cu_fatal_err(what, cublasGetStatusString(s));
-}
-#define CU(call) cu_check((call), #call)
-/* after every launch: a bad configuration shows up here, at the launch that caused it */
-#define CU_LAUNCHED(name) cu_check(cudaGetLastError(), "launch of " name)
-
 /* ---- context ---------------------------------------------------------------------------------- */
 
 struct cu_buf {
@@ -64,8 +53,16 @@ struct cu_plan { /* a cached cuBLASLt matmul */
     cublasLtMatmulAlgo_t algo;
 };
 enum { CU_PLANS = 64, CU_IDX_SLOTS = 3 };
+/* host staging for weight conversion: bounded, whatever the model's size */
+static const size_t STAGE_BYTES = (size_t)4 << 20;
+
+struct cu_alloc_rec { /* one live device allocation, for the memory accounting */
+    void *p;
+    size_t bytes;
+};
 
 struct cu_ctx {
+    pt_backend *be;
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -78,56 +75,120 @@ struct cu_ctx {
     cu_buf lse;               /* attention log-sum-exp per (row, head) */
     cu_buf attn;              /* attention segments + work items */
     cu_buf res;               /* small results headed for the host */
-    cu_buf wstage;            /* float32 staging for weight conversion */
     void *h_attn, *h_res;     /* host scratch */
     size_t h_attn_cap, h_res_cap;
     void **wallocs;           /* weight allocations, freed by free_weights */
     size_t n_wallocs, cap_wallocs;
+    cu_alloc_rec *allocs;     /* every live device allocation of this backend */
+    size_t n_allocs, cap_allocs;
+    size_t mem_used;          /* bytes of `allocs` (the peak: be->mem_peak) */
     cu_plan plans[CU_PLANS];
     unsigned long long stamp;
 };
 
 static cu_ctx *ctx_of(pt_backend *be) { return (cu_ctx *)be->ctx; }
 
-static size_t esize(pt_compute_dtype t) { return t == PT_DTYPE_F32 ? 4 : 2; }
-static cudaDataType cuda_type(pt_compute_dtype t) {
-    return t == PT_DTYPE_F32 ? CUDA_R_32F : t == PT_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+/* ---- errors ----------------------------------------------------------------------------------- */
+
+/* A failed CUDA / cuBLAS call: recorded in the status (the first failure wins). 0 if fine. */
+static int cu_check(cu_ctx *c, cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return 0;
+    (void)cudaGetLastError(); /* clear it: the status holds it now */
+    pt_backend_fail(c->be, e == cudaErrorMemoryAllocation, 0, "cuda backend: %s: %s", what,
+                    cudaGetErrorString(e));
+    return -1;
+}
+static int blas_check(cu_ctx *c, cublasStatus_t s, const char *what) {
+    if (s == CUBLAS_STATUS_SUCCESS) return 0;
+    pt_backend_fail(c->be, s == CUBLAS_STATUS_ALLOC_FAILED, 0, "cuda backend: %s: %s", what,
+                    cublasGetStatusString(s));
+    return -1;
+}
+#define CU(call) cu_check(c, (call), #call)
+/* after every launch: a bad configuration shows up here, at the launch that caused it */
+#define CU_LAUNCHED(name) cu_check(c, cudaGetLastError(), "launch of " name)
+
+/* ---- device memory ---------------------------------------------------------------------------- */
+
+static int track_alloc(cu_ctx *c, void *p, size_t bytes) {
+    if (c->n_allocs == c->cap_allocs) {
+        const size_t cap = c->cap_allocs ? 2 * c->cap_allocs : 64;
+        cu_alloc_rec *a = (cu_alloc_rec *)realloc(c->allocs, cap * sizeof *a);
+        if (!a) return -1;
+        c->allocs = a;
+        c->cap_allocs = cap;
+    }
+    c->allocs[c->n_allocs++] = cu_alloc_rec{p, bytes};
+    c->mem_used += bytes;
+    if (c->mem_used > c->be->mem_peak) c->be->mem_peak = c->mem_used;
+    return 0;
 }
 
-/* Grow a device buffer to at least `bytes` (contents not kept). */
-static void *cu_ensure(cu_ctx *c, cu_buf *b, size_t bytes, const char *what) {
-    if (bytes <= b->cap && b->p) return b->p;
-    size_t want = bytes + bytes / 4 + 256;
-    if (b->p) {
-        CU(cudaStreamSynchronize(c->stream)); /* work in flight may still read it */
-        CU(cudaFree(b->p));
-        b->p = NULL;
-        b->cap = 0;
-    }
+/* Every device allocation: the test-only limit (common.h), out of memory into the status. */
+static void *cu_malloc(cu_ctx *c, size_t bytes, const char *what) {
+    if (pt_backend_refuse_alloc(c->be, bytes, what)) return NULL;
     void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, want);
-    if (e != cudaSuccess) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "out of GPU memory growing the %s buffer to %zu bytes", what, want);
-        cu_fatal_err("allocation", msg);
+    if (cudaMalloc(&p, bytes ? bytes : 64) != cudaSuccess) {
+        (void)cudaGetLastError();
+        pt_backend_fail(c->be, 1, bytes, "cuda backend: out of GPU memory allocating %zu bytes for %s",
+                        bytes, what);
+        return NULL;
     }
-    b->p = p;
-    b->cap = want;
+    if (track_alloc(c, p, bytes)) {
+        cudaFree(p);
+        pt_backend_fail(c->be, 1, bytes, "cuda backend: out of host memory tracking %s", what);
+        return NULL;
+    }
     return p;
 }
 
-static void *host_scratch(void **p, size_t *cap, size_t bytes) {
+static void cu_release(cu_ctx *c, void *p) {
+    if (!p) return;
+    for (size_t i = c->n_allocs; i-- > 0;)
+        if (c->allocs[i].p == p) {
+            c->mem_used -= c->allocs[i].bytes;
+            c->allocs[i] = c->allocs[--c->n_allocs];
+            break;
+        }
+    CU(cudaFree(p));
+}
+
+/* Grow a device buffer to at least `bytes` (contents not kept); NULL on failure (status set). */
+static void *cu_ensure(cu_ctx *c, cu_buf *b, size_t bytes, const char *what) {
+    if (bytes <= b->cap && b->p) return b->p;
+    const size_t want = bytes + bytes / 4 + 256;
+    if (b->p) {
+        CU(cudaStreamSynchronize(c->stream)); /* work in flight may still read it */
+        cu_release(c, b->p);
+        b->p = NULL;
+        b->cap = 0;
+    }
+    if (!(b->p = cu_malloc(c, want, what))) return NULL;
+    b->cap = want;
+    return b->p;
+}
+
+/* Grow host scratch; NULL on failure (status set). */
+static void *host_scratch(cu_ctx *c, void **p, size_t *cap, size_t bytes) {
     if (bytes > *cap) {
-        *p = pt_xrealloc(*p, bytes);
+        void *q = realloc(*p, bytes);
+        if (!q) {
+            pt_backend_fail(c->be, 1, bytes, "cuda backend: out of host memory (%zu bytes of scratch)",
+                            bytes);
+            return NULL;
+        }
+        *p = q;
         *cap = bytes;
     }
     return *p;
 }
 
-/* Copy n host int32 values into staging slot `slot`; returns the device copy. */
+/* Copy n host int32 values into staging slot `slot`; returns the device copy (NULL: failed). */
 static const int32_t *stage_idx(cu_ctx *c, int slot, const int32_t *host, size_t n) {
-    int32_t *d = (int32_t *)cu_ensure(c, &c->idx[slot], n * sizeof(int32_t) + 4, "index");
-    if (n) CU(cudaMemcpyAsync(d, host, n * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream));
+    int32_t *d = (int32_t *)cu_ensure(c, &c->idx[slot], n * sizeof(int32_t) + 4, "index staging");
+    if (!d) return NULL;
+    if (n && CU(cudaMemcpyAsync(d, host, n * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream)))
+        return NULL;
     return d;
 }
 
@@ -137,101 +198,162 @@ static unsigned grid_for(size_t n, unsigned threads) {
     return b ? (unsigned)b : 1u;
 }
 
-/* ---- memory ----------------------------------------------------------------------------------- */
+static size_t esize(pt_compute_dtype t) { return t == PT_DTYPE_F32 ? 4 : 2; }
+static cudaDataType cuda_type(pt_compute_dtype t) {
+    return t == PT_DTYPE_F32 ? CUDA_R_32F : t == PT_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+static pt_dtype weight_dtype(pt_compute_dtype t) {
+    return t == PT_DTYPE_F32 ? PT_DT_F32 : t == PT_DTYPE_BF16 ? PT_DT_BF16 : PT_DT_F16;
+}
 
-static void *cuda_alloc(pt_backend *be, size_t bytes) {
-    (void)be;
-    void *p = NULL;
-    if (cudaMalloc(&p, bytes ? bytes : 64) != cudaSuccess) {
-        (void)cudaGetLastError(); /* clear: out of memory is reported by returning NULL */
-        return NULL;
-    }
-    return p;
-}
-static void cuda_free(pt_backend *be, void *p) {
-    (void)be;
-    if (p) CU(cudaFree(p));
-}
+/* ---- memory operations ------------------------------------------------------------------------ */
+
+static void *cuda_alloc(pt_backend *be, size_t bytes) { return cu_malloc(ctx_of(be), bytes, "a buffer"); }
+static void cuda_free(pt_backend *be, void *p) { cu_release(ctx_of(be), p); }
 static void cuda_to_device(pt_backend *be, void *dst, const void *src, size_t bytes) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (bytes) CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
 }
 static void cuda_to_host(pt_backend *be, void *dst, const void *src, size_t bytes) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (bytes) CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
     CU(cudaStreamSynchronize(c->stream));
 }
 static void cuda_copy(pt_backend *be, void *dst, const void *src, size_t bytes) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (bytes) CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
 }
 static void cuda_fill(pt_backend *be, float *dst, float v, size_t n) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (!n) return;
     PT_LAUNCH(k_fill, grid_for(n, 256), 256, c->stream, dst, v, n);
     CU_LAUNCHED("k_fill");
 }
-static void cuda_sync(pt_backend *be) { CU(cudaStreamSynchronize(ctx_of(be)->stream)); }
+static void cuda_sync(pt_backend *be) {
+    cu_ctx *c = ctx_of(be);
+    CU(cudaStreamSynchronize(c->stream));
+}
+static size_t cuda_mem_available(pt_backend *be) {
+    cu_ctx *c = ctx_of(be);
+    size_t free_b = 0, total = 0;
+    if (CU(cudaMemGetInfo(&free_b, &total))) return 0;
+    return free_b;
+}
+static void cuda_resid_to_host(pt_backend *be, float *dst, const void *src, size_t n) {
+    cuda_to_host(be, dst, src, n * sizeof(float)); /* the residual stream is float32 */
+}
 
 /* ---- weights ---------------------------------------------------------------------------------- */
 
-static void track(cu_ctx *c, void *p) {
+static const void *track_weight(cu_ctx *c, void *p) {
+    if (!p) return NULL;
     if (c->n_wallocs == c->cap_wallocs) {
-        c->cap_wallocs = c->cap_wallocs ? 2 * c->cap_wallocs : 64;
-        c->wallocs = (void **)pt_xrealloc(c->wallocs, c->cap_wallocs * sizeof(void *));
+        const size_t cap = c->cap_wallocs ? 2 * c->cap_wallocs : 64;
+        void **w = (void **)realloc(c->wallocs, cap * sizeof(void *));
+        if (!w) {
+            cu_release(c, p);
+            pt_backend_fail(c->be, 1, cap * sizeof(void *), "cuda backend: out of host memory");
+            return NULL;
+        }
+        c->wallocs = w;
+        c->cap_wallocs = cap;
     }
     c->wallocs[c->n_wallocs++] = p;
-}
-
-/* Upload n host floats as float32 (vectors). NULL in, NULL out; *oom set on failure. */
-static const void *up_f32(cu_ctx *c, const float *host, size_t n, int *oom) {
-    if (!host || *oom) return NULL;
-    void *p = NULL;
-    if (cudaMalloc(&p, n * sizeof(float) + 16) != cudaSuccess) {
-        (void)cudaGetLastError();
-        *oom = 1;
-        return NULL;
-    }
-    track(c, p);
-    CU(cudaMemcpyAsync(p, host, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
     return p;
 }
 
-/* Upload n host floats converted to the compute dtype (matrices). */
-static const void *up_mat(pt_backend *be, const float *host, size_t n, int *oom) {
+/* Upload n host floats as a float32 vector. NULL in, NULL out (and on failure: status set). */
+static const float *up_vec(cu_ctx *c, const float *host, size_t n) {
+    if (!host || c->be->status.failed) return NULL;
+    void *p = (void *)track_weight(c, cu_malloc(c, n * sizeof(float) + 16, "a weight vector"));
+    if (p && CU(cudaMemcpy(p, host, n * sizeof(float), cudaMemcpyHostToDevice))) return NULL;
+    return (const float *)p;
+}
+
+/* Rows r0 .. r0+k-1 of a [rows, in] matrix (transposed: stored [in, rows]) as float32 [k, in]. */
+static void rows_to_f32(const pt_tensor *t, int transposed, size_t rows, size_t in, size_t r0,
+                        size_t k, float *dst) {
+    if (!transposed) {
+        pt_tensor_to_f32(t, r0 * in, 1, k * in, dst);
+        return;
+    }
+    for (size_t r = 0; r < k; r++) pt_tensor_to_f32(t, r0 + r, rows, in, dst + r * in);
+}
+
+/* The staging buffer of one load_weights: `floats` float32 values (pinned host memory). */
+struct cu_stage {
+    float *host;
+    size_t floats;
+};
+
+/* n float32 values narrowed in place to the compute dtype (round to nearest even, as the
+ * device's conversions do): the 16-bit value i is written where float i was read, so a
+ * forward pass never overwrites a float it still has to read. */
+static void narrow_in_place(float *v, size_t n, pt_compute_dtype dt) {
+    uint16_t *h = (uint16_t *)v;
+    for (size_t i = 0; i < n; i++) {
+        const float x = v[i];
+        h[i] = dt == PT_DTYPE_BF16 ? pt_f32_to_bf16(x) : pt_f32_to_f16(x);
+    }
+}
+
+/* Write a host matrix view of `rows` x `in` (stored [in, rows] when transposed) into dst, a
+ * device matrix in the compute dtype: copied as is when the dtypes agree, else converted chunk
+ * by chunk on the host in the staging buffer (no device memory beyond the weights). */
+static int upload_rows(pt_backend *be, const pt_tensor *t, int transposed, size_t rows, size_t in,
+                       void *dst, const cu_stage *st) {
     cu_ctx *c = ctx_of(be);
-    if (!host || *oom) return NULL;
-    if (be->dtype == PT_DTYPE_F32) return up_f32(c, host, n, oom);
-    void *p = NULL;
-    if (cudaMalloc(&p, n * esize(be->dtype) + 16) != cudaSuccess) {
-        (void)cudaGetLastError();
-        *oom = 1;
-        return NULL;
+    const size_t es = esize(be->dtype);
+    if (!transposed && t->dtype == weight_dtype(be->dtype))
+        return CU(cudaMemcpy(dst, t->data, rows * in * es, cudaMemcpyHostToDevice));
+    const size_t chunk = st->floats / in > 0 ? st->floats / in : 1;
+    for (size_t r0 = 0; r0 < rows; r0 += chunk) {
+        const size_t k = rows - r0 < chunk ? rows - r0 : chunk, n = k * in;
+        rows_to_f32(t, transposed, rows, in, r0, k, st->host);
+        if (be->dtype != PT_DTYPE_F32) narrow_in_place(st->host, n, be->dtype);
+        if (CU(cudaMemcpy((char *)dst + r0 * in * es, st->host, n * es, cudaMemcpyHostToDevice)))
+            return -1;
     }
-    track(c, p);
-    const size_t chunk = (size_t)8 << 20; /* floats per conversion step: 32 MB of staging */
-    float *st = (float *)cu_ensure(c, &c->wstage, (n < chunk ? n : chunk) * sizeof(float), "weight staging");
-    for (size_t off = 0; off < n; off += chunk) {
-        const size_t k = n - off < chunk ? n - off : chunk;
-        CU(cudaMemcpyAsync(st, host + off, k * sizeof(float), cudaMemcpyHostToDevice, c->stream));
-        if (be->dtype == PT_DTYPE_BF16) {
-            __nv_bfloat16 *dst = (__nv_bfloat16 *)p + off;
-            PT_LAUNCH(k_convert<__nv_bfloat16>, grid_for(k, 256), 256, c->stream, dst, (const float *)st, k);
-        } else {
-            __half *dst = (__half *)p + off;
-            PT_LAUNCH(k_convert<__half>, grid_for(k, 256), 256, c->stream, dst, (const float *)st, k);
-        }
-        CU_LAUNCHED("k_convert");
-    }
-    return p;
+    return 0;
 }
 
-static pt_linear up_linear(pt_backend *be, const pt_linear *h, int *oom) {
-    pt_linear d;
-    d.out = h->out;
-    d.in = h->in;
-    d.w = up_mat(be, (const float *)h->w, (size_t)h->out * h->in, oom);
-    d.b = up_f32(ctx_of(be), (const float *)h->b, (size_t)h->out, oom);
+/* Upload a [rows, in] matrix into a new device tensor in the compute dtype. */
+static pt_tensor up_mat(pt_backend *be, const pt_tensor *t, size_t rows, size_t in, cu_stage *st) {
+    cu_ctx *c = ctx_of(be);
+    pt_tensor d = {NULL, weight_dtype(be->dtype)};
+    if (!t->data || be->status.failed) return d;
+    void *p = (void *)track_weight(c, cu_malloc(c, rows * in * esize(be->dtype) + 16, "weights"));
+    if (p && !upload_rows(be, t, 0, rows, in, p, st)) d.data = p;
+    return d;
+}
+
+/* Upload a projection: its parts fused into one [out, in] device matrix (and one bias). */
+static pt_linear up_linear(pt_backend *be, const pt_linear *h, cu_stage *st) {
+    cu_ctx *c = ctx_of(be);
+    pt_linear d = {h->out, h->in, 1, {{{NULL, weight_dtype(be->dtype)}, NULL, h->out, 0}}};
+    if (be->status.failed) return d;
+    const size_t es = esize(be->dtype), in = (size_t)h->in;
+    char *w = (char *)track_weight(c, cu_malloc(c, (size_t)h->out * in * es + 16, "weights"));
+    int has_bias = 0;
+    for (int k = 0; k < h->n_parts; k++) has_bias |= h->part[k].b != NULL;
+    float *b = has_bias ? (float *)track_weight(c, cu_malloc(c, (size_t)h->out * 4 + 16, "biases")) : NULL;
+    if (!w || (has_bias && !b)) return d;
+    size_t row = 0;
+    for (int k = 0; k < h->n_parts; k++) {
+        const pt_linear_part *p = &h->part[k];
+        if (upload_rows(be, &p->w, p->transposed, (size_t)p->out, in, w + row * in * es, st))
+            return d;
+        if (b && (p->b ? CU(cudaMemcpy(b + row, p->b, (size_t)p->out * 4, cudaMemcpyHostToDevice))
+                       : CU(cudaMemset(b + row, 0, (size_t)p->out * 4))))
+            return d;
+        row += (size_t)p->out;
+    }
+    d.part[0].w.data = w;
+    d.part[0].b = b;
     return d;
 }
 
@@ -239,10 +361,27 @@ static void cuda_free_weights(pt_backend *be, const pt_config *cfg, pt_weights *
     (void)cfg;
     cu_ctx *c = ctx_of(be);
     CU(cudaStreamSynchronize(c->stream));
-    for (size_t i = 0; i < c->n_wallocs; i++) CU(cudaFree(c->wallocs[i]));
+    for (size_t i = 0; i < c->n_wallocs; i++) cu_release(c, c->wallocs[i]);
     c->n_wallocs = 0;
     free(dev->layers);
     memset(dev, 0, sizeof *dev);
+}
+
+static void load_layers(pt_backend *be, const pt_config *cfg, const pt_weights *host,
+                        pt_layer_weights *L, cu_stage *st) {
+    cu_ctx *c = ctx_of(be);
+    const size_t d = (size_t)cfg->d_model;
+    for (int l = 0; l < cfg->n_layers && !be->status.failed; l++) {
+        const pt_layer_weights *hl = &host->layers[l];
+        L[l].norm1_w = up_vec(c, hl->norm1_w, d);
+        L[l].norm1_b = up_vec(c, hl->norm1_b, d);
+        L[l].norm2_w = up_vec(c, hl->norm2_w, d);
+        L[l].norm2_b = up_vec(c, hl->norm2_b, d);
+        L[l].qkv = up_linear(be, &hl->qkv, st);
+        L[l].o = up_linear(be, &hl->o, st);
+        L[l].up = up_linear(be, &hl->up, st);
+        L[l].down = up_linear(be, &hl->down, st);
+    }
 }
 
 static int cuda_load_weights(pt_backend *be, const pt_config *cfg, const pt_weights *host,
@@ -251,46 +390,41 @@ static int cuda_load_weights(pt_backend *be, const pt_config *cfg, const pt_weig
     memset(dev, 0, sizeof *dev);
     if (cfg->head_dim > 256 || cfg->head_dim < 1)
         return pt_fail(e, "cuda backend: head_dim %d is not supported (at most 256)", cfg->head_dim);
-    if (cfg->head_dim / 2 > 256)
-        return pt_fail(e, "cuda backend: head_dim %d is not supported", cfg->head_dim);
+    if (pt_backend_take_error(be, e, NULL)) return -1;
     const size_t d = (size_t)cfg->d_model, V = (size_t)cfg->vocab_size;
-    int oom = 0;
-    dev->tok_emb = up_mat(be, (const float *)host->tok_emb, V * d, &oom);
-    dev->pos_emb = up_mat(be, (const float *)host->pos_emb, (size_t)cfg->max_positions * d, &oom);
-    pt_layer_weights *L = (pt_layer_weights *)pt_xcalloc((size_t)cfg->n_layers, sizeof *L);
-    dev->layers = L;
-    for (int l = 0; l < cfg->n_layers && !oom; l++) {
-        const pt_layer_weights *hl = &host->layers[l];
-        L[l].norm1_w = up_f32(c, (const float *)hl->norm1_w, d, &oom);
-        L[l].norm1_b = up_f32(c, (const float *)hl->norm1_b, d, &oom);
-        L[l].norm2_w = up_f32(c, (const float *)hl->norm2_w, d, &oom);
-        L[l].norm2_b = up_f32(c, (const float *)hl->norm2_b, d, &oom);
-        L[l].qkv = up_linear(be, &hl->qkv, &oom);
-        L[l].o = up_linear(be, &hl->o, &oom);
-        L[l].up = up_linear(be, &hl->up, &oom);
-        L[l].down = up_linear(be, &hl->down, &oom);
+    /* staging: STAGE_BYTES, or the largest matrix when that is smaller (one row at least) */
+    size_t big = V * d > (size_t)cfg->max_positions * d ? V * d : (size_t)cfg->max_positions * d;
+    const size_t ff = (size_t)cfg->d_ff * 2, qkv = (size_t)(cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
+    if (ff * d > big) big = ff * d;
+    if (qkv * d > big) big = qkv * d;
+    cu_stage st = {NULL, big < STAGE_BYTES / sizeof(float) ? big : STAGE_BYTES / sizeof(float)};
+    const size_t widest[3] = {(size_t)cfg->d_ff, d, (size_t)cfg->n_heads * cfg->head_dim};
+    for (int k = 0; k < 3; k++) /* one row of any matrix */
+        if (st.floats < widest[k]) st.floats = widest[k];
+    if (cudaMallocHost((void **)&st.host, st.floats * sizeof(float)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return pt_fail(e, "cuda backend: out of host memory (%zu bytes of pinned staging)",
+                       st.floats * sizeof(float));
     }
-    dev->final_norm_w = up_f32(c, (const float *)host->final_norm_w, d, &oom);
-    dev->final_norm_b = up_f32(c, (const float *)host->final_norm_b, d, &oom);
-    if (host->lm_head.w == host->tok_emb) { /* tied */
-        dev->lm_head.out = host->lm_head.out;
-        dev->lm_head.in = host->lm_head.in;
-        dev->lm_head.w = dev->tok_emb;
-        dev->lm_head.b = up_f32(c, (const float *)host->lm_head.b, (size_t)host->lm_head.out, &oom);
+    dev->layers = (pt_layer_weights *)calloc((size_t)cfg->n_layers, sizeof *dev->layers);
+    if (!dev->layers) pt_backend_fail(be, 1, 0, "cuda backend: out of host memory");
+    dev->tok_emb = up_mat(be, &host->tok_emb, V, d, &st);
+    dev->pos_emb = up_mat(be, &host->pos_emb, (size_t)cfg->max_positions, d, &st);
+    if (dev->layers) load_layers(be, cfg, host, dev->layers, &st);
+    dev->final_norm_w = up_vec(c, host->final_norm_w, d);
+    dev->final_norm_b = up_vec(c, host->final_norm_b, d);
+    if (host->lm_head.n_parts == 1 && host->lm_head.part[0].w.data == host->tok_emb.data &&
+        !host->lm_head.part[0].b && !host->lm_head.part[0].transposed) { /* tied */
+        dev->lm_head = pt_linear_one(dev->tok_emb, NULL, host->lm_head.out, host->lm_head.in, 0);
     } else {
-        dev->lm_head = up_linear(be, &host->lm_head, &oom);
+        dev->lm_head = up_linear(be, &host->lm_head, &st);
     }
-    if (host->rope_inv_freq)
-        dev->rope_inv_freq = (const float *)up_f32(c, host->rope_inv_freq, (size_t)cfg->head_dim / 2, &oom);
+    if (host->rope_inv_freq) dev->rope_inv_freq = up_vec(c, host->rope_inv_freq, (size_t)cfg->head_dim / 2);
     CU(cudaStreamSynchronize(c->stream));
-    if (c->wstage.p) { /* the conversion staging is not needed any more */
-        CU(cudaFree(c->wstage.p));
-        c->wstage.p = NULL;
-        c->wstage.cap = 0;
-    }
-    if (oom) {
+    cudaFreeHost(st.host); /* the staging is not needed any more */
+    if (pt_backend_take_error(be, e, NULL)) {
         cuda_free_weights(be, cfg, dev);
-        return pt_fail(e, "cuda backend: out of GPU memory loading the weights");
+        return pt_fail_prefix(e, "loading the weights");
     }
     return 0;
 }
@@ -298,64 +432,76 @@ static int cuda_load_weights(pt_backend *be, const pt_config *cfg, const pt_weig
 /* ---- embedding, norms, RoPE, cache, activations --------------------------------------------- */
 
 static void cuda_embed(pt_backend *be, const pt_config *cfg, const pt_weights *w, const int32_t *ids,
-                       const int32_t *pos, int n, float *x) {
+                       const int32_t *pos, int n, void *xv) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
+    float *x = (float *)xv;
     const int32_t *di = stage_idx(c, 0, ids, (size_t)n);
-    const int32_t *dp = w->pos_emb ? stage_idx(c, 1, pos, (size_t)n) : NULL;
+    const int32_t *dp = w->pos_emb.data ? stage_idx(c, 1, pos, (size_t)n) : NULL;
+    if (!di || (w->pos_emb.data && !dp)) return;
     const int d = cfg->d_model;
     switch (be->dtype) {
     case PT_DTYPE_F32:
-        PT_LAUNCH(k_embed<float>, n, 128, c->stream, x, (const float *)w->tok_emb,
-                  (const float *)w->pos_emb, di, dp, d);
+        PT_LAUNCH(k_embed<float>, n, 128, c->stream, x, (const float *)w->tok_emb.data,
+                  (const float *)w->pos_emb.data, di, dp, d);
         break;
     case PT_DTYPE_BF16:
-        PT_LAUNCH(k_embed<__nv_bfloat16>, n, 128, c->stream, x, (const __nv_bfloat16 *)w->tok_emb,
-                  (const __nv_bfloat16 *)w->pos_emb, di, dp, d);
+        PT_LAUNCH(k_embed<__nv_bfloat16>, n, 128, c->stream, x, (const __nv_bfloat16 *)w->tok_emb.data,
+                  (const __nv_bfloat16 *)w->pos_emb.data, di, dp, d);
         break;
     default:
-        PT_LAUNCH(k_embed<__half>, n, 128, c->stream, x, (const __half *)w->tok_emb,
-                  (const __half *)w->pos_emb, di, dp, d);
+        PT_LAUNCH(k_embed<__half>, n, 128, c->stream, x, (const __half *)w->tok_emb.data,
+                  (const __half *)w->pos_emb.data, di, dp, d);
         break;
     }
     CU_LAUNCHED("k_embed");
 }
 
-static void cuda_norm(pt_backend *be, const pt_config *cfg, const float *x, int n, const void *weight,
-                      const void *bias, float *y) {
+static void cuda_norm(pt_backend *be, const pt_config *cfg, const void *x, int n, const float *weight,
+                      const float *bias, void *y) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
     const int rms = cfg->norm == PT_NORM_RMSNORM;
-    PT_LAUNCH(k_norm, n, 256, c->stream, x, y, (const float *)weight, (const float *)bias,
-              cfg->d_model, cfg->norm_eps, rms);
+    PT_LAUNCH(k_norm, n, 256, c->stream, (const float *)x, (float *)y, weight, bias, cfg->d_model,
+              cfg->norm_eps, rms);
     CU_LAUNCHED("k_norm");
 }
 
-static void cuda_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, float *qkv, int n,
+static void cuda_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkv, int n,
                       const int32_t *pos) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
     const int32_t *dp = stage_idx(c, 0, pos, (size_t)n);
+    if (!dp) return;
     const int hd = cfg->head_dim;
     const int stride = (cfg->n_heads + 2 * cfg->n_kv_heads) * hd;
-    PT_LAUNCH(k_rope, n, 128, c->stream, qkv, inv_freq, dp, hd / 2, cfg->n_heads + cfg->n_kv_heads, stride);
+    PT_LAUNCH(k_rope, n, 128, c->stream, (float *)qkv, inv_freq, dp, hd / 2,
+              cfg->n_heads + cfg->n_kv_heads, stride);
     CU_LAUNCHED("k_rope");
 }
 
-static void cuda_store_kv(pt_backend *be, const pt_config *cfg, const float *qkv, int n, float *k_cache,
-                          float *v_cache, const int32_t *kv_rows) {
+static void cuda_store_kv(pt_backend *be, const pt_config *cfg, const void *qkv, int n, void *k_cache,
+                          void *v_cache, const int32_t *kv_rows) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
     const int32_t *dr = stage_idx(c, 0, kv_rows, (size_t)n);
+    if (!dr) return;
     const int hd = cfg->head_dim;
-    PT_LAUNCH(k_store_kv, n, 128, c->stream, qkv, k_cache, v_cache, dr, cfg->n_heads * hd,
-              cfg->n_kv_heads * hd);
+    PT_LAUNCH(k_store_kv, n, 128, c->stream, (const float *)qkv, (float *)k_cache, (float *)v_cache,
+              dr, cfg->n_heads * hd, cfg->n_kv_heads * hd);
     CU_LAUNCHED("k_store_kv");
 }
 
-static void cuda_mlp_act(pt_backend *be, const pt_config *cfg, const float *h, int n, float *out) {
+static void cuda_mlp_act(pt_backend *be, const pt_config *cfg, const void *hv, int n, void *outv) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
+    const float *h = (const float *)hv;
+    float *out = (float *)outv;
     const size_t total = (size_t)n * cfg->d_ff;
     if (cfg->mlp == PT_MLP_SWIGLU)
         PT_LAUNCH(k_swiglu, grid_for(total, 256), 256, c->stream, h, out, n, cfg->d_ff);
@@ -364,26 +510,30 @@ static void cuda_mlp_act(pt_backend *be, const pt_config *cfg, const float *h, i
     CU_LAUNCHED("mlp activation");
 }
 
-static void cuda_add(pt_backend *be, float *x, const float *y, size_t n) {
+static void cuda_add(pt_backend *be, void *x, const void *y, size_t n) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (!n) return;
-    PT_LAUNCH(k_add, grid_for(n, 256), 256, c->stream, x, y, n);
+    PT_LAUNCH(k_add, grid_for(n, 256), 256, c->stream, (float *)x, (const float *)y, n);
     CU_LAUNCHED("k_add");
 }
 
-static void cuda_row_norms(pt_backend *be, const float *x, int n, int d, float *out, size_t out_stride) {
+static void cuda_row_norms(pt_backend *be, const void *x, int n, int d, float *out, size_t out_stride) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
-    PT_LAUNCH(k_row_norms, n, 256, c->stream, x, d, out, out_stride);
+    PT_LAUNCH(k_row_norms, n, 256, c->stream, (const float *)x, d, out, out_stride);
     CU_LAUNCHED("k_row_norms");
 }
 
-static void cuda_gather_rows(pt_backend *be, const float *src, const int32_t *rows, int m, int d,
-                             float *dst) {
+static void cuda_gather_rows(pt_backend *be, const void *src, const int32_t *rows, int m, int d,
+                             void *dst) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
     const int32_t *dr = stage_idx(c, 2, rows, (size_t)m);
-    PT_LAUNCH(k_gather_rows, m, 128, c->stream, src, dr, d, dst);
+    if (!dr) return;
+    PT_LAUNCH(k_gather_rows, m, 128, c->stream, (const float *)src, dr, d, (float *)dst);
     CU_LAUNCHED("k_gather_rows");
 }
 
@@ -425,29 +575,29 @@ static cu_plan *lt_plan(pt_backend *be, int out, int in, int n, int bias, int al
     p->out = out, p->in = in, p->n = n, p->bias = bias, p->align = align;
     p->stamp = ++c->stamp;
     const cudaDataType t = cuda_type(be->dtype);
-    blas_check(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    blas_check(c, cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
     const int32_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    blas_check(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "TRANSA");
-    blas_check(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "TRANSB");
+    blas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "TRANSA");
+    blas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "TRANSB");
     if (bias) {
         const uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
         const int32_t bt = CUDA_R_32F;
-        blas_check(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE");
-        blas_check(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt), "BIAS_DATA_TYPE");
+        blas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE");
+        blas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt), "BIAS_DATA_TYPE");
     }
-    blas_check(cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)in, (uint64_t)out, in), "layout A");
-    blas_check(cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)in, (uint64_t)n, in), "layout B");
-    blas_check(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, (uint64_t)out, (uint64_t)n, out), "layout C");
+    blas_check(c, cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)in, (uint64_t)out, in), "layout A");
+    blas_check(c, cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)in, (uint64_t)n, in), "layout B");
+    blas_check(c, cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, (uint64_t)out, (uint64_t)n, out), "layout C");
     cublasLtMatmulPreference_t pref;
-    blas_check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+    blas_check(c, cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
     const uint64_t ws = c->lt_ws_bytes;
     const uint32_t al = (uint32_t)align;
-    blas_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), "MAX_WORKSPACE");
+    blas_check(c, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), "MAX_WORKSPACE");
     const cublasLtMatmulPreferenceAttributes_t al_attrs[] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
     for (size_t i = 0; i < sizeof al_attrs / sizeof al_attrs[0]; i++)
-        blas_check(cublasLtMatmulPreferenceSetAttribute(pref, al_attrs[i], &al, sizeof al), "MIN_ALIGNMENT");
+        blas_check(c, cublasLtMatmulPreferenceSetAttribute(pref, al_attrs[i], &al, sizeof al), "MIN_ALIGNMENT");
     cublasLtMatmulHeuristicResult_t res;
     int got = 0;
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &got);
@@ -457,49 +607,65 @@ static cu_plan *lt_plan(pt_backend *be, int out, int in, int n, int bias, int al
     return p->ok ? p : NULL;
 }
 
-static void cuda_linear(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y) {
+/* y = x W^T + b on the device weights (one fused part, [out, in] in the compute dtype). */
+static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
+    if (lin->n_parts != 1 || lin->part[0].transposed) {
+        pt_backend_fail(be, 0, 0, "cuda backend: linear on weights not loaded by it (internal error)");
+        return;
+    }
+    const void *w = lin->part[0].w.data;
+    const float *bias = lin->part[0].b;
     const void *xin = x;
     const cudaDataType t = cuda_type(be->dtype);
     const size_t nx = (size_t)n * lin->in;
-    if (be->dtype == PT_DTYPE_BF16) {
-        __nv_bfloat16 *a = (__nv_bfloat16 *)cu_ensure(c, &c->act, nx * 2, "activation");
-        PT_LAUNCH(k_convert<__nv_bfloat16>, grid_for(nx, 256), 256, c->stream, a, x, nx);
-        CU_LAUNCHED("k_convert");
-        xin = a;
-    } else if (be->dtype == PT_DTYPE_F16) {
-        __half *a = (__half *)cu_ensure(c, &c->act, nx * 2, "activation");
-        PT_LAUNCH(k_convert<__half>, grid_for(nx, 256), 256, c->stream, a, x, nx);
-        CU_LAUNCHED("k_convert");
+    if (be->dtype != PT_DTYPE_F32) {
+        void *a = cu_ensure(c, &c->act, nx * 2, "GEMM input");
+        if (!a) return;
+        if (be->dtype == PT_DTYPE_BF16)
+            PT_LAUNCH(k_convert<__nv_bfloat16>, grid_for(nx, 256), 256, c->stream, (__nv_bfloat16 *)a, x, nx);
+        else
+            PT_LAUNCH(k_convert<__half>, grid_for(nx, 256), 256, c->stream, (__half *)a, x, nx);
+        if (CU_LAUNCHED("k_convert")) return;
         xin = a;
     }
     const float one = 1.0f, zero = 0.0f;
     if (c->use_lt) {
         int align = ptr_align(xin);
-        const int aw = ptr_align(lin->w), ay = ptr_align(y), ab = lin->b ? ptr_align(lin->b) : 256;
+        const int aw = ptr_align(w), ay = ptr_align(y), ab = bias ? ptr_align(bias) : 256;
         align = align < aw ? align : aw;
         align = align < ay ? align : ay;
         align = align < ab ? align : ab;
-        cu_plan *p = lt_plan(be, lin->out, lin->in, n, lin->b != NULL, align);
+        cu_plan *p = lt_plan(be, lin->out, lin->in, n, bias != NULL, align);
+        if (be->status.failed) return;
         if (p) {
-            if (lin->b)
-                blas_check(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &lin->b,
-                                                          sizeof lin->b), "BIAS_POINTER");
-            blas_check(cublasLtMatmul(c->lt, p->desc, &one, lin->w, p->la, xin, p->lb, &zero, y, p->lc, y, p->lc,
-                                      &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream), "cublasLtMatmul");
+            if (bias && blas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                                    &bias, sizeof bias), "BIAS_POINTER"))
+                return;
+            blas_check(c, cublasLtMatmul(c->lt, p->desc, &one, w, p->la, xin, p->lb, &zero, y, p->lc, y, p->lc,
+                                         &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream), "cublasLtMatmul");
             return;
         }
     }
-    blas_check(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, lin->out, n, lin->in, &one, lin->w, t, lin->in,
-                            xin, t, lin->in, &zero, y, CUDA_R_32F, lin->out, CUBLAS_COMPUTE_32F,
-                            CUBLAS_GEMM_DEFAULT),
-               "cublasGemmEx");
-    if (lin->b) {
+    if (blas_check(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, lin->out, n, lin->in, &one, w, t, lin->in,
+                                   xin, t, lin->in, &zero, y, CUDA_R_32F, lin->out, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT),
+                   "cublasGemmEx"))
+        return;
+    if (bias) {
         const size_t total = (size_t)n * lin->out;
-        PT_LAUNCH(k_bias, grid_for(total, 256), 256, c->stream, y, (const float *)lin->b, n, lin->out);
+        PT_LAUNCH(k_bias, grid_for(total, 256), 256, c->stream, y, bias, n, lin->out);
         CU_LAUNCHED("k_bias");
     }
+}
+
+static void cuda_linear(pt_backend *be, const void *x, int n, const pt_linear *lin, void *y) {
+    cuda_linear_f32(be, (const float *)x, n, lin, (float *)y); /* activations are float32 */
+}
+static void cuda_logits(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y) {
+    cuda_linear_f32(be, (const float *)x, n, lin, y);
 }
 
 /* ---- attention -------------------------------------------------------------------------------- */
@@ -560,18 +726,41 @@ template <class T> static attn_kernel mma_stats(int HDP) {
 }
 #endif
 
+/* Which attention path runs for a head dimension, and its tile sizes. */
+struct attn_shape {
+    bool mma;
+    int HD, BQ, KB;
+};
+static attn_shape attn_shape_of(const pt_backend *be, int hd) {
+    attn_shape s;
+#if PT_CUDA_MMA
+    s.mma = ((const cu_ctx *)be->ctx)->use_mma && be->dtype != PT_DTYPE_F32 && hd <= 128;
+#else
+    (void)be;
+    s.mma = false; /* tensor-core path compiled out */
+#endif
+    s.HD = s.mma ? mma_hd(hd) : plain_hd(hd);
+    s.BQ = s.mma ? pt_mma_cfg<16>::BQ : plain_bq(s.HD);
+    s.KB = s.mma ? pt_mma_cfg<16>::KB : plain_kb(s.HD);
+    return s;
+}
+
+/* Bytes of the attention staging (segments + work items of both passes) for `rows` query rows
+ * in at most `rows` segments whose keys (prefix + own) total at most `keys`. */
+static size_t attn_stage_bytes(int rows, size_t keys, int BQ, int KB) {
+    const size_t seg_bytes = ((size_t)rows * sizeof(pt_attn_seg) + 15) & ~(size_t)15;
+    const size_t n1 = (size_t)rows + (size_t)rows / BQ + 1, n2 = (size_t)rows + keys / KB + 1;
+    return seg_bytes + (n1 + n2) * sizeof(pt_attn_item);
+}
+
 static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (a->n_segs <= 0) return;
     const int hd = a->head_dim, H = a->n_heads;
-#if PT_CUDA_MMA
-    const bool mma = c->use_mma && be->dtype != PT_DTYPE_F32 && hd <= 128;
-#else
-    const bool mma = false; /* tensor-core path compiled out */
-#endif
-    const int HD = mma ? mma_hd(hd) : plain_hd(hd);
-    const int BQ = mma ? pt_mma_cfg<16>::BQ : plain_bq(HD);
-    const int KB = mma ? pt_mma_cfg<16>::KB : plain_kb(HD);
+    const attn_shape sh = attn_shape_of(be, hd);
+    const bool mma = sh.mma;
+    const int HD = sh.HD, BQ = sh.BQ, KB = sh.KB;
 
     /* segments (this layer's view) and the work items of both passes */
     size_t n1 = 0, n2 = 0;
@@ -586,7 +775,8 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     if (!n1) return;
     const size_t seg_bytes = ((size_t)a->n_segs * sizeof(pt_attn_seg) + 15) & ~(size_t)15;
     const size_t bytes = seg_bytes + (n1 + n2) * sizeof(pt_attn_item);
-    char *h = (char *)host_scratch(&c->h_attn, &c->h_attn_cap, bytes);
+    char *h = (char *)host_scratch(c, &c->h_attn, &c->h_attn_cap, bytes);
+    if (!h) return;
     pt_attn_seg *hs = (pt_attn_seg *)h;
     pt_attn_item *it1 = (pt_attn_item *)(h + seg_bytes), *it2 = it1 + n1;
     size_t k1 = 0, k2 = 0;
@@ -611,16 +801,19 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
             klo = s->pos0 - a->window + 1;
         for (int j0 = klo; j0 < s->pos0 + s->n_q; j0 += KB) it2[k2++] = pt_attn_item{i, j0};
     }
-    char *dbuf = (char *)cu_ensure(c, &c->attn, bytes, "attention segment");
-    CU(cudaMemcpyAsync(dbuf, h, seg_bytes + (n1 + k2) * sizeof(pt_attn_item), cudaMemcpyHostToDevice, c->stream));
+    char *dbuf = (char *)cu_ensure(c, &c->attn, bytes, "attention segments");
     float *lse = (float *)cu_ensure(c, &c->lse, (size_t)rows * H * sizeof(float), "attention lse");
+    if (!dbuf || !lse ||
+        CU(cudaMemcpyAsync(dbuf, h, seg_bytes + (n1 + k2) * sizeof(pt_attn_item), cudaMemcpyHostToDevice,
+                           c->stream)))
+        return;
 
     pt_attn_params P;
-    P.q = a->q;
+    P.q = (const float *)a->q;
     P.q_stride = a->q_stride;
-    P.k = a->k_cache;
-    P.v = a->v_cache;
-    P.out = a->out;
+    P.k = (const float *)a->k_cache;
+    P.v = (const float *)a->v_cache;
+    P.out = (float *)a->out;
     P.lse = lse;
     P.segs = (const pt_attn_seg *)dbuf;
     P.items = (const pt_attn_item *)(dbuf + seg_bytes);
@@ -669,22 +862,24 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
 
 static void cuda_log_softmax(pt_backend *be, float *logits, int m, int V, double *entropy, int K,
                              int32_t *topk_id, float *topk_logp) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
     const int k = K > 0 && (topk_id || topk_logp) ? K : 0;
     const size_t ent_b = (size_t)m * sizeof(double), id_b = (size_t)m * k * sizeof(int32_t);
     const size_t lp_b = (size_t)m * k * sizeof(float);
-    char *d = (char *)cu_ensure(c, &c->res, ent_b + id_b + lp_b + 16, "result");
+    char *d = (char *)cu_ensure(c, &c->res, ent_b + id_b + lp_b + 16, "vocabulary results");
+    if (!d) return;
     double *d_ent = (double *)d;
     int32_t *d_id = (int32_t *)(d + ent_b);
     float *d_lp = (float *)(d + ent_b + id_b);
     PT_LAUNCH(k_log_softmax, m, PT_VOCAB_THREADS, c->stream, logits, V, entropy ? d_ent : (double *)NULL,
               k, d_id, d_lp);
-    CU_LAUNCHED("k_log_softmax");
-    if (!entropy && !k) return;
-    char *h = (char *)host_scratch(&c->h_res, &c->h_res_cap, ent_b + id_b + lp_b + 16);
-    CU(cudaMemcpyAsync(h, d, ent_b + id_b + lp_b, cudaMemcpyDeviceToHost, c->stream));
-    CU(cudaStreamSynchronize(c->stream));
+    if (CU_LAUNCHED("k_log_softmax") || (!entropy && !k)) return;
+    char *h = (char *)host_scratch(c, &c->h_res, &c->h_res_cap, ent_b + id_b + lp_b + 16);
+    if (!h || CU(cudaMemcpyAsync(h, d, ent_b + id_b + lp_b, cudaMemcpyDeviceToHost, c->stream)) ||
+        CU(cudaStreamSynchronize(c->stream)))
+        return;
     if (entropy) memcpy(entropy, h, ent_b);
     if (k && topk_id) memcpy(topk_id, h + ent_b, id_b);
     if (k && topk_logp) memcpy(topk_logp, h + ent_b + id_b, lp_b);
@@ -692,15 +887,17 @@ static void cuda_log_softmax(pt_backend *be, float *logits, int m, int V, double
 
 static void cuda_divergence(pt_backend *be, const float *lp_p, size_t sp, const float *lp_q, size_t sq,
                             int m, int V, double *kl_pq, double *kl_qp, double *js) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
     const size_t b = (size_t)m * 3 * sizeof(double);
-    double *d = (double *)cu_ensure(c, &c->res, b, "result");
+    double *d = (double *)cu_ensure(c, &c->res, b, "vocabulary results");
+    if (!d) return;
     PT_LAUNCH(k_divergence, m, PT_VOCAB_THREADS, c->stream, lp_p, sp, lp_q, sq, V, d);
-    CU_LAUNCHED("k_divergence");
-    double *h = (double *)host_scratch(&c->h_res, &c->h_res_cap, b);
-    CU(cudaMemcpyAsync(h, d, b, cudaMemcpyDeviceToHost, c->stream));
-    CU(cudaStreamSynchronize(c->stream));
+    double *h = CU_LAUNCHED("k_divergence") ? NULL : (double *)host_scratch(c, &c->h_res, &c->h_res_cap, b);
+    if (!h || CU(cudaMemcpyAsync(h, d, b, cudaMemcpyDeviceToHost, c->stream)) ||
+        CU(cudaStreamSynchronize(c->stream)))
+        return;
     for (int r = 0; r < m; r++) {
         if (kl_pq) kl_pq[r] = h[3 * r];
         if (kl_qp) kl_qp[r] = h[3 * r + 1];
@@ -709,14 +906,61 @@ static void cuda_divergence(pt_backend *be, const float *lp_p, size_t sp, const 
 }
 
 static void cuda_pick(pt_backend *be, const float *logp, int m, int V, const int32_t *ids, float *out) {
+    PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
     const int32_t *di = stage_idx(c, 0, ids, (size_t)m);
-    float *d = (float *)cu_ensure(c, &c->res, (size_t)m * sizeof(float), "result");
+    float *d = (float *)cu_ensure(c, &c->res, (size_t)m * sizeof(float), "vocabulary results");
+    if (!di || !d) return;
     PT_LAUNCH(k_pick, (m + 127) / 128, 128, c->stream, logp, m, V, di, d);
-    CU_LAUNCHED("k_pick");
+    if (CU_LAUNCHED("k_pick")) return;
     CU(cudaMemcpyAsync(out, d, (size_t)m * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
     CU(cudaStreamSynchronize(c->stream));
+}
+
+/* ---- reserve ---------------------------------------------------------------------------------- */
+
+/* Every staging buffer the operations use, sized for r, so that no operation allocates. */
+static int cuda_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *r) {
+    cu_ctx *c = ctx_of(be);
+    if (be->status.failed) return -1;
+    const size_t rows = (size_t)(r->rows > r->logit_rows ? r->rows : r->logit_rows);
+    const size_t max_in = (size_t)(cfg->d_ff > cfg->d_model ? cfg->d_ff : cfg->d_model) >
+                                  (size_t)cfg->n_heads * cfg->head_dim
+                              ? (size_t)(cfg->d_ff > cfg->d_model ? cfg->d_ff : cfg->d_model)
+                              : (size_t)cfg->n_heads * cfg->head_dim;
+    const attn_shape sh = attn_shape_of(be, cfg->head_dim);
+    /* keys over a batch's segments: every row's own key plus, for variants and extensions, a
+     * prefix of at most max_keys; bounded by rows * 2 for the clean pass and a few hundred
+     * variants of max_keys each (larger ones grow the buffer) */
+    const size_t keys = rows * 2 + (size_t)256 * (size_t)r->max_keys;
+    const size_t res = (size_t)r->logit_rows * (sizeof(double) * 3 + (size_t)r->topk * 8) + 64;
+    const size_t ab = attn_stage_bytes((int)rows, keys, sh.BQ, sh.KB);
+    for (int k = 0; k < CU_IDX_SLOTS; k++)
+        if (!cu_ensure(c, &c->idx[k], rows * sizeof(int32_t) + 4, "index staging")) return -1;
+    if ((be->dtype != PT_DTYPE_F32 && !cu_ensure(c, &c->act, rows * max_in * 2, "GEMM input")) ||
+        !cu_ensure(c, &c->lse, (size_t)r->rows * cfg->n_heads * sizeof(float), "attention lse") ||
+        !cu_ensure(c, &c->attn, ab, "attention segments") ||
+        !cu_ensure(c, &c->res, res, "vocabulary results") ||
+        !host_scratch(c, &c->h_attn, &c->h_attn_cap, ab) ||
+        !host_scratch(c, &c->h_res, &c->h_res_cap, res))
+        return -1;
+    return 0;
+}
+
+static void cuda_release_scratch(pt_backend *be) {
+    cu_ctx *c = ctx_of(be);
+    CU(cudaStreamSynchronize(c->stream));
+    cu_buf *bufs[] = {&c->idx[0], &c->idx[1], &c->idx[2], &c->act, &c->lse, &c->attn, &c->res};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        cu_release(c, bufs[i]->p);
+        bufs[i]->p = NULL;
+        bufs[i]->cap = 0;
+    }
+    free(c->h_attn);
+    free(c->h_res);
+    c->h_attn = c->h_res = NULL;
+    c->h_attn_cap = c->h_res_cap = 0;
 }
 
 /* ---- creation --------------------------------------------------------------------------------- */
@@ -725,10 +969,8 @@ static void cuda_destroy(pt_backend *be) {
     cu_ctx *c = ctx_of(be);
     cudaStreamSynchronize(c->stream);
     for (int i = 0; i < CU_PLANS; i++) plan_destroy(&c->plans[i]);
-    cu_buf *bufs[] = {&c->idx[0], &c->idx[1], &c->idx[2], &c->act, &c->lse, &c->attn, &c->res, &c->wstage};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]->p) cudaFree(bufs[i]->p);
-    for (size_t i = 0; i < c->n_wallocs; i++) cudaFree(c->wallocs[i]);
+    for (size_t i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i].p); /* buffers, weights */
+    free(c->allocs);
     free(c->wallocs);
     if (c->lt_ws) cudaFree(c->lt_ws);
     cublasLtDestroy(c->lt);
@@ -767,18 +1009,35 @@ static int device_usable(int device, const char **why) {
     return 1;
 }
 
-extern "C" int pt_backend_cuda_available(void) {
+extern "C" int pt_backend_cuda_available(const char **why) {
     static int cached = -1;
-    if (cached < 0) {
-        const char *why = NULL;
-        cached = device_usable(0, &why);
-    }
+    static const char *cached_why = "";
+    if (cached < 0) cached = device_usable(0, &cached_why);
+    if (why) *why = cached ? "" : cached_why;
     return cached;
 }
 
 static int env_is(const char *name, const char *value) {
     const char *v = getenv(name);
     return v && !strcmp(v, value);
+}
+
+/* The handles of a new context; -1 with e set on failure. */
+static int cu_init(cu_ctx *c, int device, pt_error *e) {
+    if (cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
+        cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS || cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS) {
+        (void)cudaGetLastError();
+        return pt_fail(e, "--backend cuda: cannot initialise CUDA / cuBLAS on device %d", device);
+    }
+    /* cuBLASLt's workspace is optional: without it (no memory) it picks other algorithms */
+    c->lt_ws_bytes = (size_t)32 << 20;
+    if (pt_test_alloc_refused(c->lt_ws_bytes) || cudaMalloc(&c->lt_ws, c->lt_ws_bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        c->lt_ws = NULL;
+        c->lt_ws_bytes = 0;
+    }
+    return 0;
 }
 
 extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype, pt_error *e) {
@@ -798,34 +1057,33 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
         pt_fail(e, "--backend cuda: cannot query device %d", device);
         return NULL;
     }
-    cu_ctx *c = (cu_ctx *)pt_xcalloc(1, sizeof *c);
-    c->device = device;
-    if (cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
-        cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS || cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
-        (void)cudaGetLastError();
+    cu_ctx *c = (cu_ctx *)pt_try_calloc(1, sizeof *c, "the cuda backend", e);
+    pt_backend *be = (pt_backend *)pt_try_calloc(1, sizeof *be, "the cuda backend", e);
+    if (!c || !be || cu_init(c, device, e)) {
         free(c);
-        pt_fail(e, "--backend cuda: cannot initialise CUDA / cuBLAS on device %d", device);
+        free(be);
         return NULL;
     }
-    blas_check(cublasSetStream(c->blas, c->stream), "cublasSetStream");
-    c->lt_ws_bytes = (size_t)32 << 20;
-    if (cudaMalloc(&c->lt_ws, c->lt_ws_bytes) != cudaSuccess) {
-        (void)cudaGetLastError();
-        c->lt_ws = NULL;
-        c->lt_ws_bytes = 0;
-    }
+    c->be = be;
+    c->device = device;
     c->use_lt = !env_is("PUNCTUM_CUDA_GEMM", "cublas");
     c->use_mma = PT_CUDA_MMA && !env_is("PUNCTUM_CUDA_MMA", "0") && prop.major >= 8;
     c->mma_bf16 = env_is("PUNCTUM_CUDA_MMA", "bf16");
 
-    pt_backend *be = (pt_backend *)pt_xcalloc(1, sizeof *be);
     be->name = "cuda";
     be->ctx = c;
     be->dtype = dtype;
+    be->resid_bytes = be->act_bytes = be->kv_bytes = sizeof(float);
     snprintf(be->device_name, sizeof be->device_name, "%.120s", prop.name);
+    char mem[32];
+    snprintf(be->description, sizeof be->description, "device %d: %.120s, %s", device, prop.name,
+             pt_fmt_bytes((double)prop.totalGlobalMem, mem));
     be->destroy = cuda_destroy;
     be->load_weights = cuda_load_weights;
     be->free_weights = cuda_free_weights;
+    be->reserve = cuda_reserve;
+    be->release_scratch = cuda_release_scratch;
+    be->mem_available = cuda_mem_available;
     be->alloc = cuda_alloc;
     be->free = cuda_free;
     be->to_device = cuda_to_device;
@@ -836,6 +1094,7 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->embed = cuda_embed;
     be->norm = cuda_norm;
     be->linear = cuda_linear;
+    be->logits = cuda_logits;
     be->rope = cuda_rope;
     be->store_kv = cuda_store_kv;
     be->attention = cuda_attention;
@@ -843,6 +1102,7 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->add = cuda_add;
     be->row_norms = cuda_row_norms;
     be->gather_rows = cuda_gather_rows;
+    be->resid_to_host = cuda_resid_to_host;
     be->log_softmax = cuda_log_softmax;
     be->divergence = cuda_divergence;
     be->pick = cuda_pick;

@@ -25,8 +25,10 @@ import sys
 sys.path.insert(0, "tests/python")
 import tiny_models
 tiny_models.build("gpt2", sys.argv[1])
+tiny_models.build("llama_bf16", sys.argv[1])
 PY
-model=$(find "$work" -name config.json -printf '%h\n' | head -1)
+model=$(dirname "$(find "$work" -path '*gpt2*' -name config.json | head -1)")
+bf16=$(dirname "$(find "$work" -path '*llama_bf16*' -name config.json | head -1)")
 cat > "$work/pairs.jsonl" <<'JSONL'
 {"id": "t1", "a": "The cat sat.", "b": "The cat sat", "target": " on"}
 {"id": "t2", "a": "Is it raining?\nYes", "b": "Is it raining\nYes"}
@@ -40,6 +42,13 @@ run "$BUILD/punctum" run --model "$model" --pairs "$work/pairs.jsonl" --out "$wo
   --patch resid --batch-tokens 16 --progress never --backend cpu
 run "$BUILD/punctum" run --model "$model" --pairs "$work/pairs.jsonl" --out "$work/s0.h5" --shard 0/2 --progress never --backend cpu
 run "$BUILD/punctum" run --model "$model" --pairs "$work/pairs.jsonl" --out "$work/s1.h5" --shard 1/2 --progress never --backend cpu
+# BF16 weights (converted block by block), and out of memory (PUNCTUM_TEST_ALLOC_LIMIT): the
+# batch halved and retried, every rolled-back row freed
+run "$BUILD/punctum" run --model "$bf16" --pairs "$work/pairs.jsonl" --out "$work/bf.h5" --force \
+  --ablate knockout --positions all --progress never --backend cpu
+PUNCTUM_TEST_ALLOC_LIMIT=40000 run "$BUILD/punctum" run --model "$model" --pairs "$work/pairs.jsonl" \
+  --out "$work/oom.h5" --force --stats mass,last,resid,topk,lens --ablate knockout --patch resid \
+  --batch-tokens 4096 --progress never --backend cpu
 run "$BUILD/punctum" merge --out "$work/m.h5" "$work/s0.h5" "$work/s1.h5"
 run "$BUILD/punctum" inspect "$work/a.h5"
 run "$BUILD/punctum" tokenize --model "$model" --json "Hello, world."

@@ -62,6 +62,86 @@ char *pt_xstrdup(const char *s) {
     return d;
 }
 
+void *pt_try_alloc(size_t n, const char *what, pt_error *e) {
+    void *p = malloc(n ? n : 1);
+    if (!p) pt_fail(e, "out of memory allocating %zu bytes for %s", n, what);
+    return p;
+}
+
+void *pt_try_calloc(size_t n, size_t size, const char *what, pt_error *e) {
+    size_t bytes;
+    if (pt_mul_size(n, size, &bytes)) {
+        pt_fail(e, "%s: size overflow (%zu x %zu bytes)", what, n, size);
+        return NULL;
+    }
+    void *p = calloc(bytes ? bytes : 1, 1);
+    if (!p) pt_fail(e, "out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+int pt_test_alloc_refused(size_t bytes) {
+    static size_t limit;
+    static int read;
+    if (!read) { /* read once; the tests set it for the whole process */
+        const char *s = getenv("PUNCTUM_TEST_ALLOC_LIMIT");
+        char *end;
+        unsigned long long v = s && *s ? strtoull(s, &end, 10) : 0;
+        limit = s && *s && !*end && v > 0 ? (size_t)v : SIZE_MAX;
+        read = 1;
+    }
+    return bytes > limit;
+}
+
+/* One "Key: N kB" value of /proc/meminfo, in bytes (0 if absent). */
+static uint64_t meminfo_value(const char *key) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    uint64_t v = 0;
+    const size_t klen = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, klen) && line[klen] == ':') {
+            v = strtoull(line + klen + 1, NULL, 10) * 1024;
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* A number from a one-line file ("max" and missing files: 0). */
+static uint64_t file_number(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char buf[64] = "";
+    uint64_t v = 0;
+    if (fgets(buf, sizeof buf, f) && buf[0] >= '0' && buf[0] <= '9') v = strtoull(buf, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+size_t pt_host_mem_available(void) {
+    uint64_t avail = meminfo_value("MemAvailable");
+    /* cgroup v2 (memory.max), else v1 (memory.limit_in_bytes): a batch job's real limit */
+    uint64_t lim = file_number("/sys/fs/cgroup/memory.max"), used = 0;
+    if (lim)
+        used = file_number("/sys/fs/cgroup/memory.current");
+    else if ((lim = file_number("/sys/fs/cgroup/memory/memory.limit_in_bytes")))
+        used = file_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
+    if (lim && lim < ((uint64_t)1 << 60)) {
+        const uint64_t left = lim > used ? lim - used : 0;
+        if (!avail || left < avail) avail = left;
+    }
+    return avail > SIZE_MAX ? SIZE_MAX : (size_t)avail;
+}
+
+const char *pt_fmt_bytes(double bytes, char buf[32]) {
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 5) bytes /= 1024, u++;
+    snprintf(buf, 32, u == 0 ? "%.0f %s" : bytes < 10 ? "%.1f %s" : "%.0f %s", bytes, unit[u]);
+    return buf;
+}
+
 char *pt_read_file(const char *path, size_t max_bytes, size_t *len_out, pt_error *e) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -81,7 +161,11 @@ char *pt_read_file(const char *path, size_t max_bytes, size_t *len_out, pt_error
         return NULL;
     }
     size_t n = (size_t)st.st_size;
-    char *buf = pt_xmalloc(n + 1);
+    char *buf = pt_try_alloc(n + 1, path, e);
+    if (!buf) {
+        fclose(f);
+        return NULL;
+    }
     if (n && fread(buf, 1, n, f) != n) {
         fclose(f);
         free(buf);
@@ -121,7 +205,9 @@ static uint32_t f32_to_bits(float f) {
     return u;
 }
 
-float pt_bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
+float pt_bf16_to_f32(uint16_t h) {
+    return bits_to_f32((uint32_t)h << 16);
+}
 
 float pt_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
@@ -159,7 +245,7 @@ uint16_t pt_f32_to_f16(float f) {
     uint32_t au = u & 0x7fffffffu;
     if (au > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
     if (au >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow (incl. rounding) -> inf */
-    if (au < 0x38800000u) { /* subnormal or zero in f16 */
+    if (au < 0x38800000u) {                                   /* subnormal or zero in f16 */
         if (au < 0x33000000u) return (uint16_t)sign;
         uint32_t exp = au >> 23, mant = (au & 0x7fffffu) | 0x800000u;
         uint32_t shift = 126 - exp; /* 14..24 */

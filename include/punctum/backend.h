@@ -1,12 +1,27 @@
-/* punctum — the backend interface. The forward pass (engine/forward.c) is written once
- * against these operations; `cpu` (the reference) and `cuda` implement them.
+/* punctum — the backend interface. The forward pass (engine/forward.c) is written once against
+ * these operations; `cpu` (the reference) and `cuda` implement them.
  *
  * Conventions:
- * - Activations are float32 row-major [rows, width] in the backend's memory ("device").
+ * - Activations live in the backend's memory ("device") as opaque row-major buffers whose
+ *   element sizes the backend declares: resid_bytes for the residual stream (embed's output,
+ *   add's target, row_norms / gather_rows / resid_to_host inputs), act_bytes for the other
+ *   activations (normed rows, projections' inputs and outputs, attention output, MLP) and
+ *   kv_bytes for the key/value cache. The host reads activations only through operations that
+ *   produce float32 (row_norms, resid_to_host, logits). Today both backends use float32
+ *   throughout; callers must not assume it.
+ * - Statistics outputs (attention mass / last / pattern, residual norms) and logits /
+ *   log-probabilities are float32 device buffers.
  * - Index arrays (token ids, positions, row lists, segments) are passed as HOST pointers; a
  *   device backend copies what it needs.
  * - Outputs documented as "host" are written to host memory when the call returns.
- * - All operations are ordered; `sync` waits for everything issued so far. */
+ * - All operations are ordered; `sync` waits for everything issued so far.
+ *
+ * Errors: operations do not return them. The first failure (out of memory included) is kept in
+ * the backend's status (sticky: later failures do not overwrite it), every later operation is a
+ * no-op, and the caller checks pt_backend_failed / pt_backend_take_error at well-defined points
+ * (after a forward, after a batch). `alloc` returns NULL when out of memory (and records it).
+ * Scratch the operations need is set up by `reserve` before a batch, so that running out of
+ * memory shows up there, not inside an operation, and the hot loop allocates nothing. */
 #ifndef PUNCTUM_BACKEND_H
 #define PUNCTUM_BACKEND_H
 
@@ -29,39 +44,74 @@ typedef struct {
      * last_row + j   receives A[final, j] when the run contains the final position final_pos;
      * pattern_row + i*(i+1)/2 + j  receives A[i, j] for this run's queries i. */
     int64_t mass_row, last_row, pattern_row;
-    int final_pos;    /* T-1 of the sequence, -1 if unknown */
+    int final_pos; /* T-1 of the sequence, -1 if unknown */
 } pt_segment;
 
 typedef struct {
     int layer;
-    const float *q;         /* [n_rows, q_stride]: head h at columns h*head_dim ... */
+    const void *q; /* activations [n_rows, q_stride]: head h at columns h*head_dim ... */
     int q_stride;
-    const float *k_cache;   /* this layer's keys  [cache rows, kv_dim] */
-    const float *v_cache;   /* this layer's values [cache rows, kv_dim] */
-    float *out;             /* [n_rows, n_heads*head_dim] */
+    const void *k_cache;    /* this layer's keys  [cache rows, kv_dim] (kv_bytes elements) */
+    const void *v_cache;    /* this layer's values [cache rows, kv_dim] */
+    void *out;              /* activations [n_rows, n_heads*head_dim] */
     const pt_segment *segs; /* host */
     int n_segs;
     float *mass, *last, *pattern; /* device, [rows, n_layers, n_heads]; NULL: not wanted */
     int n_layers, n_heads, n_kv_heads, head_dim;
-    int window;             /* sliding window (key j visible from i iff i - j < window); 0: none */
+    int window; /* sliding window (key j visible from i iff i - j < window); 0: none */
 } pt_attn_args;
 
 typedef enum { PT_DTYPE_F32 = 0, PT_DTYPE_BF16, PT_DTYPE_F16 } pt_compute_dtype;
 
+static inline const char *pt_compute_dtype_name(pt_compute_dtype t) {
+    return t == PT_DTYPE_F32 ? "f32" : t == PT_DTYPE_BF16 ? "bf16" : "f16";
+}
+
+/* The largest work the next batches will give the operations (see reserve). */
+typedef struct {
+    int rows;                   /* activation rows of one forward */
+    int kv_rows;                /* key/value cache rows */
+    int max_keys;               /* longest sequence (keys one query can see, positions + 1) */
+    int logit_rows;             /* rows of log_softmax / divergence / pick / logits at once */
+    int topk;                   /* K of log_softmax */
+    const float *rope_inv_freq; /* the backend weights' table rope will be called with */
+} pt_reserve;
+
+/* The first failure since the status was last taken (see "Errors" above). */
+typedef struct {
+    int failed;
+    int out_of_memory; /* the failure was an allocation */
+    size_t bytes;      /* ... of this many bytes */
+    char msg[400];     /* one line, no "punctum:" prefix */
+} pt_backend_status;
+
 typedef struct pt_backend pt_backend;
 struct pt_backend {
-    const char *name;            /* "cpu", "cuda" */
-    char device_name[128];       /* e.g. CPU model or GPU name */
+    const char *name;      /* "cpu", "cuda" */
+    char device_name[128]; /* e.g. CPU model or GPU name */
+    char description[192]; /* for the start-up line, e.g. "2 threads, AMD EPYC" */
     pt_compute_dtype dtype;
+    size_t resid_bytes, act_bytes, kv_bytes; /* element sizes of the activation buffers */
+    pt_backend_status status;
+    size_t mem_peak; /* device backends: most bytes held in device memory at once */
     void *ctx;
 
     void (*destroy)(pt_backend *be);
-    /* Make the backend's copy of the weights (converted to its compute dtype). */
+    /* Make the backend's weights from host views (model.h): the cpu backend uses the views;
+     * the cuda backend uploads them (fused, converted to its compute dtype) and keeps no host
+     * copy. Returns -1 with e set on failure (out of memory: also in the status). */
     int (*load_weights)(pt_backend *be, const pt_config *cfg, const pt_weights *host,
                         pt_weights *dev, pt_error *e);
     void (*free_weights)(pt_backend *be, const pt_config *cfg, pt_weights *dev);
+    /* Set up the scratch for work up to r (grows, never shrinks). -1 on failure (status set). */
+    int (*reserve)(pt_backend *be, const pt_config *cfg, const pt_reserve *r);
+    /* Free what reserve set up (after out of memory: the next reserve makes it again, smaller). */
+    void (*release_scratch)(pt_backend *be);
+    /* Bytes the backend could still allocate (device: free memory; cpu: available host
+     * memory), for sizing --batch-tokens. */
+    size_t (*mem_available)(pt_backend *be);
 
-    void *(*alloc)(pt_backend *be, size_t bytes); /* NULL when out of memory */
+    void *(*alloc)(pt_backend *be, size_t bytes); /* NULL when out of memory (status set) */
     void (*free)(pt_backend *be, void *p);
     void (*to_device)(pt_backend *be, void *dst, const void *src, size_t bytes);
     void (*to_host)(pt_backend *be, void *dst, const void *src, size_t bytes);
@@ -69,31 +119,36 @@ struct pt_backend {
     void (*fill)(pt_backend *be, float *dst, float value, size_t n);
     void (*sync)(pt_backend *be);
 
-    /* x[r] = tok_emb[ids[r]] (+ pos_emb[pos[r]]). */
+    /* x[r] = tok_emb[ids[r]] (+ pos_emb[pos[r]]) into the residual stream. */
     void (*embed)(pt_backend *be, const pt_config *cfg, const pt_weights *w, const int32_t *ids,
-                  const int32_t *pos, int n, float *x);
-    /* LayerNorm or RMSNorm over rows of width d_model (weight, bias NULL for RMSNorm). */
-    void (*norm)(pt_backend *be, const pt_config *cfg, const float *x, int n, const void *weight,
-                 const void *bias, float *y);
-    /* y[n, out] = x[n, in] W^T + b. */
-    void (*linear)(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y);
+                  const int32_t *pos, int n, void *x);
+    /* LayerNorm or RMSNorm of residual rows of width d_model into activations (bias NULL for
+     * RMSNorm); weight and bias are float32 vectors in the backend's memory. */
+    void (*norm)(pt_backend *be, const pt_config *cfg, const void *x, int n, const float *weight,
+                 const float *bias, void *y);
+    /* y[n, out] = x[n, in] W^T + b (activations in and out). */
+    void (*linear)(pt_backend *be, const void *x, int n, const pt_linear *lin, void *y);
+    /* The same with float32 output: the LM head. */
+    void (*logits)(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y);
     /* Rotate q and k heads of fused qkv rows in place (rotate-half), row r at position pos[r]. */
-    void (*rope)(pt_backend *be, const pt_config *cfg, const float *inv_freq, float *qkv, int n,
+    void (*rope)(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkv, int n,
                  const int32_t *pos);
     /* Copy the k and v parts of fused qkv row r into cache row kv_rows[r] (host). */
-    void (*store_kv)(pt_backend *be, const pt_config *cfg, const float *qkv, int n, float *k_cache,
-                     float *v_cache, const int32_t *kv_rows);
+    void (*store_kv)(pt_backend *be, const pt_config *cfg, const void *qkv, int n, void *k_cache,
+                     void *v_cache, const int32_t *kv_rows);
     /* Causal (windowed, knocked-out) softmax attention with statistics; see pt_attn_args. */
     void (*attention)(pt_backend *be, const pt_attn_args *a);
     /* swiglu: h[n, 2*d_ff] = [gate|up] -> out[n, d_ff] = silu(gate) * up; gelu: tanh approx. */
-    void (*mlp_act)(pt_backend *be, const pt_config *cfg, const float *h, int n, float *out);
-    /* x += y (n floats). */
-    void (*add)(pt_backend *be, float *x, const float *y, size_t n);
-    /* out[r * out_stride] = ||x[r]||_2 for rows of width d. */
-    void (*row_norms)(pt_backend *be, const float *x, int n, int d, float *out, size_t out_stride);
-    /* dst[i] = src[rows[i]] for rows of width d (rows: host). */
-    void (*gather_rows)(pt_backend *be, const float *src, const int32_t *rows, int m, int d,
-                        float *dst);
+    void (*mlp_act)(pt_backend *be, const pt_config *cfg, const void *h, int n, void *out);
+    /* Residual stream x += activations y (n elements). */
+    void (*add)(pt_backend *be, void *x, const void *y, size_t n);
+    /* out[r * out_stride] = ||x[r]||_2 for residual rows of width d (out: float32, device). */
+    void (*row_norms)(pt_backend *be, const void *x, int n, int d, float *out, size_t out_stride);
+    /* dst[i] = src[rows[i]] for residual rows of width d (rows: host). */
+    void (*gather_rows)(pt_backend *be, const void *src, const int32_t *rows, int m, int d,
+                        void *dst);
+    /* n residual-stream elements at src as float32 into host dst. */
+    void (*resid_to_host)(pt_backend *be, float *dst, const void *src, size_t n);
     /* In place: logits[m, V] -> log-softmax. Host outputs (any may be NULL): entropy[m];
      * top-k ids/log-probs [m, K], ties broken by lower id. Sums in float64. */
     void (*log_softmax)(pt_backend *be, float *logits, int m, int V, double *entropy, int K,
@@ -106,9 +161,29 @@ struct pt_backend {
     void (*pick)(pt_backend *be, const float *logp, int m, int V, const int32_t *ids, float *out);
 };
 
+/* Record a failure in be->status unless one is already there (first failure wins). */
+void pt_backend_fail(pt_backend *be, int out_of_memory, size_t bytes, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static inline int pt_backend_failed(const pt_backend *be) {
+    return be->status.failed;
+}
+/* 0 when nothing failed; else -1 with e set to the message, *st (may be NULL) to the status,
+ * and the status cleared (the backend is usable again). */
+int pt_backend_take_error(pt_backend *be, pt_error *e, pt_backend_status *st);
+/* An allocation of `bytes` the backend should refuse (the test-only limit, common.h), recorded
+ * as out of memory in the status. */
+int pt_backend_refuse_alloc(pt_backend *be, size_t bytes, const char *what);
+
+/* Operations start with this: after a failure they do nothing. */
+#define PT_BE_GUARD(be)                                                                            \
+    do {                                                                                           \
+        if ((be)->status.failed) return;                                                           \
+    } while (0)
+
 pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e);
 /* NULL with e set when the build has no CUDA backend or no GPU is usable. */
 pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype, pt_error *e);
-int pt_backend_cuda_available(void);
+/* 1 when device 0 is a usable CUDA GPU; else 0 and *why (may be NULL) says why not. */
+int pt_backend_cuda_available(const char **why);
 
 #endif

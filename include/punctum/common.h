@@ -18,7 +18,8 @@ typedef struct {
     char msg[512];
 } pt_error;
 
-/* printf-style; sets e->msg (e may be NULL). Always returns -1 so callers can `return pt_fail(...)`. */
+/* printf-style; sets e->msg (e may be NULL). Always returns -1 so callers can `return
+ * pt_fail(...)`. */
 int pt_fail(pt_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prefix an existing message: "PREFIX: old message". Returns -1. */
 int pt_fail_prefix(pt_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -35,11 +36,29 @@ static inline int pt_add_size(size_t a, size_t b, size_t *out) {
     return 0;
 }
 
-/* Allocation that aborts with a message on out-of-memory (used only for sizes already validated). */
+/* Allocation that aborts with a message on out-of-memory: only for small bounded sizes whose
+ * failure cannot be handled (parsers' bookkeeping). The engine uses pt_try_alloc. */
 void *pt_xmalloc(size_t n);
 void *pt_xcalloc(size_t n, size_t size);
 void *pt_xrealloc(void *p, size_t n);
 char *pt_xstrdup(const char *s);
+
+/* Allocation that reports failure: NULL with e set to "out of memory allocating N bytes for
+ * WHAT" (e may be NULL). Zero bytes allocate one byte, so NULL always means failure. */
+void *pt_try_alloc(size_t n, const char *what, pt_error *e);
+void *pt_try_calloc(size_t n, size_t size, const char *what, pt_error *e);
+
+/* Test-only: PUNCTUM_TEST_ALLOC_LIMIT=N makes the engine's large allocations (backend memory,
+ * the cpu backend's buffers) above N bytes fail as if memory were exhausted, so that the
+ * out-of-memory path (halve the batch and retry, SPEC §7) can be tested. 1: refuse `bytes`. */
+int pt_test_alloc_refused(size_t bytes);
+
+/* Host memory this process may still use: MemAvailable (/proc/meminfo), or the cgroup's limit
+ * minus its usage where that is lower. 0 when unknown. */
+size_t pt_host_mem_available(void);
+
+/* "11.2 GiB", "512 KiB", "37 B" into buf (returned). */
+const char *pt_fmt_bytes(double bytes, char buf[32]);
 
 /* Read a whole (small) file into memory, NUL-terminated. Refuses files larger than max_bytes. */
 char *pt_read_file(const char *path, size_t max_bytes, size_t *len_out, pt_error *e);

@@ -8,26 +8,32 @@
 
 typedef enum { PT_POS_PUNCT = 0, PT_POS_ALL, PT_POS_LAST, PT_POS_NONE } pt_pos_mode;
 
+/* Default of --patterns-limit: `patterns` refuses to start above it. */
+#define PT_PATTERNS_LIMIT_DEFAULT ((int64_t)4 << 30)
+
 typedef struct {
     const char *model_dir, *pairs_path, *out_path;
-    const char *backend;      /* auto | cpu | cuda */
-    const char *dtype;        /* f32 | bf16 | f16 (NULL: backend default) */
+    const char *backend; /* auto | cpu | cuda */
+    const char *dtype;   /* f32 | bf16 | f16 (NULL: backend default) */
     int device;
     int stat_mass, stat_last, stat_resid, stat_topk, stat_lens, stat_patterns;
-    int topk;
+    int topk; /* 0: not given (10) */
     int ablate_knockout;
     pt_pos_mode positions;
-    int positions_k;          /* last:K */
-    char *windows;            /* "all" | "each" | "LO:HI,..." */
+    int positions_k;     /* last:K */
+    int positions_given; /* --positions was on the command line */
+    const char *windows; /* "all" | "each" | "LO:HI,..."; NULL: not given ("all") */
     int patch_resid;
     pt_derive_kind derive;
     const char *derive_str;
-    int chat;                 /* --chat: wrap prompts in the model's chat template */
-    int batch_tokens;         /* 0: default */
+    int chat;         /* --chat: wrap prompts in the model's chat template */
+    int batch_tokens; /* 0: sized to memory */
     int shard_i, shard_n;
     int resume, force, store_f16, strict;
-    int progress;             /* 0 never, 1 always, -1 auto (stderr is a terminal) */
-    int threads;
+    int progress;           /* 0 never, 1 always, -1 auto (stderr is a terminal) */
+    int threads;            /* 0: not given */
+    int device_given;       /* --device was on the command line */
+    int64_t patterns_limit; /* bytes; <= 0: no limit */
     char *command_line;
 } pt_run_opts;
 

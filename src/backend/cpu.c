@@ -19,38 +19,113 @@ void openblas_set_num_threads(int num_threads);
 
 enum { ATTN_QBLOCK = 64 }; /* queries per score block: bounds scratch to 64 x T per thread */
 
+/* Weights not usable in place (F16, BF16, unaligned F32) are converted a block of output rows
+ * at a time (about WBLOCK_BYTES of float32, at least WBLOCK_MIN_ROWS rows) into one reused
+ * buffer right before the GEMM that uses it: no float32 copy of the model exists. Blocks are
+ * large because every GEMM call repacks the activations: with 8 MiB blocks a BF16 projection
+ * costs what the F32 one does (benchmarks/bench_bf16.py; blocks of 0.5 MiB cost 10-30% more). */
+enum { WBLOCK_BYTES = 8 << 20, WBLOCK_MIN_ROWS = 16 };
+
 typedef struct {
     int n_threads;
-    /* per-thread attention scratch, grown on demand (outside the per-row loops) */
+    /* per-thread scratch (reserve / load_weights): attention scores and mass sums ... */
     float **scores;
     double **mass_acc;
-    size_t *scratch_keys;
+    size_t scratch_keys;
+    /* ... and rows of a converted position embedding */
+    float **rowbuf;
+    size_t rowbuf_floats;
+    /* converted weight blocks (shared: the threads convert a block together) */
+    float *wblock;
+    size_t wblock_floats;
     /* RoPE cos/sin by position, shared by every layer: [rope_positions][head_dim/2] each */
     float *rope_cos, *rope_sin;
     const float *rope_freq_of; /* the inv_freq the table was built from */
     int rope_positions, rope_half;
 } cpu_ctx;
 
+static void *cpu_alloc(pt_backend *be, size_t bytes);
+
+/* Per-thread arrays of `bytes` each (the old ones freed). -1: out of memory (status set). */
+static int thread_bufs(pt_backend *be, void **bufs, size_t bytes) {
+    cpu_ctx *c = be->ctx;
+    for (int t = 0; t < c->n_threads; t++) {
+        free(bufs[t]);
+        bufs[t] = NULL;
+    }
+    for (int t = 0; t < c->n_threads; t++)
+        if (!(bufs[t] = cpu_alloc(be, bytes))) return -1;
+    return 0;
+}
+
 static void cpu_destroy(pt_backend *be) {
     cpu_ctx *c = be->ctx;
     for (int t = 0; t < c->n_threads; t++) {
         free(c->scores[t]);
         free(c->mass_acc[t]);
+        free(c->rowbuf[t]);
     }
     free(c->scores);
     free(c->mass_acc);
-    free(c->scratch_keys);
+    free(c->rowbuf);
+    free(c->wblock);
     free(c->rope_cos);
     free(c->rope_sin);
     free(c);
     free(be);
 }
 
-/* The CPU computes in float32 on the host weights directly. */
+/* A part's weights are used in place by sgemm when they are aligned float32. */
+static int in_place(const pt_linear_part *p) {
+    return p->w.dtype == PT_DT_F32 && (uintptr_t)p->w.data % sizeof(float) == 0;
+}
+
+/* Rows of one converted block of a projection with `in` inputs. */
+static int block_rows(int in) {
+    const size_t rb = WBLOCK_BYTES / (sizeof(float) * (size_t)(in > 0 ? in : 1));
+    return rb < WBLOCK_MIN_ROWS ? WBLOCK_MIN_ROWS : (int)rb;
+}
+
+/* Floats of the largest block of a projection's parts. */
+static size_t block_floats(const pt_linear *l) {
+    size_t rows = 0;
+    for (int k = 0; k < l->n_parts; k++) {
+        const size_t r = (size_t)block_rows(l->in) < (size_t)l->part[k].out
+                             ? (size_t)block_rows(l->in)
+                             : (size_t)l->part[k].out;
+        if (r > rows) rows = r;
+    }
+    return rows * (size_t)l->in;
+}
+
+/* The cpu backend computes from the host views themselves (model.h); it only sizes the block
+ * that F16 / BF16 weights are converted into, and the embedding row buffers. */
 static int cpu_load_weights(pt_backend *be, const pt_config *cfg, const pt_weights *host,
                             pt_weights *dev, pt_error *e) {
-    (void)be, (void)cfg, (void)e;
+    cpu_ctx *c = be->ctx;
     *dev = *host;
+    if ((size_t)cfg->d_model > c->rowbuf_floats) {
+        if (thread_bufs(be, (void **)c->rowbuf, (size_t)cfg->d_model * sizeof(float)))
+            return pt_backend_take_error(be, e, NULL);
+        c->rowbuf_floats = (size_t)cfg->d_model;
+    }
+    size_t need = 0;
+    for (int l = -1; l < cfg->n_layers; l++) {
+        const pt_layer_weights *lw = l >= 0 ? &host->layers[l] : NULL;
+        const pt_linear *ls[] = {lw ? &lw->qkv : &host->lm_head, lw ? &lw->o : NULL,
+                                 lw ? &lw->up : NULL, lw ? &lw->down : NULL};
+        for (size_t k = 0; k < 4; k++)
+            for (int i = 0; ls[k] && i < ls[k]->n_parts; i++)
+                if (!in_place(&ls[k]->part[i]) && block_floats(ls[k]) > need)
+                    need = block_floats(ls[k]);
+    }
+    if (need > c->wblock_floats) {
+        free(c->wblock);
+        c->wblock_floats = 0;
+        if (!(c->wblock = cpu_alloc(be, need * sizeof(float))))
+            return pt_backend_take_error(be, e, NULL);
+        c->wblock_floats = need;
+    }
     return 0;
 }
 static void cpu_free_weights(pt_backend *be, const pt_config *cfg, pt_weights *dev) {
@@ -59,43 +134,116 @@ static void cpu_free_weights(pt_backend *be, const pt_config *cfg, pt_weights *d
 }
 
 static void *cpu_alloc(pt_backend *be, size_t bytes) {
-    (void)be;
+    if (pt_backend_refuse_alloc(be, bytes, "a buffer")) return NULL;
     void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64)) return NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64)) {
+        pt_backend_fail(be, 1, bytes, "cpu backend: out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
     return p;
 }
-static void cpu_free(pt_backend *be, void *p) { (void)be, free(p); }
+static void cpu_free(pt_backend *be, void *p) {
+    (void)be, free(p);
+}
 static void cpu_memcpy(pt_backend *be, void *dst, const void *src, size_t bytes) {
-    (void)be;
+    PT_BE_GUARD(be);
     if (bytes) memmove(dst, src, bytes);
 }
 static void cpu_fill(pt_backend *be, float *dst, float v, size_t n) {
-    (void)be;
+    PT_BE_GUARD(be);
     for (size_t i = 0; i < n; i++) dst[i] = v;
 }
-static void cpu_sync(pt_backend *be) { (void)be; }
+static void cpu_sync(pt_backend *be) {
+    (void)be;
+}
+static size_t cpu_mem_available(pt_backend *be) {
+    (void)be;
+    return pt_host_mem_available();
+}
+
+/* cos/sin of a float32 angle pos * inv_freq, as transformers computes them, tabulated once
+ * per position instead of once per layer and row. */
+static int rope_table(pt_backend *be, const float *inv_freq, int half, int positions) {
+    cpu_ctx *c = be->ctx;
+    if (c->rope_freq_of == inv_freq && c->rope_half == half && positions <= c->rope_positions)
+        return 0;
+    const int n = positions < 256 ? 256 : positions;
+    free(c->rope_cos);
+    free(c->rope_sin);
+    c->rope_positions = 0;
+    c->rope_cos = cpu_alloc(be, (size_t)n * half * sizeof(float));
+    c->rope_sin = cpu_alloc(be, (size_t)n * half * sizeof(float));
+    if (!c->rope_cos || !c->rope_sin) return -1;
+#pragma omp parallel for schedule(static)
+    for (int p = 0; p < n; p++)
+        for (int i = 0; i < half; i++) {
+            const float ang = (float)p * inv_freq[i];
+            c->rope_cos[(size_t)p * half + i] = (float)cos((double)ang);
+            c->rope_sin[(size_t)p * half + i] = (float)sin((double)ang);
+        }
+    c->rope_positions = n;
+    c->rope_half = half;
+    c->rope_freq_of = inv_freq;
+    return 0;
+}
+
+static int cpu_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *r) {
+    cpu_ctx *c = be->ctx;
+    if (be->status.failed) return -1;
+    const size_t keys = (size_t)(r->max_keys > 0 ? r->max_keys : 1);
+    if (keys > c->scratch_keys) {
+        c->scratch_keys = 0;
+        if (thread_bufs(be, (void **)c->scores, (size_t)ATTN_QBLOCK * keys * sizeof(float)) ||
+            thread_bufs(be, (void **)c->mass_acc, keys * sizeof(double)))
+            return -1;
+        c->scratch_keys = keys;
+    }
+    if (r->rope_inv_freq && rope_table(be, r->rope_inv_freq, cfg->head_dim / 2, (int)keys))
+        return -1;
+    return 0;
+}
+
+static void cpu_release_scratch(pt_backend *be) {
+    cpu_ctx *c = be->ctx;
+    for (int t = 0; t < c->n_threads; t++) {
+        free(c->scores[t]);
+        free(c->mass_acc[t]);
+        c->scores[t] = NULL;
+        c->mass_acc[t] = NULL;
+    }
+    c->scratch_keys = 0;
+    free(c->rope_cos);
+    free(c->rope_sin);
+    c->rope_cos = c->rope_sin = NULL;
+    c->rope_positions = 0;
+    c->rope_freq_of = NULL;
+}
 
 static void cpu_embed(pt_backend *be, const pt_config *cfg, const pt_weights *w, const int32_t *ids,
-                      const int32_t *pos, int n, float *x) {
-    (void)be;
+                      const int32_t *pos, int n, void *xv) {
+    PT_BE_GUARD(be);
+    cpu_ctx *c = be->ctx;
     const int d = cfg->d_model;
-    const float *tok = w->tok_emb, *pe = w->pos_emb;
+    float *x = xv;
+    const pt_tensor *tok = &w->tok_emb, *pe = &w->pos_emb;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
         float *xr = x + (size_t)r * d;
-        memcpy(xr, tok + (size_t)ids[r] * d, (size_t)d * sizeof(float));
-        if (pe) {
-            const float *p = pe + (size_t)pos[r] * d;
+        pt_tensor_to_f32(tok, (size_t)ids[r] * d, 1, (size_t)d, xr); /* rows converted on gather */
+        if (pe->data) {
+            float *p = c->rowbuf[omp_get_thread_num()];
+            pt_tensor_to_f32(pe, (size_t)pos[r] * d, 1, (size_t)d, p);
             for (int i = 0; i < d; i++) xr[i] += p[i];
         }
     }
 }
 
-static void cpu_norm(pt_backend *be, const pt_config *cfg, const float *x, int n, const void *weight,
-                     const void *bias, float *y) {
-    (void)be;
+static void cpu_norm(pt_backend *be, const pt_config *cfg, const void *xv, int n, const float *g,
+                     const float *b, void *yv) {
+    PT_BE_GUARD(be);
     const int d = cfg->d_model;
-    const float *g = weight, *b = bias;
+    const float *x = xv;
+    float *y = yv;
     const double eps = cfg->norm_eps;
     const int rms = cfg->norm == PT_NORM_RMSNORM;
 #pragma omp parallel for schedule(static)
@@ -123,56 +271,99 @@ static void cpu_norm(pt_backend *be, const pt_config *cfg, const float *x, int n
     }
 }
 
-static void cpu_linear(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y) {
-    (void)be;
-    if (n <= 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, lin->out, lin->in, 1.0f, x, lin->in,
-                lin->w, lin->in, 0.0f, y, lin->out);
-    if (lin->b) {
-        const float *b = lin->b;
-        const int out = lin->out;
+/* Output rows r0 .. r0+rb-1 of part p (W [out, in], or [in, out] transposed) as float32
+ * [rb, in] (not transposed) or [in, rb] (transposed) into buf, rows over the threads. */
+static void convert_block(const pt_linear_part *p, int in, int r0, int rb, float *buf) {
+    if (!p->transposed) {
 #pragma omp parallel for schedule(static)
-        for (int r = 0; r < n; r++) {
-            float *yr = y + (size_t)r * out;
-            for (int i = 0; i < out; i++) yr[i] += b[i];
-        }
+        for (int r = 0; r < rb; r++)
+            pt_tensor_to_f32(&p->w, (size_t)(r0 + r) * in, 1, (size_t)in, buf + (size_t)r * in);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < in; k++)
+        pt_tensor_to_f32(&p->w, (size_t)k * p->out + r0, 1, (size_t)rb, buf + (size_t)k * rb);
+}
+
+/* y[:, col .. col+p->out) = x W_p^T, ldy = row stride of y. */
+static void part_gemm(cpu_ctx *c, const float *x, int n, int in, const pt_linear_part *p, float *y,
+                      int ldy) {
+    if (in_place(p)) { /* one call: OpenBLAS threads it */
+        const float *w = p->w.data;
+        if (p->transposed)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, p->out, in, 1.0f, x, in, w,
+                        p->out, 0.0f, y, ldy);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, p->out, in, 1.0f, x, in, w, in,
+                        0.0f, y, ldy);
+        return;
+    }
+    /* blocks of output rows, each converted (by all threads) and multiplied (OpenBLAS threads
+     * it); blocks of several MB keep the cost of repacking x per GEMM call negligible */
+    const int rb = block_rows(in);
+    for (int r0 = 0; r0 < p->out; r0 += rb) {
+        const int m = p->out - r0 < rb ? p->out - r0 : rb;
+        convert_block(p, in, r0, m, c->wblock);
+        if (p->transposed)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m, in, 1.0f, x, in, c->wblock,
+                        m, 0.0f, y + r0, ldy);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, in, 1.0f, x, in, c->wblock,
+                        in, 0.0f, y + r0, ldy);
     }
 }
 
-/* cos/sin of a float32 angle pos * inv_freq, as transformers computes them, tabulated once
- * per position (grown on demand) instead of once per layer and row. */
-static void rope_table(cpu_ctx *c, const float *inv_freq, int half, int max_pos) {
-    if (c->rope_freq_of == inv_freq && c->rope_half == half && max_pos < c->rope_positions) return;
-    int n = max_pos + 1;
-    if (n < 2 * c->rope_positions) n = 2 * c->rope_positions;
-    if (n < 256) n = 256;
-    c->rope_cos = pt_xrealloc(c->rope_cos, (size_t)n * half * sizeof(float));
-    c->rope_sin = pt_xrealloc(c->rope_sin, (size_t)n * half * sizeof(float));
+static void cpu_linear_f32(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y) {
+    cpu_ctx *c = be->ctx;
+    if (n <= 0) return;
+    int col = 0;
+    for (int k = 0; k < lin->n_parts; k++) {
+        const pt_linear_part *p = &lin->part[k];
+        part_gemm(c, x, n, lin->in, p, y + col, lin->out);
+        if (p->b) {
+            const float *b = p->b;
+            const int out = lin->out, m = p->out, c0 = col;
 #pragma omp parallel for schedule(static)
-    for (int p = 0; p < n; p++)
-        for (int i = 0; i < half; i++) {
-            const float ang = (float)p * inv_freq[i];
-            c->rope_cos[(size_t)p * half + i] = (float)cos((double)ang);
-            c->rope_sin[(size_t)p * half + i] = (float)sin((double)ang);
+            for (int r = 0; r < n; r++) {
+                float *yr = y + (size_t)r * out + c0;
+                for (int i = 0; i < m; i++) yr[i] += b[i];
+            }
         }
-    c->rope_positions = n;
-    c->rope_half = half;
-    c->rope_freq_of = inv_freq;
+        col += p->out;
+    }
 }
 
-static void cpu_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, float *qkv, int n,
+static void cpu_linear(pt_backend *be, const void *x, int n, const pt_linear *lin, void *y) {
+    PT_BE_GUARD(be);
+    cpu_linear_f32(be, x, n, lin, y);
+}
+static void cpu_logits(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y) {
+    PT_BE_GUARD(be);
+    cpu_linear_f32(be, x, n, lin, y);
+}
+
+static void cpu_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkvv, int n,
                      const int32_t *pos) {
+    PT_BE_GUARD(be);
     cpu_ctx *c = be->ctx;
     const int hd = cfg->head_dim, half = hd / 2;
     const int heads = cfg->n_heads + cfg->n_kv_heads; /* q heads then k heads */
     const int stride = (cfg->n_heads + 2 * cfg->n_kv_heads) * hd;
+    float *qkv = qkvv;
     int max_pos = 0;
     for (int r = 0; r < n; r++)
         if (pos[r] > max_pos) max_pos = pos[r];
-    rope_table(c, inv_freq, half, max_pos);
+    if (c->rope_freq_of != inv_freq || c->rope_half != half || max_pos >= c->rope_positions) {
+        pt_backend_fail(be, 0, 0,
+                        "cpu backend: rope at position %d beyond the reserved %d "
+                        "(internal error)",
+                        max_pos, c->rope_positions);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
-        const float *cs = c->rope_cos + (size_t)pos[r] * half, *sn = c->rope_sin + (size_t)pos[r] * half;
+        const float *cs = c->rope_cos + (size_t)pos[r] * half,
+                    *sn = c->rope_sin + (size_t)pos[r] * half;
         float *row = qkv + (size_t)r * stride;
         for (int h = 0; h < heads; h++) {
             float *v = row + (size_t)h * hd;
@@ -185,27 +376,19 @@ static void cpu_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq
     }
 }
 
-static void cpu_store_kv(pt_backend *be, const pt_config *cfg, const float *qkv, int n,
-                         float *k_cache, float *v_cache, const int32_t *kv_rows) {
-    (void)be;
+static void cpu_store_kv(pt_backend *be, const pt_config *cfg, const void *qkvv, int n,
+                         void *k_cachev, void *v_cachev, const int32_t *kv_rows) {
+    PT_BE_GUARD(be);
     const int hd = cfg->head_dim, qd = cfg->n_heads * hd, kvd = cfg->n_kv_heads * hd;
     const int stride = qd + 2 * kvd;
+    const float *qkv = qkvv;
+    float *k_cache = k_cachev, *v_cache = v_cachev;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
         const float *row = qkv + (size_t)r * stride;
         memcpy(k_cache + (size_t)kv_rows[r] * kvd, row + qd, (size_t)kvd * sizeof(float));
         memcpy(v_cache + (size_t)kv_rows[r] * kvd, row + qd + kvd, (size_t)kvd * sizeof(float));
     }
-}
-
-/* Make sure thread t's scratch holds `keys` score columns. */
-static void ensure_scratch(cpu_ctx *c, int t, size_t keys) {
-    if (c->scratch_keys[t] >= keys) return;
-    free(c->scores[t]);
-    free(c->mass_acc[t]);
-    c->scores[t] = pt_xmalloc((size_t)ATTN_QBLOCK * keys * sizeof(float));
-    c->mass_acc[t] = pt_xmalloc(keys * sizeof(double));
-    c->scratch_keys[t] = keys;
 }
 
 /* One (segment, head): all of the segment's queries in blocks of ATTN_QBLOCK. Scores for a
@@ -219,28 +402,29 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
     const int n_keys_total = s->pos0 + s->n_q;
     const float scale = 1.0f / sqrtf((float)hd);
     const int knock = s->ko_pos >= 0 && a->layer >= s->ko_lo && a->layer < s->ko_hi;
-    ensure_scratch(c, t, (size_t)n_keys_total);
     float *S = c->scores[t];
     double *mass = c->mass_acc[t];
     if (a->mass) memset(mass, 0, (size_t)n_keys_total * sizeof(double));
 
-    const float *kp = a->k_cache + (size_t)s->prefix_kv * kvd + (size_t)kvh * hd;
-    const float *vp = a->v_cache + (size_t)s->prefix_kv * kvd + (size_t)kvh * hd;
-    const float *ko = a->k_cache + (size_t)s->own_kv * kvd + (size_t)kvh * hd;
-    const float *vo = a->v_cache + (size_t)s->own_kv * kvd + (size_t)kvh * hd;
+    const float *kc = a->k_cache, *vc = a->v_cache;
+    const float *kp = kc + (size_t)s->prefix_kv * kvd + (size_t)kvh * hd;
+    const float *vp = vc + (size_t)s->prefix_kv * kvd + (size_t)kvh * hd;
+    const float *ko = kc + (size_t)s->own_kv * kvd + (size_t)kvh * hd;
+    const float *vo = vc + (size_t)s->own_kv * kvd + (size_t)kvh * hd;
     const int contiguous = s->pos0 == 0 || s->own_kv == s->prefix_kv + s->pos0;
     if (s->pos0 == 0) kp = ko, vp = vo;
 
     for (int q0 = 0; q0 < s->n_q; q0 += ATTN_QBLOCK) {
         const int bq = s->n_q - q0 < ATTN_QBLOCK ? s->n_q - q0 : ATTN_QBLOCK;
         const int nk = s->pos0 + q0 + bq; /* keys visible to the block's last query */
-        const float *qb = a->q + (size_t)(s->row + q0) * a->q_stride + (size_t)h * hd;
+        const float *qb =
+            (const float *)a->q + (size_t)(s->row + q0) * a->q_stride + (size_t)h * hd;
         /* S[bq, nk] = scale * Q K^T: one span when the prefix's keys and the run's own keys are
          * adjacent in the cache (a clean or prefix-shared sequence: the same GEMM, so the same
          * rounding, as an independent pass), else prefix span then own span (variants) */
         if (contiguous)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, hd, scale, qb,
-                        a->q_stride, kp, kvd, 0.0f, S, nk);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, hd, scale, qb, a->q_stride,
+                        kp, kvd, 0.0f, S, nk);
         else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, s->pos0, hd, scale, qb,
                         a->q_stride, kp, kvd, 0.0f, S, nk);
@@ -272,12 +456,13 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
             if (a->last && s->last_row >= 0 && i == s->final_pos)
                 for (int j = 0; j <= i; j++) a->last[(size_t)(s->last_row + j) * LH + lh] = sr[j];
             if (a->pattern && s->pattern_row >= 0) {
-                float *pr = a->pattern + (size_t)(s->pattern_row + (int64_t)i * (i + 1) / 2) * LH + lh;
+                float *pr =
+                    a->pattern + (size_t)(s->pattern_row + (int64_t)i * (i + 1) / 2) * LH + lh;
                 for (int j = 0; j <= i; j++) pr[(size_t)j * LH] = sr[j];
             }
         }
         /* out[block] = P V: prefix span then own span */
-        float *ob = a->out + (size_t)(s->row + q0) * (a->n_heads * hd) + (size_t)h * hd;
+        float *ob = (float *)a->out + (size_t)(s->row + q0) * (a->n_heads * hd) + (size_t)h * hd;
         const int od = a->n_heads * hd;
         if (contiguous)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, nk, 1.0f, S, nk, vp, kvd,
@@ -290,11 +475,21 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
         }
     }
     if (a->mass && s->mass_row >= 0)
-        for (int j = 0; j < n_keys_total; j++) a->mass[(size_t)(s->mass_row + j) * LH + lh] += (float)mass[j];
+        for (int j = 0; j < n_keys_total; j++)
+            a->mass[(size_t)(s->mass_row + j) * LH + lh] += (float)mass[j];
 }
 
 static void cpu_attention(pt_backend *be, const pt_attn_args *a) {
+    PT_BE_GUARD(be);
     cpu_ctx *c = be->ctx;
+    for (int i = 0; i < a->n_segs; i++)
+        if ((size_t)a->segs[i].pos0 + a->segs[i].n_q > c->scratch_keys) {
+            pt_backend_fail(be, 0, 0,
+                            "cpu backend: attention over %d keys beyond the reserved "
+                            "%zu (internal error)",
+                            a->segs[i].pos0 + a->segs[i].n_q, c->scratch_keys);
+            return;
+        }
     const int tasks = a->n_segs * a->n_heads;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < tasks; task++)
@@ -308,8 +503,10 @@ static inline float gelu_tanh(float x) {
     return 0.5f * x * (2.0f - 2.0f / (pt_expf(2.0f * y) + 1.0f));
 }
 
-static void cpu_mlp_act(pt_backend *be, const pt_config *cfg, const float *h, int n, float *out) {
-    (void)be;
+static void cpu_mlp_act(pt_backend *be, const pt_config *cfg, const void *hv, int n, void *outv) {
+    PT_BE_GUARD(be);
+    const float *h = hv;
+    float *out = outv;
     const int ff = cfg->d_ff;
     if (cfg->mlp == PT_MLP_SWIGLU) {
 #pragma omp parallel for schedule(static)
@@ -328,15 +525,18 @@ static void cpu_mlp_act(pt_backend *be, const pt_config *cfg, const float *h, in
     }
 }
 
-static void cpu_add(pt_backend *be, float *x, const float *y, size_t n) {
-    (void)be;
+static void cpu_add(pt_backend *be, void *xv, const void *yv, size_t n) {
+    PT_BE_GUARD(be);
+    float *x = xv;
+    const float *y = yv;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-static void cpu_row_norms(pt_backend *be, const float *x, int n, int d, float *out,
+static void cpu_row_norms(pt_backend *be, const void *xv, int n, int d, float *out,
                           size_t out_stride) {
-    (void)be;
+    PT_BE_GUARD(be);
+    const float *x = xv;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
         const float *xr = x + (size_t)r * d;
@@ -346,11 +546,18 @@ static void cpu_row_norms(pt_backend *be, const float *x, int n, int d, float *o
     }
 }
 
-static void cpu_gather_rows(pt_backend *be, const float *src, const int32_t *rows, int m, int d,
-                            float *dst) {
-    (void)be;
+static void cpu_gather_rows(pt_backend *be, const void *srcv, const int32_t *rows, int m, int d,
+                            void *dstv) {
+    PT_BE_GUARD(be);
+    const float *src = srcv;
+    float *dst = dstv;
     for (int i = 0; i < m; i++)
         memcpy(dst + (size_t)i * d, src + (size_t)rows[i] * d, (size_t)d * sizeof(float));
+}
+
+static void cpu_resid_to_host(pt_backend *be, float *dst, const void *src, size_t n) {
+    PT_BE_GUARD(be);
+    if (n) memcpy(dst, src, n * sizeof(float));
 }
 
 /* Top-k of one row by a bounded insertion into a sorted list (K is small). */
@@ -372,7 +579,7 @@ static void row_topk(const float *lp, int V, int K, int32_t *ids, float *vals) {
 
 static void cpu_log_softmax(pt_backend *be, float *logits, int m, int V, double *entropy, int K,
                             int32_t *topk_id, float *topk_logp) {
-    (void)be;
+    PT_BE_GUARD(be);
     /* Rows in parallel, each row's sums in one fixed order: independent of the thread count. */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int r = 0; r < m; r++) {
@@ -396,7 +603,7 @@ static void cpu_log_softmax(pt_backend *be, float *logits, int m, int V, double 
 /* KL sums in float64 over the vocabulary, in a fixed order. */
 static void cpu_divergence(pt_backend *be, const float *lp_p, size_t sp, const float *lp_q,
                            size_t sq, int m, int V, double *kl_pq, double *kl_qp, double *js) {
-    (void)be;
+    PT_BE_GUARD(be);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int r = 0; r < m; r++) {
         const float *p = lp_p + (size_t)r * sp, *q = lp_q + (size_t)r * sq;
@@ -418,30 +625,64 @@ static void cpu_divergence(pt_backend *be, const float *lp_p, size_t sp, const f
     }
 }
 
-static void cpu_pick(pt_backend *be, const float *logp, int m, int V, const int32_t *ids, float *out) {
-    (void)be;
-    for (int r = 0; r < m; r++) out[r] = ids[r] >= 0 && ids[r] < V ? logp[(size_t)r * V + ids[r]] : NAN;
+static void cpu_pick(pt_backend *be, const float *logp, int m, int V, const int32_t *ids,
+                     float *out) {
+    PT_BE_GUARD(be);
+    for (int r = 0; r < m; r++)
+        out[r] = ids[r] >= 0 && ids[r] < V ? logp[(size_t)r * V + ids[r]] : NAN;
+}
+
+/* "AMD EPYC 7B13" from /proc/cpuinfo, else the machine name. */
+static void cpu_model_name(char *out, size_t n) {
+    snprintf(out, n, "cpu");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            const char *v = strchr(line, ':') + 1;
+            while (*v == ' ' || *v == '\t') v++;
+            snprintf(out, n, "%.*s", (int)strcspn(v, "\n"), v);
+            break;
+        }
+    fclose(f);
 }
 
 pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
-    (void)e;
     if (n_threads > 0) {
         omp_set_num_threads(n_threads);
         openblas_set_num_threads(n_threads);
     }
-    pt_backend *be = pt_xcalloc(1, sizeof *be);
-    cpu_ctx *c = pt_xcalloc(1, sizeof *c);
-    c->n_threads = omp_get_max_threads();
-    c->scores = pt_xcalloc((size_t)c->n_threads, sizeof(float *));
-    c->mass_acc = pt_xcalloc((size_t)c->n_threads, sizeof(double *));
-    c->scratch_keys = pt_xcalloc((size_t)c->n_threads, sizeof(size_t));
+    pt_backend *be = pt_try_calloc(1, sizeof *be, "the cpu backend", e);
+    cpu_ctx *c = pt_try_calloc(1, sizeof *c, "the cpu backend", e);
+    const int nt = omp_get_max_threads();
+    if (c) {
+        c->n_threads = nt;
+        c->scores = pt_try_calloc((size_t)nt, sizeof(float *), "the cpu backend", e);
+        c->mass_acc = pt_try_calloc((size_t)nt, sizeof(double *), "the cpu backend", e);
+        c->rowbuf = pt_try_calloc((size_t)nt, sizeof(float *), "the cpu backend", e);
+    }
+    if (!be || !c || !c->scores || !c->mass_acc || !c->rowbuf) {
+        if (c) free(c->scores), free(c->mass_acc), free(c->rowbuf);
+        free(c);
+        free(be);
+        return NULL;
+    }
     be->name = "cpu";
     be->ctx = c;
     be->dtype = PT_DTYPE_F32;
-    snprintf(be->device_name, sizeof be->device_name, "cpu (%d threads)", c->n_threads);
+    be->resid_bytes = be->act_bytes = be->kv_bytes = sizeof(float);
+    char model[96];
+    cpu_model_name(model, sizeof model);
+    snprintf(be->device_name, sizeof be->device_name, "cpu (%d threads)", nt);
+    snprintf(be->description, sizeof be->description, "%d thread%s, %s", nt, nt == 1 ? "" : "s",
+             model);
     be->destroy = cpu_destroy;
     be->load_weights = cpu_load_weights;
     be->free_weights = cpu_free_weights;
+    be->reserve = cpu_reserve;
+    be->release_scratch = cpu_release_scratch;
+    be->mem_available = cpu_mem_available;
     be->alloc = cpu_alloc;
     be->free = cpu_free;
     be->to_device = cpu_memcpy;
@@ -452,6 +693,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->embed = cpu_embed;
     be->norm = cpu_norm;
     be->linear = cpu_linear;
+    be->logits = cpu_logits;
     be->rope = cpu_rope;
     be->store_kv = cpu_store_kv;
     be->attention = cpu_attention;
@@ -459,6 +701,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->add = cpu_add;
     be->row_norms = cpu_row_norms;
     be->gather_rows = cpu_gather_rows;
+    be->resid_to_host = cpu_resid_to_host;
     be->log_softmax = cpu_log_softmax;
     be->divergence = cpu_divergence;
     be->pick = cpu_pick;

@@ -5,13 +5,19 @@
 #include <string.h>
 
 #include "punctum/cli.h"
+#include "punctum/model.h"
 #include "punctum/sweep.h"
 
 static void run_usage(FILE *f) {
     fprintf(f,
-            "usage: punctum run --model DIR --pairs FILE.jsonl --out FILE.h5 [options]\n"
-            "  --backend auto|cpu|cuda     auto: cuda when a GPU is usable, else cpu\n"
-            "  --dtype f32|bf16|f16        compute dtype (cpu: f32; cuda default bf16)\n"
+            "usage: punctum run --model DIR|ORG/NAME --pairs FILE.jsonl --out FILE.h5 [options]\n"
+            "  --model DIR|ORG/NAME        a model directory, or a Hugging Face model id found in\n"
+            "                              the local cache ($HF_HUB_CACHE, $HF_HOME/hub or\n"
+            "                              ~/.cache/huggingface/hub; nothing is downloaded)\n"
+            "  --backend auto|cpu|cuda     auto: cuda when a GPU is usable, else cpu (the start-up\n"
+            "                              line says why)\n"
+            "  --dtype f32|bf16|f16        compute dtype (cpu: f32; cuda default bf16; auto\n"
+            "                              without a GPU: f32)\n"
             "  --stats LIST                from mass,last,resid,topk,lens,patterns, or none\n"
             "                              (default mass,last,resid,topk)\n"
             "  --topk K                    default 10\n"
@@ -21,13 +27,18 @@ static void run_usage(FILE *f) {
             "  --patch resid|none          default none\n"
             "  --derive-b append:STR|strip-punct\n"
             "  --chat                      wrap prompts in the model's chat template (SPEC §2)\n"
-            "  --batch-tokens N            token budget of one forward batch (default 4096)\n"
+            "  --batch-tokens N            token budget of one forward batch (default: sized to\n"
+            "                              the GPU's free or the host's available memory)\n"
             "  --shard I/N                 take the pairs whose 0-based index %% N == I\n"
             "  --resume                    continue an interrupted run into the same file\n"
             "  --force                     overwrite an existing output file\n"
             "  --store f32|f16             storage dtype of float statistics (default f32)\n"
             "  --strict                    stop at the first bad record instead of recording it\n"
-            "  --progress auto|always|never\n"
+            "  --progress auto|always|never  auto: one rewritten line on a terminal, else a\n"
+            "                              complete line every 30 s; always: complete lines even\n"
+            "                              on a terminal; both end with a summary line\n"
+            "  --patterns-limit SIZE|none  refuse to start when --stats patterns would write more\n"
+            "                              than SIZE (bytes, or with K, M, G, T; default 4G)\n"
             "  --threads N                 cpu threads (default: all cores)\n"
             "  --device N                  cuda device\n");
 }
@@ -44,6 +55,22 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     long v = strtol(s, &end, 10);
     if (end == s || *end || v < lo || v > hi) return -1;
     *out = (int)v;
+    return 0;
+}
+
+/* "4G", "512M", "1000" (bytes) or "none" (0: no limit). */
+static int parse_size(const char *s, int64_t *out) {
+    if (!strcmp(s, "none")) {
+        *out = 0;
+        return 0;
+    }
+    char *end;
+    double v = strtod(s, &end);
+    const char *units = "KMGT";
+    const char *u = *end ? strchr(units, *end) : NULL;
+    if (end == s || v <= 0 || (*end && (!u || end[1])) || v > 1e18) return -1;
+    for (int k = u ? (int)(u - units) + 1 : 0; k > 0; k--) v *= 1024;
+    *out = (int64_t)v;
     return 0;
 }
 
@@ -70,15 +97,15 @@ int pt_cmd_run(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     o.backend = "auto";
     o.stat_mass = o.stat_last = o.stat_resid = o.stat_topk = 1;
-    o.topk = 10;
     o.positions = PT_POS_PUNCT;
-    o.windows = "all";
     o.progress = -1;
     o.shard_n = 1;
+    o.patterns_limit = PT_PATTERNS_LIMIT_DEFAULT;
+    char *model_dir = NULL;
 
     enum { O_MODEL = 256, O_PAIRS, O_OUT, O_BACKEND, O_DTYPE, O_STATS, O_TOPK, O_ABLATE, O_POSITIONS,
            O_WINDOWS, O_PATCH, O_DERIVE, O_BATCH, O_SHARD, O_RESUME, O_FORCE, O_STORE, O_STRICT,
-           O_PROGRESS, O_THREADS, O_DEVICE, O_CHAT, O_HELP };
+           O_PROGRESS, O_THREADS, O_DEVICE, O_PATTERNS_LIMIT, O_CHAT, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"pairs", required_argument, 0, O_PAIRS},
         {"out", required_argument, 0, O_OUT}, {"backend", required_argument, 0, O_BACKEND},
@@ -92,6 +119,7 @@ int pt_cmd_run(int argc, char **argv) {
         {"store", required_argument, 0, O_STORE}, {"strict", no_argument, 0, O_STRICT},
         {"progress", required_argument, 0, O_PROGRESS},
         {"threads", required_argument, 0, O_THREADS}, {"device", required_argument, 0, O_DEVICE},
+        {"patterns-limit", required_argument, 0, O_PATTERNS_LIMIT},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
 
     /* the command line is recorded in the output file */
@@ -148,6 +176,7 @@ int pt_cmd_run(int argc, char **argv) {
             }
             break;
         case O_POSITIONS:
+            o.positions_given = 1;
             if (!strcmp(optarg, "all")) o.positions = PT_POS_ALL;
             else if (!strcmp(optarg, "punct")) o.positions = PT_POS_PUNCT;
             else if (!strcmp(optarg, "none")) o.positions = PT_POS_NONE;
@@ -226,6 +255,13 @@ int pt_cmd_run(int argc, char **argv) {
                 rc = usage_error("--device %s: expected a device index", optarg);
                 goto out;
             }
+            o.device_given = 1;
+            break;
+        case O_PATTERNS_LIMIT:
+            if (parse_size(optarg, &o.patterns_limit)) {
+                rc = usage_error("--patterns-limit %s: expected a size such as 4G, or none", optarg);
+                goto out;
+            }
             break;
         case O_HELP:
             run_usage(stdout);
@@ -248,8 +284,16 @@ int pt_cmd_run(int argc, char **argv) {
         rc = usage_error("%s", "--resume and --force exclude each other");
         goto out;
     }
+    pt_error e;
+    if (!(model_dir = pt_model_resolve(o.model_dir, &e))) {
+        fprintf(stderr, "punctum run: %s\n", e.msg);
+        rc = 2;
+        goto out;
+    }
+    o.model_dir = model_dir;
     rc = pt_sweep_run(&o);
 out:
+    free(model_dir);
     free(cl);
     return rc;
 }

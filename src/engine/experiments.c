@@ -5,59 +5,90 @@
  * it starts at layer l from the clean residual stream (resid_all), and reads keys 0..p-1 from
  * the clean run's key/value cache. Variants of one start layer are packed into sub-batches
  * and run through the same forward as the clean pass. */
+#include "engine/experiments.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/sweep_internal.h"
-
 enum { MAX_VARIANTS = 256, LENS_CHUNK = 256 };
+
+/* Variants per sub-batch, and residual rows the logit lens decodes at once: their logits take
+ * (rows x vocabulary) floats, so they shrink with the forward budget when memory runs out. */
+static int max_variants(const pt_sweep *S) {
+    const int m = S->fwd_budget / 4;
+    return m < 1 ? 1 : m > MAX_VARIANTS ? MAX_VARIANTS : m;
+}
+static int lens_chunk(const pt_sweep *S) {
+    const int L1 = S->cfg->n_layers + 1, m = max_variants(S);
+    return L1 < m ? L1 : m;
+}
+
+int pt_experiments_final_rows(const pt_sweep *S) {
+    const int a = max_variants(S), b = lens_chunk(S);
+    return a > b ? a : b;
+}
+enum { KIND_KNOCKOUT = 0, KIND_PATCH = 1 };
+
+/* What a variant of the sub-batch is, for emitting its row. */
+struct variant {
+    int seq, pos, window, layer, pair;
+    int64_t slot; /* knockout: its output row in the batch */
+};
+/* Knockout results of the batch, by output row (sequence, window, position order). */
+struct ko_row {
+    float kl, dtop1, dtarget;
+    int8_t changed;
+};
+typedef struct {
+    struct ko_row *v;
+    size_t cap;
+} ko_buf;
 
 struct pt_experiments {
     int n_windows;
-    int (*windows)[2];
+    pt_i32buf windows; /* [n_windows][2]: lo, hi */
     /* one sub-batch under construction */
-    int n_var, n_rows;
-    pt_segment *segs;
-    int32_t *pos, *kvr, *fin, *src_rows;
-    size_t rows_cap;
-    int32_t *top1, *ids_tmp;
-    float *lp_tmp, *lp_tmp2;
-    double *kl_tmp, *kl_tmp2;
-    /* what each variant of the sub-batch is, for emitting its row */
-    struct variant { int seq, pos, window, layer, pair; int64_t slot; } *vars;
-    /* knockout results of the batch, by output row (sequence, window, position order) */
-    struct ko_row { float kl, dtop1, dtarget; int8_t changed; } *ko;
+    int n_var, n_rows, start_layer;
+    pt_segment segs[MAX_VARIANTS];
+    struct variant vars[MAX_VARIANTS];
+    int32_t fin[MAX_VARIANTS], top1[MAX_VARIANTS], ids_tmp[MAX_VARIANTS];
+    float lp_tmp[MAX_VARIANTS], lp_tmp2[MAX_VARIANTS], tq[MAX_VARIANTS];
+    double kl_tmp[MAX_VARIANTS], kl_tmp2[MAX_VARIANTS];
+    pt_i32buf pos, kvr, src_rows; /* per variant row */
+    /* knockout position sets of the batch: sequence s has set_n[s] positions at set_off[s] */
+    pt_i32buf sets, set_n;
+    pt_i64buf set_off, first;
+    ko_buf ko;
+    pt_chrbuf mark; /* position_set scratch */
     pt_devbuf d_xin, d_logits, d_lens_x;
-    int start_layer;
 };
 
 /* ---- setup ------------------------------------------------------------------------------ */
 
+static int add_window(pt_experiments *X, int lo, int hi, pt_error *e) {
+    if (PT_BUF_FIT(&X->windows, 2 * (size_t)(X->n_windows + 1), e)) return -1;
+    X->windows.v[2 * X->n_windows] = lo;
+    X->windows.v[2 * X->n_windows + 1] = hi;
+    X->n_windows++;
+    return 0;
+}
+
 static int parse_windows(pt_experiments *X, const char *spec, int L, pt_error *e) {
     X->n_windows = 0;
-    if (!spec || !strcmp(spec, "all")) {
-        X->windows = pt_xmalloc(sizeof *X->windows);
-        X->windows[0][0] = 0;
-        X->windows[0][1] = L;
-        X->n_windows = 1;
-        return 0;
-    }
+    if (!spec || !strcmp(spec, "all")) return add_window(X, 0, L, e);
     if (!strcmp(spec, "each")) {
-        X->windows = pt_xmalloc((size_t)L * sizeof *X->windows);
-        for (int l = 0; l < L; l++) X->windows[l][0] = l, X->windows[l][1] = l + 1;
-        X->n_windows = L;
+        for (int l = 0; l < L; l++)
+            if (add_window(X, l, l + 1, e)) return -1;
         return 0;
     }
-    size_t n = 1;
-    for (const char *p = spec; *p; p++) n += *p == ',';
-    X->windows = pt_xmalloc(n * sizeof *X->windows);
     const char *p = spec;
     while (*p) {
         char *end;
         long lo = strtol(p, &end, 10);
-        if (end == p || *end != ':') return pt_fail(e, "--windows %s: expected LO:HI[,LO:HI...]", spec);
+        if (end == p || *end != ':')
+            return pt_fail(e, "--windows %s: expected LO:HI[,LO:HI...]", spec);
         p = end + 1;
         long hi = strtol(p, &end, 10);
         if (end == p || (*end && *end != ','))
@@ -65,75 +96,78 @@ static int parse_windows(pt_experiments *X, const char *spec, int L, pt_error *e
         if (lo < 0 || hi > L || lo >= hi)
             return pt_fail(e, "--windows %s: window %ld:%ld is not within 0:%d with LO < HI", spec,
                            lo, hi, L);
-        X->windows[X->n_windows][0] = (int)lo;
-        X->windows[X->n_windows][1] = (int)hi;
-        X->n_windows++;
+        if (add_window(X, (int)lo, (int)hi, e)) return -1;
         p = *end ? end + 1 : end;
     }
     return 0;
 }
 
-int pt_sweep_setup_experiments(pt_sweep *S, pt_error *e) {
+int pt_experiments_setup(pt_sweep *S, pt_error *e) {
     const pt_run_opts *o = S->o;
     S->experiments = o->ablate_knockout || o->patch_resid || o->stat_lens;
     if (!S->experiments) return 0;
-    pt_experiments *X = pt_xcalloc(1, sizeof *X);
-    S->ex = X;
+    pt_experiments *X = pt_try_calloc(1, sizeof *X, "the experiments", e);
+    if (!(S->ex = X)) return -1;
     if (o->ablate_knockout && parse_windows(X, o->windows, S->cfg->n_layers, e)) return -1;
-    X->segs = pt_xmalloc(MAX_VARIANTS * sizeof *X->segs);
-    X->vars = pt_xmalloc(MAX_VARIANTS * sizeof *X->vars);
-    X->fin = pt_xmalloc(MAX_VARIANTS * sizeof(int32_t));
-    X->top1 = pt_xmalloc(MAX_VARIANTS * sizeof(int32_t));
-    X->ids_tmp = pt_xmalloc((MAX_VARIANTS > LENS_CHUNK ? MAX_VARIANTS : LENS_CHUNK) * sizeof(int32_t));
-    X->lp_tmp = pt_xmalloc(MAX_VARIANTS * sizeof(float));
-    X->lp_tmp2 = pt_xmalloc(MAX_VARIANTS * sizeof(float));
-    X->kl_tmp = pt_xmalloc(MAX_VARIANTS * sizeof(double));
-    X->kl_tmp2 = pt_xmalloc(MAX_VARIANTS * sizeof(double));
     return 0;
 }
 
-void pt_sweep_free_experiments(pt_sweep *S) {
+void pt_experiments_release(pt_sweep *S) {
     pt_experiments *X = S->ex;
     if (!X) return;
-    pt_devbuf *bufs[] = {&X->d_xin, &X->d_logits, &X->d_lens_x};
-    for (size_t k = 0; k < 3; k++)
-        if (bufs[k]->p) S->be->free(S->be, bufs[k]->p);
-    free(X->windows);
-    free(X->ko);
-    free(X->segs);
-    free(X->vars);
-    free(X->fin);
-    free(X->top1);
-    free(X->ids_tmp);
-    free(X->lp_tmp);
-    free(X->lp_tmp2);
-    free(X->kl_tmp);
-    free(X->kl_tmp2);
-    free(X->pos);
-    free(X->kvr);
-    free(X->src_rows);
+    pt_devbuf_free(S->be, &X->d_xin);
+    pt_devbuf_free(S->be, &X->d_logits);
+    pt_devbuf_free(S->be, &X->d_lens_x);
+}
+
+void pt_experiments_free(pt_sweep *S) {
+    pt_experiments *X = S->ex;
+    if (!X) return;
+    if (S->be) pt_experiments_release(S);
+    PT_BUF_FREE(&X->windows);
+    PT_BUF_FREE(&X->pos);
+    PT_BUF_FREE(&X->kvr);
+    PT_BUF_FREE(&X->src_rows);
+    PT_BUF_FREE(&X->sets);
+    PT_BUF_FREE(&X->set_n);
+    PT_BUF_FREE(&X->set_off);
+    PT_BUF_FREE(&X->first);
+    PT_BUF_FREE(&X->ko);
+    PT_BUF_FREE(&X->mark);
     free(X);
     S->ex = NULL;
 }
 
-void pt_sweep_emit_windows(pt_sweep *S) {
+void pt_experiments_emit_windows(pt_sweep *S) {
     pt_experiments *X = S->ex;
     if (!X || S->col[C_WIN] < 0) return;
     int32_t *w = pt_sweep_rows(S, C_WIN, (size_t)X->n_windows);
-    for (int k = 0; k < X->n_windows; k++) w[2 * k] = X->windows[k][0], w[2 * k + 1] = X->windows[k][1];
+    memcpy(w, X->windows.v, (size_t)X->n_windows * 2 * sizeof(int32_t));
 }
 
 /* ---- position sets ---------------------------------------------------------------------- */
 
 /* The positions of sequence q selected by the record or --positions, ascending, into out
- * (capacity q->T). include_final: add T-1 (logit lens); otherwise T-1 is dropped (knockout). */
+ * (capacity q->T). include_final: add T-1 (logit lens); otherwise T-1 is dropped (knockout).
+ * -1: out of host memory. */
 static int position_set(pt_sweep *S, const pt_bseq *q, int include_final, int32_t *out) {
+    pt_experiments *X = S->ex;
     const pt_record *r = q->rec;
     const int T = q->T;
-    char *mark = pt_xcalloc((size_t)T, 1);
+    if (PT_SWEEP_FIT(S, &X->mark, T)) return -1;
+    char *mark = X->mark.v;
+    memset(mark, 0, (size_t)T);
     if (r->positions) {
         for (int k = 0; k < r->n_positions; k++)
-            if (r->positions[k] < T) mark[r->positions[k]] = 1;
+            if (r->positions[k] < T)
+                mark[r->positions[k]] = 1;
+            else if (!S->warned_positions) {
+                S->warned_positions = 1;
+                fprintf(stderr,
+                        "punctum: warning: line %lld: position %d is beyond the prompt's %d "
+                        "tokens and is ignored (said once; other records may have more)\n",
+                        (long long)r->line, r->positions[k], T);
+            }
     } else {
         switch (S->o->positions) {
         case PT_POS_ALL:
@@ -157,248 +191,292 @@ static int position_set(pt_sweep *S, const pt_bseq *q, int include_final, int32_
     int n = 0;
     for (int p = 0; p < T; p++)
         if (mark[p]) out[n++] = p;
-    free(mark);
     return n;
 }
 
 /* ---- sub-batches of variants ----------------------------------------------------------- */
 
-static void flush_variants(pt_sweep *S, int kind);
+static int flush_variants(pt_sweep *S, int kind);
 
 /* Add a variant of clean sequence `seq`: queries p..T-1 from layer `layer`. For a patching
  * variant, row p's residual comes from `patch_row` instead of the sequence's own. */
-static void add_variant(pt_sweep *S, int kind, int seq, int p, int layer, int ko_pos, int ko_lo,
-                        int ko_hi, int patch_row, struct variant v) {
+static int add_variant(pt_sweep *S, int kind, int seq, int p, int layer, int ko_pos, int ko_lo,
+                       int ko_hi, int patch_row, struct variant v) {
     pt_experiments *X = S->ex;
-    const pt_bseq *q = &S->plan.seqs[seq];
+    const pt_bseq *q = &S->plan.seqs.v[seq];
     const int n_q = q->T - p;
-    if (X->n_var > 0 && (X->n_var == MAX_VARIANTS || X->n_rows + n_q > S->variant_rows ||
-                         layer != X->start_layer))
-        flush_variants(S, kind);
+    if (X->n_var > 0 &&
+        (X->n_var == max_variants(S) || X->n_rows + n_q > S->variant_rows ||
+         layer != X->start_layer) &&
+        flush_variants(S, kind))
+        return -1;
     X->start_layer = layer;
     const int row = X->n_rows;
-    if ((size_t)(row + n_q) > X->rows_cap) {
-        X->rows_cap = (size_t)(row + n_q) * 2;
-        X->pos = pt_xrealloc(X->pos, X->rows_cap * sizeof(int32_t));
-        X->kvr = pt_xrealloc(X->kvr, X->rows_cap * sizeof(int32_t));
-        X->src_rows = pt_xrealloc(X->src_rows, X->rows_cap * sizeof(int32_t));
-    }
+    const size_t need = (size_t)row + (size_t)n_q;
+    if (PT_SWEEP_FIT(S, &X->pos, need) || PT_SWEEP_FIT(S, &X->kvr, need) ||
+        PT_SWEEP_FIT(S, &X->src_rows, need))
+        return -1;
     for (int k = 0; k < n_q; k++) {
-        X->pos[row + k] = p + k;
-        X->kvr[row + k] = S->plan.n_rows + row + k; /* variant keys live after the clean rows */
-        X->src_rows[row + k] = q->kv0 + p + k;
+        X->pos.v[row + k] = p + k;
+        X->kvr.v[row + k] = S->plan.n_rows + row + k; /* variant keys live after the clean rows */
+        X->src_rows.v[row + k] = q->kv0 + p + k;
     }
-    if (patch_row >= 0) X->src_rows[row] = patch_row;
-    X->segs[X->n_var] = (pt_segment){
-        .row = row, .n_q = n_q, .pos0 = p, .prefix_kv = q->kv0, .own_kv = S->plan.n_rows + row,
-        .ko_pos = ko_pos, .ko_lo = ko_lo, .ko_hi = ko_hi, .mass_row = -1, .last_row = -1,
-        .pattern_row = -1, .final_pos = q->T - 1};
+    if (patch_row >= 0) X->src_rows.v[row] = patch_row;
+    X->segs[X->n_var] = (pt_segment){.row = row,
+                                     .n_q = n_q,
+                                     .pos0 = p,
+                                     .prefix_kv = q->kv0,
+                                     .own_kv = S->plan.n_rows + row,
+                                     .ko_pos = ko_pos,
+                                     .ko_lo = ko_lo,
+                                     .ko_hi = ko_hi,
+                                     .mass_row = -1,
+                                     .last_row = -1,
+                                     .pattern_row = -1,
+                                     .final_pos = q->T - 1};
     X->fin[X->n_var] = row + n_q - 1;
     X->vars[X->n_var] = v;
     X->n_var++;
     X->n_rows += n_q;
+    return 0;
 }
 
-enum { KIND_KNOCKOUT = 0, KIND_PATCH = 1 };
-
-static void flush_variants(pt_sweep *S, int kind) {
+/* Knockout rows of variants v0 .. v1-1 (all of clean sequence s) against the clean run. */
+static void compare_knockout(pt_sweep *S, const float *Q, int v0, int v1) {
     pt_experiments *X = S->ex;
-    if (X->n_var == 0) return;
+    pt_plan *P = &S->plan;
+    pt_backend *be = S->be;
+    const int V = S->cfg->vocab_size, K = S->topk, m = v1 - v0, s = X->vars[v0].seq;
+    const float *Pc = S->logp_dev + (size_t)s * V;
+    be->divergence(be, Pc, 0, Q, (size_t)V, m, V, X->kl_tmp + v0, NULL, NULL);
+    for (int v = 0; v < m; v++) X->ids_tmp[v] = P->topk_id.v[(size_t)s * K];
+    be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2 + v0);
+    const int32_t tgt = P->seqs.v[s].rec->target_id[P->seqs.v[s].side];
+    for (int v = 0; v < m; v++) X->ids_tmp[v] = tgt;
+    be->pick(be, Q, m, V, X->ids_tmp, X->tq);
+    for (int v = v0; v < v1; v++)
+        X->ko.v[X->vars[v].slot] =
+            (struct ko_row){.kl = (float)X->kl_tmp[v],
+                            .dtop1 = X->lp_tmp2[v] - P->topk_lp.v[(size_t)s * K],
+                            .dtarget = tgt >= 0 ? X->tq[v - v0] - P->target_lp.v[s] : NAN,
+                            .changed = (int8_t)(X->top1[v] != P->topk_id.v[(size_t)s * K])};
+}
+
+/* Patching rows of variants v0 .. v1-1 (all of one pair) against its clean a and b. */
+static void compare_patch(pt_sweep *S, const float *Q, int v0, int v1) {
+    pt_experiments *X = S->ex;
+    pt_plan *P = &S->plan;
+    pt_backend *be = S->be;
+    const int V = S->cfg->vocab_size, m = v1 - v0;
+    const pt_record *r = P->seqs.v[X->vars[v0].seq].rec;
+    const int sa = r->seq_local[0], sb = r->seq_local[1];
+    const float *Pa = S->logp_dev + (size_t)sa * V, *Pb = S->logp_dev + (size_t)sb * V;
+    be->divergence(be, Pb, 0, Q, (size_t)V, m, V, X->kl_tmp + v0, NULL, NULL);
+    be->divergence(be, Pa, 0, Q, (size_t)V, m, V, X->kl_tmp2 + v0, NULL, NULL);
+    const int32_t top1_b = P->topk_id.v[(size_t)sb * S->topk];
+    for (int v = 0; v < m; v++) X->ids_tmp[v] = top1_b;
+    be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2 + v0);
+    float lp_a_top1b;
+    be->pick(be, Pa, 1, V, &top1_b, &lp_a_top1b);
+    for (int v = v0; v < v1; v++) {
+        *(int64_t *)pt_sweep_rows(S, C_PA_PAIR, 1) = S->rows.pairs + X->vars[v].pair;
+        *(int32_t *)pt_sweep_rows(S, C_PA_LAYER, 1) = X->vars[v].layer;
+        *(int32_t *)pt_sweep_rows(S, C_PA_POS, 1) = X->vars[v].pos;
+        *(float *)pt_sweep_rows(S, C_PA_KL_TO_B, 1) = (float)X->kl_tmp[v];
+        *(float *)pt_sweep_rows(S, C_PA_KL_FROM_A, 1) = (float)X->kl_tmp2[v];
+        *(float *)pt_sweep_rows(S, C_PA_DTOP1_B, 1) = X->lp_tmp2[v] - lp_a_top1b;
+    }
+}
+
+static int flush_variants(pt_sweep *S, int kind) {
+    pt_experiments *X = S->ex;
+    if (X->n_var == 0) return 0;
     pt_backend *be = S->be;
     const pt_config *c = S->cfg;
     const int d = c->d_model, V = c->vocab_size, m = X->n_var;
+    const size_t rb = be->resid_bytes;
     pt_plan *P = &S->plan;
 
-    float *xin = pt_sweep_dev(S, &X->d_xin, (size_t)X->n_rows * d);
-    be->gather_rows(be, S->d_resid_all.p + (size_t)X->start_layer * P->n_rows * d, X->src_rows,
-                    X->n_rows, d, xin);
-    float *logits = pt_sweep_dev(S, &X->d_logits, (size_t)m * V);
-    pt_fwd f = {.n_rows = X->n_rows, .pos = X->pos, .start_layer = X->start_layer, .x_in = xin,
-                .segs = X->segs, .n_segs = m, .kv_rows = X->kvr, .final_rows = X->fin,
-                .n_final = m, .logits = logits};
-    pt_forward(&S->en, &f);
+    void *xin = pt_sweep_dev(S, &X->d_xin, (size_t)X->n_rows * d * rb);
+    float *logits = pt_sweep_dev(S, &X->d_logits, (size_t)m * V * sizeof(float));
+    if (!xin || !logits) return -1;
+    const char *layer_rows =
+        (const char *)S->d.resid_all.p + (size_t)X->start_layer * P->n_rows * d * rb;
+    be->gather_rows(be, layer_rows, X->src_rows.v, X->n_rows, d, xin);
+    pt_fwd f = {.n_rows = X->n_rows,
+                .pos = X->pos.v,
+                .start_layer = X->start_layer,
+                .x_in = xin,
+                .segs = X->segs,
+                .n_segs = m,
+                .kv_rows = X->kvr.v,
+                .final_rows = X->fin,
+                .n_final = m,
+                .logits = logits};
+    if (pt_forward(&S->en, &f)) return -1;
     be->log_softmax(be, logits, m, V, NULL, 1, X->top1, X->lp_tmp);
 
-    /* compare each variant with its clean reference, one run of same-reference variants at a time */
-    for (int v0 = 0; v0 < m;) {
+    /* compare each variant with its clean reference, one run of same-reference variants at a time
+     */
+    for (int v0 = 0; v0 < m && !pt_backend_failed(be);) {
         const int ref = kind == KIND_KNOCKOUT ? X->vars[v0].seq : X->vars[v0].pair;
         int v1 = v0 + 1;
         while (v1 < m && (kind == KIND_KNOCKOUT ? X->vars[v1].seq : X->vars[v1].pair) == ref) v1++;
         const float *Q = logits + (size_t)v0 * V;
-        if (kind == KIND_KNOCKOUT) {
-            const int s = X->vars[v0].seq;
-            const float *Pc = S->logp_dev + (size_t)s * V;
-            be->divergence(be, Pc, 0, Q, (size_t)V, v1 - v0, V, X->kl_tmp + v0, NULL, NULL);
-            for (int v = v0; v < v1; v++) X->ids_tmp[v - v0] = P->topk_id[(size_t)s * S->topk];
-            be->pick(be, Q, v1 - v0, V, X->ids_tmp, X->lp_tmp2 + v0);
-            const int32_t tgt = P->seqs[s].rec->target_id[P->seqs[s].side];
-            float *tq = pt_xmalloc((size_t)(v1 - v0) * sizeof(float));
-            for (int v = v0; v < v1; v++) X->ids_tmp[v - v0] = tgt;
-            be->pick(be, Q, v1 - v0, V, X->ids_tmp, tq);
-            for (int v = v0; v < v1; v++)
-                X->ko[X->vars[v].slot] = (struct ko_row){
-                    .kl = (float)X->kl_tmp[v],
-                    .dtop1 = X->lp_tmp2[v] - P->topk_lp[(size_t)s * S->topk],
-                    .dtarget = tgt >= 0 ? tq[v - v0] - P->target_lp[s] : NAN,
-                    .changed = (int8_t)(X->top1[v] != P->topk_id[(size_t)s * S->topk])};
-            free(tq);
-        } else {
-            const pt_record *r = P->seqs[X->vars[v0].seq].rec;
-            const int sa = r->seq_local[0], sb = r->seq_local[1];
-            const float *Pa = S->logp_dev + (size_t)sa * V, *Pb = S->logp_dev + (size_t)sb * V;
-            be->divergence(be, Pb, 0, Q, (size_t)V, v1 - v0, V, X->kl_tmp + v0, NULL, NULL);
-            be->divergence(be, Pa, 0, Q, (size_t)V, v1 - v0, V, X->kl_tmp2 + v0, NULL, NULL);
-            const int32_t top1_b = P->topk_id[(size_t)sb * S->topk];
-            for (int v = v0; v < v1; v++) X->ids_tmp[v - v0] = top1_b;
-            be->pick(be, Q, v1 - v0, V, X->ids_tmp, X->lp_tmp2 + v0);
-            float lp_a_top1b;
-            be->pick(be, Pa, 1, V, &top1_b, &lp_a_top1b);
-            for (int v = v0; v < v1; v++) {
-                *(int64_t *)pt_sweep_rows(S, C_PA_PAIR, 1) = S->n_pairs_total + X->vars[v].pair;
-                *(int32_t *)pt_sweep_rows(S, C_PA_LAYER, 1) = X->vars[v].layer;
-                *(int32_t *)pt_sweep_rows(S, C_PA_POS, 1) = X->vars[v].pos;
-                *(float *)pt_sweep_rows(S, C_PA_KL_TO_B, 1) = (float)X->kl_tmp[v];
-                *(float *)pt_sweep_rows(S, C_PA_KL_FROM_A, 1) = (float)X->kl_tmp2[v];
-                *(float *)pt_sweep_rows(S, C_PA_DTOP1_B, 1) = X->lp_tmp2[v] - lp_a_top1b;
-            }
-        }
+        if (kind == KIND_KNOCKOUT)
+            compare_knockout(S, Q, v0, v1);
+        else
+            compare_patch(S, Q, v0, v1);
         v0 = v1;
     }
     X->n_var = 0;
     X->n_rows = 0;
+    return pt_backend_failed(be) ? -1 : 0;
 }
 
 /* ---- the experiments of one batch ------------------------------------------------------- */
 
+/* The knockout position set of every sequence of the batch, and where its rows go. */
+static int knockout_sets(pt_sweep *S) {
+    pt_experiments *X = S->ex;
+    pt_plan *P = &S->plan;
+    const int ns = P->n_seqs;
+    if (PT_SWEEP_FIT(S, &X->set_n, ns) || PT_SWEEP_FIT(S, &X->set_off, ns + 1) ||
+        PT_SWEEP_FIT(S, &X->first, ns + 1))
+        return -1;
+    X->set_off.v[0] = X->first.v[0] = 0;
+    for (int s = 0; s < ns; s++) {
+        const int64_t off = X->set_off.v[s];
+        if (PT_SWEEP_FIT(S, &X->sets, (size_t)off + (size_t)P->seqs.v[s].T)) return -1;
+        const int n = position_set(S, &P->seqs.v[s], 0, X->sets.v + off);
+        if (n < 0) return -1;
+        X->set_n.v[s] = n;
+        X->set_off.v[s + 1] = off + n;
+        X->first.v[s + 1] = X->first.v[s] + (int64_t)n * X->n_windows;
+    }
+    return PT_SWEEP_FIT(S, &X->ko, (size_t)X->first.v[ns] + 1);
+}
+
 /* Variants are computed window by window (each window starts at its own layer), so that the
  * variants of every sequence of the batch that start at the same layer share sub-batches; the
  * rows are written in (sequence, window, position) order. */
-static void knockout(pt_sweep *S) {
+static int knockout(pt_sweep *S) {
     pt_experiments *X = S->ex;
     pt_plan *P = &S->plan;
-    int32_t **sets = pt_xcalloc((size_t)P->n_seqs, sizeof *sets);
-    int64_t *first = pt_xcalloc((size_t)P->n_seqs + 1, sizeof *first);
-    int *n_set = pt_xcalloc((size_t)P->n_seqs, sizeof *n_set);
-    for (int s = 0; s < P->n_seqs; s++) {
-        sets[s] = pt_xmalloc((size_t)P->seqs[s].T * sizeof(int32_t));
-        n_set[s] = position_set(S, &P->seqs[s], 0, sets[s]);
-        first[s + 1] = first[s] + (int64_t)n_set[s] * X->n_windows;
-    }
-    X->ko = pt_xrealloc(X->ko, (size_t)(first[P->n_seqs] + 1) * sizeof *X->ko);
-    for (int w = 0; w < X->n_windows; w++)
+    if (knockout_sets(S)) return -1;
+    for (int w = 0; w < X->n_windows; w++) {
+        const int lo = X->windows.v[2 * w], hi = X->windows.v[2 * w + 1];
         for (int s = 0; s < P->n_seqs; s++)
-            for (int k = 0; k < n_set[s]; k++) {
-                const int j = sets[s][k];
-                struct variant v = {s, j, w, X->windows[w][0], P->seqs[s].pair,
-                                    first[s] + (int64_t)w * n_set[s] + k};
-                add_variant(S, KIND_KNOCKOUT, s, j + 1, X->windows[w][0], j, X->windows[w][0],
-                            X->windows[w][1], -1, v);
+            for (int k = 0; k < X->set_n.v[s]; k++) {
+                const int j = X->sets.v[X->set_off.v[s] + k];
+                struct variant v = {
+                    s, j, w, lo, P->seqs.v[s].pair, X->first.v[s] + (int64_t)w * X->set_n.v[s] + k};
+                if (add_variant(S, KIND_KNOCKOUT, s, j + 1, lo, j, lo, hi, -1, v)) return -1;
             }
-    flush_variants(S, KIND_KNOCKOUT);
+    }
+    if (flush_variants(S, KIND_KNOCKOUT)) return -1;
     for (int s = 0; s < P->n_seqs; s++)
         for (int w = 0; w < X->n_windows; w++)
-            for (int k = 0; k < n_set[s]; k++) {
-                const struct ko_row *row = &X->ko[first[s] + (int64_t)w * n_set[s] + k];
-                *(int64_t *)pt_sweep_rows(S, C_KO_SEQ, 1) = S->n_seqs_total + s;
-                *(int32_t *)pt_sweep_rows(S, C_KO_POS, 1) = sets[s][k];
+            for (int k = 0; k < X->set_n.v[s]; k++) {
+                const struct ko_row *row = &X->ko.v[X->first.v[s] + (int64_t)w * X->set_n.v[s] + k];
+                *(int64_t *)pt_sweep_rows(S, C_KO_SEQ, 1) = S->rows.seqs + s;
+                *(int32_t *)pt_sweep_rows(S, C_KO_POS, 1) = X->sets.v[X->set_off.v[s] + k];
                 *(int32_t *)pt_sweep_rows(S, C_KO_WIN, 1) = w;
                 *(float *)pt_sweep_rows(S, C_KO_KL, 1) = row->kl;
                 *(float *)pt_sweep_rows(S, C_KO_DTOP1, 1) = row->dtop1;
                 *(float *)pt_sweep_rows(S, C_KO_DTARGET, 1) = row->dtarget;
                 *(int8_t *)pt_sweep_rows(S, C_KO_CHANGED, 1) = row->changed;
             }
-    for (int s = 0; s < P->n_seqs; s++) free(sets[s]);
-    free(sets);
-    free(first);
-    free(n_set);
+    return 0;
 }
 
-static void patching(pt_sweep *S, pt_record **recs, int n) {
+static int patching(pt_sweep *S, pt_record **recs, int n) {
     pt_plan *P = &S->plan;
     const int L = S->cfg->n_layers;
     for (int p = 0; p < n; p++) {
         const pt_record *r = recs[p];
         if (r->status || r->seq_local[1] < 0) continue;
-        const pt_bseq *A = &P->seqs[r->seq_local[0]], *B = &P->seqs[r->seq_local[1]];
+        const pt_bseq *A = &P->seqs.v[r->seq_local[0]], *B = &P->seqs.v[r->seq_local[1]];
         if (A->T != B->T) continue; /* patching needs equal token counts */
         for (int l = 0; l < L; l++)
             for (int pos = 0; pos < A->T; pos++) {
                 struct variant v = {r->seq_local[0], pos, 0, l, p, -1};
-                add_variant(S, KIND_PATCH, r->seq_local[0], pos, l, -1, 0, 0, B->kv0 + pos, v);
+                if (add_variant(S, KIND_PATCH, r->seq_local[0], pos, l, -1, 0, 0, B->kv0 + pos, v))
+                    return -1;
             }
     }
-    flush_variants(S, KIND_PATCH);
+    return flush_variants(S, KIND_PATCH);
 }
 
-static void lens(pt_sweep *S) {
-    pt_experiments *X = S->ex;
+/* The residual entering every layer at position `pos` of sequence s, decoded in chunks, into
+ * one /lens row. */
+static int lens_row(pt_sweep *S, int s, int pos, void *x, float *logits) {
     pt_plan *P = &S->plan;
     pt_backend *be = S->be;
     const pt_config *c = S->cfg;
     const int L = c->n_layers, d = c->d_model, V = c->vocab_size;
-    float *x = pt_sweep_dev(S, &X->d_lens_x, (size_t)LENS_CHUNK * d);
-    float *logits = pt_sweep_dev(S, &X->d_logits, (size_t)LENS_CHUNK * V);
-    float *top1 = pt_xmalloc(LENS_CHUNK * sizeof(float)), *tgt = pt_xmalloc(LENS_CHUNK * sizeof(float));
-    int32_t *rows = pt_xmalloc(LENS_CHUNK * sizeof(int32_t));
-    for (int s = 0; s < P->n_seqs; s++) {
-        const pt_bseq *q = &P->seqs[s];
-        int32_t *set = pt_xmalloc((size_t)q->T * sizeof(int32_t));
-        const int n = position_set(S, q, 1, set);
-        const int32_t top1_id = P->topk_id[(size_t)s * S->topk];
-        const int32_t tgt_id = q->rec->target_id[q->side];
-        for (int k = 0; k < n; k++) {
-            float *o_top1 = NULL, *o_tgt = NULL;
-            *(int64_t *)pt_sweep_rows(S, C_LENS_SEQ, 1) = S->n_seqs_total + s;
-            *(int32_t *)pt_sweep_rows(S, C_LENS_POS, 1) = set[k];
-            o_top1 = pt_sweep_rows(S, C_LENS_TOP1, 1);
-            o_tgt = pt_sweep_rows(S, C_LENS_TARGET, 1);
-            /* the residual entering every layer at this position, decoded in chunks */
-            for (int l0 = 0; l0 <= L; l0 += LENS_CHUNK) {
-                const int m = L + 1 - l0 < LENS_CHUNK ? L + 1 - l0 : LENS_CHUNK;
-                for (int i = 0; i < m; i++) {
-                    /* rows of resid_all viewed as [(L+1) * n_rows, d] */
-                    rows[i] = (l0 + i) * P->n_rows + q->kv0 + set[k];
-                }
-                be->gather_rows(be, S->d_resid_all.p, rows, m, d, x);
-                pt_decode(&S->en, x, m, logits);
-                be->log_softmax(be, logits, m, V, NULL, 0, NULL, NULL);
-                for (int i = 0; i < m; i++) X->ids_tmp[i] = top1_id;
-                be->pick(be, logits, m, V, X->ids_tmp, top1);
-                for (int i = 0; i < m; i++) X->ids_tmp[i] = tgt_id;
-                be->pick(be, logits, m, V, X->ids_tmp, tgt);
-                for (int i = 0; i < m; i++) {
-                    o_top1[l0 + i] = top1[i];
-                    o_tgt[l0 + i] = tgt_id >= 0 ? tgt[i] : NAN;
-                }
-            }
+    const pt_bseq *q = &P->seqs.v[s];
+    const int chunk = lens_chunk(S);
+    const int32_t top1_id = P->topk_id.v[(size_t)s * S->topk], tgt_id = q->rec->target_id[q->side];
+    int32_t rows[LENS_CHUNK], ids[LENS_CHUNK];
+    float top1[LENS_CHUNK], tgt[LENS_CHUNK];
+    *(int64_t *)pt_sweep_rows(S, C_LENS_SEQ, 1) = S->rows.seqs + s;
+    *(int32_t *)pt_sweep_rows(S, C_LENS_POS, 1) = pos;
+    float *o_top1 = pt_sweep_rows(S, C_LENS_TOP1, 1), *o_tgt = pt_sweep_rows(S, C_LENS_TARGET, 1);
+    for (int l0 = 0; l0 <= L; l0 += chunk) {
+        const int m = L + 1 - l0 < chunk ? L + 1 - l0 : chunk;
+        /* rows of resid_all viewed as [(L+1) * n_rows, d] */
+        for (int i = 0; i < m; i++) rows[i] = (l0 + i) * P->n_rows + q->kv0 + pos;
+        be->gather_rows(be, S->d.resid_all.p, rows, m, d, x);
+        if (pt_decode(&S->en, x, m, logits)) return -1;
+        be->log_softmax(be, logits, m, V, NULL, 0, NULL, NULL);
+        for (int i = 0; i < m; i++) ids[i] = top1_id;
+        be->pick(be, logits, m, V, ids, top1);
+        for (int i = 0; i < m; i++) ids[i] = tgt_id;
+        be->pick(be, logits, m, V, ids, tgt);
+        for (int i = 0; i < m; i++) {
+            o_top1[l0 + i] = top1[i];
+            o_tgt[l0 + i] = tgt_id >= 0 ? tgt[i] : NAN;
         }
-        free(set);
     }
-    free(top1);
-    free(tgt);
-    free(rows);
+    return pt_backend_failed(be) ? -1 : 0;
 }
 
-/* Rows the experiments of one record will run (each weighted by the share of layers it runs),
- * so the main loop can cut batches of comparable work and commit regularly. Deterministic in
- * the record, so a resumed run cuts the same batches. */
-int64_t pt_sweep_experiment_rows(pt_sweep *S, const pt_record *r) {
+static int lens(pt_sweep *S) {
+    pt_experiments *X = S->ex;
+    pt_plan *P = &S->plan;
+    const pt_config *c = S->cfg;
+    const size_t chunk = (size_t)lens_chunk(S);
+    void *x = pt_sweep_dev(S, &X->d_lens_x, chunk * c->d_model * S->be->resid_bytes);
+    float *logits = pt_sweep_dev(S, &X->d_logits, chunk * c->vocab_size * sizeof(float));
+    if (!x || !logits) return -1;
+    for (int s = 0; s < P->n_seqs; s++) {
+        const pt_bseq *q = &P->seqs.v[s];
+        if (PT_SWEEP_FIT(S, &X->sets, q->T)) return -1;
+        const int n = position_set(S, q, 1, X->sets.v);
+        if (n < 0) return -1;
+        for (int k = 0; k < n; k++)
+            if (lens_row(S, s, X->sets.v[k], x, logits)) return -1;
+    }
+    return 0;
+}
+
+int64_t pt_experiments_rows(pt_sweep *S, const pt_record *r) {
     if (!S->experiments || r->status) return 0;
     const pt_config *c = S->cfg;
     const int L = c->n_layers;
     int64_t rows = 0;
     for (int side = 0; side < 1 + r->has_b; side++) {
         const int64_t T = r->n_tok[side];
-        if (S->o->ablate_knockout) {
-            pt_bseq q = {.rec = (pt_record *)r, .side = side, .T = (int)T, .ids = r->ids[side]};
-            int32_t *set = pt_xmalloc((size_t)T * sizeof(int32_t));
-            const int n = position_set(S, &q, 0, set);
-            int64_t per_window = 0;
-            for (int k = 0; k < n; k++) per_window += T - 1 - set[k];
-            free(set);
-            for (int w = 0; w < S->ex->n_windows; w++)
-                rows += per_window * (L - S->ex->windows[w][0]) / L;
-        }
+        if (!S->o->ablate_knockout) continue;
+        pt_bseq q = {.rec = (pt_record *)r, .side = side, .T = (int)T, .ids = r->ids[side]};
+        if (PT_SWEEP_FIT(S, &S->ex->sets, T)) return -1;
+        const int n = position_set(S, &q, 0, S->ex->sets.v);
+        if (n < 0) return -1;
+        int64_t per_window = 0;
+        for (int k = 0; k < n; k++) per_window += T - 1 - S->ex->sets.v[k];
+        for (int w = 0; w < S->ex->n_windows; w++)
+            rows += per_window * (L - S->ex->windows.v[2 * w]) / L;
     }
     if (S->o->patch_resid && r->has_b && r->n_tok[0] == r->n_tok[1]) {
         const int64_t T = r->n_tok[0];
@@ -407,8 +485,9 @@ int64_t pt_sweep_experiment_rows(pt_sweep *S, const pt_record *r) {
     return rows;
 }
 
-void pt_sweep_experiments(pt_sweep *S, pt_record **recs, int n) {
-    if (S->o->stat_lens) lens(S);
-    if (S->o->ablate_knockout) knockout(S);
-    if (S->o->patch_resid) patching(S, recs, n);
+int pt_experiments_run(pt_sweep *S, pt_record **recs, int n) {
+    if (S->o->stat_lens && lens(S)) return -1;
+    if (S->o->ablate_knockout && knockout(S)) return -1;
+    if (S->o->patch_resid && patching(S, recs, n)) return -1;
+    return 0;
 }

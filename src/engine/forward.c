@@ -20,44 +20,59 @@
         }                                                                                          \
     } while (0)
 
-static const char *prof_names[PT_PROF_N] = {"embed", "norm", "gemm", "rope", "attention",
-                                             "mlp_act", "residual", "capture", "lm_head"};
+static const char *prof_names[PT_PROF_N] = {"embed",   "norm",     "gemm",    "rope",   "attention",
+                                            "mlp_act", "residual", "capture", "lm_head"};
 
-static void linear(pt_engine *en, const float *x, int n, const pt_linear *lin, float *y) {
+static void linear(pt_engine *en, const void *x, int n, const pt_linear *lin, void *y) {
     PROF(en, PT_PROF_GEMM, en->be->linear(en->be, x, n, lin, y));
     en->gemm_flops += 2.0 * n * lin->out * lin->in;
 }
 
-static void release(pt_engine *en) {
+/* Byte offset of row r of a buffer with rows of `width` elements of `esize` bytes. */
+static size_t row_off(size_t r, size_t width, size_t esize) {
+    return r * width * esize;
+}
+
+/* The engine's own buffers (not the backend's scratch). */
+static void free_buffers(pt_engine *en) {
     pt_backend *be = en->be;
-    float **bufs[] = {&en->x, &en->h, &en->qkv, &en->attn, &en->ff_in, &en->ff_act, &en->tmp,
-                      &en->final_x, &en->final_h};
+    void **bufs[] = {&en->x,      &en->h,   &en->qkv,     &en->attn,   &en->ff_in,
+                     &en->ff_act, &en->tmp, &en->final_x, &en->final_h};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (*bufs[i]) be->free(be, *bufs[i]);
         *bufs[i] = NULL;
     }
     if (en->k_cache) {
-        const int nbuf = en->kv_all_layers ? en->cfg->n_layers : 1;
+        const int nbuf = en->cap.kv_all_layers ? en->cfg->n_layers : 1;
         for (int l = 0; l < nbuf; l++) {
-            be->free(be, en->k_cache[l]);
-            be->free(be, en->v_cache[l]);
+            if (en->k_cache[l]) be->free(be, en->k_cache[l]);
+            if (en->v_cache[l]) be->free(be, en->v_cache[l]);
         }
-        free(en->k_cache);
-        free(en->v_cache);
-        en->k_cache = en->v_cache = NULL;
+        memset(en->k_cache, 0, (size_t)en->cfg->n_layers * sizeof *en->k_cache);
+        memset(en->v_cache, 0, (size_t)en->cfg->n_layers * sizeof *en->v_cache);
     }
-    en->cap_rows = en->cap_kv = en->cap_final = 0;
+    memset(&en->cap, 0, sizeof en->cap);
+}
+
+void pt_engine_release(pt_engine *en) {
+    free_buffers(en);
+    en->be->release_scratch(en->be);
 }
 
 int pt_engine_init(pt_engine *en, pt_backend *be, const pt_config *cfg, const pt_weights *dev_w,
                    pt_error *e) {
-    (void)e;
     memset(en, 0, sizeof *en);
     en->be = be;
     en->cfg = cfg;
     en->w = *dev_w;
     const char *p = getenv("PUNCTUM_PROFILE");
     en->profile = p && *p && strcmp(p, "0");
+    en->k_cache = pt_try_calloc((size_t)cfg->n_layers, sizeof(void *), "the engine", e);
+    en->v_cache = pt_try_calloc((size_t)cfg->n_layers, sizeof(void *), "the engine", e);
+    if (!en->k_cache || !en->v_cache) {
+        pt_engine_free(en);
+        return -1;
+    }
     return 0;
 }
 
@@ -69,84 +84,114 @@ void pt_engine_free(pt_engine *en) {
         for (int k = 0; k < PT_PROF_N; k++)
             if (en->prof_s[k] > 0) fprintf(stderr, " %s %.3f", prof_names[k], en->prof_s[k]);
         if (en->prof_s[PT_PROF_GEMM] > 0)
-            fprintf(stderr, "; projections %.1f GFLOP/s", 1e-9 * en->gemm_flops / en->prof_s[PT_PROF_GEMM]);
+            fprintf(stderr, "; projections %.1f GFLOP/s",
+                    1e-9 * en->gemm_flops / en->prof_s[PT_PROF_GEMM]);
         fprintf(stderr, "\n");
     }
-    if (en->be) release(en);
+    if (en->be) pt_engine_release(en);
+    free(en->k_cache);
+    free(en->v_cache);
     memset(en, 0, sizeof *en);
 }
 
-static float *dev_alloc(pt_backend *be, size_t rows, size_t cols, int *failed) {
+/* rows x cols elements of esize bytes; NULL (and the backend's status set) on failure. */
+static void *dev_alloc(pt_backend *be, size_t rows, size_t cols, size_t esize) {
     size_t bytes;
-    if (pt_mul_size(rows, cols, &bytes) || pt_mul_size(bytes, sizeof(float), &bytes)) {
-        *failed = 1;
+    if (pt_mul_size(rows, cols, &bytes) || pt_mul_size(bytes, esize, &bytes)) {
+        pt_backend_fail(be, 1, SIZE_MAX, "%s backend: buffer size overflow (%zu x %zu)", be->name,
+                        rows, cols);
         return NULL;
     }
-    float *p = be->alloc(be, bytes);
-    if (!p) *failed = 1;
-    return p;
+    return be->alloc(be, bytes);
 }
 
-int pt_engine_reserve(pt_engine *en, int n_rows, int n_kv, int kv_all_layers, int n_final,
-                      pt_error *e) {
-    if (n_rows <= en->cap_rows && n_kv <= en->cap_kv && n_final <= en->cap_final &&
-        (!kv_all_layers || en->kv_all_layers))
-        return 0;
-    const pt_config *c = en->cfg;
-    /* grow geometrically so a sweep of slowly growing batches reallocates rarely */
-    int rows = n_rows > en->cap_rows ? n_rows + n_rows / 4 : en->cap_rows;
-    int kv = n_kv > en->cap_kv ? n_kv + n_kv / 4 : en->cap_kv;
-    int fin = n_final > en->cap_final ? n_final + n_final / 4 + 8 : en->cap_final;
-    int all = kv_all_layers || en->kv_all_layers;
-    release(en);
+/* Widths of the activation buffers. */
+typedef struct {
+    size_t d, qkv, attn, ff_in, ff, kvd;
+} widths;
+
+static widths widths_of(const pt_config *c) {
+    const size_t hd = (size_t)c->head_dim;
+    return (widths){(size_t)c->d_model,      (size_t)(c->n_heads + 2 * c->n_kv_heads) * hd,
+                    (size_t)c->n_heads * hd, (size_t)c->d_ff * (c->mlp == PT_MLP_SWIGLU ? 2 : 1),
+                    (size_t)c->d_ff,         (size_t)c->n_kv_heads * hd};
+}
+
+size_t pt_engine_row_bytes(const pt_backend *be, const pt_config *cfg, int kv_all_layers) {
+    const widths w = widths_of(cfg);
+    const size_t act = w.d * 2 + w.qkv + w.attn + w.ff_in + w.ff; /* h, tmp, ... */
+    const size_t kv = 2 * w.kvd * (kv_all_layers ? (size_t)cfg->n_layers : 1);
+    return w.d * be->resid_bytes + act * be->act_bytes + kv * be->kv_bytes;
+}
+
+size_t pt_engine_final_row_bytes(const pt_backend *be, const pt_config *cfg) {
+    return (size_t)cfg->d_model * (be->resid_bytes + be->act_bytes);
+}
+
+static int fits(const pt_engine_size *have, const pt_engine_size *want) {
+    return want->rows <= have->rows && want->kv_rows <= have->kv_rows &&
+           want->final_rows <= have->final_rows && (!want->kv_all_layers || have->kv_all_layers);
+}
+
+/* Grow one dimension geometrically, so a sweep of slowly growing batches reallocates rarely. */
+static int grow(int want, int have, int extra) {
+    return want > have ? want + want / 4 + extra : have;
+}
+
+int pt_engine_reserve(pt_engine *en, const pt_engine_size *sz) {
     pt_backend *be = en->be;
-    const size_t d = (size_t)c->d_model, hd = (size_t)c->head_dim;
-    const size_t qkv_w = (size_t)(c->n_heads + 2 * c->n_kv_heads) * hd;
-    const size_t ff_in_w = (size_t)c->d_ff * (c->mlp == PT_MLP_SWIGLU ? 2 : 1);
-    const size_t kvd = (size_t)c->n_kv_heads * hd;
-    int failed = 0;
-    en->x = dev_alloc(be, rows, d, &failed);
-    en->h = dev_alloc(be, rows, d, &failed);
-    en->tmp = dev_alloc(be, rows, d, &failed);
-    en->qkv = dev_alloc(be, rows, qkv_w, &failed);
-    en->attn = dev_alloc(be, rows, (size_t)c->n_heads * hd, &failed);
-    en->ff_in = dev_alloc(be, rows, ff_in_w, &failed);
-    en->ff_act = dev_alloc(be, rows, (size_t)c->d_ff, &failed);
-    en->final_x = dev_alloc(be, fin, d, &failed);
-    en->final_h = dev_alloc(be, fin, d, &failed);
-    const int nbuf = all ? c->n_layers : 1;
-    en->k_cache = pt_xcalloc((size_t)c->n_layers, sizeof(float *));
-    en->v_cache = pt_xcalloc((size_t)c->n_layers, sizeof(float *));
-    en->kv_all_layers = all;
-    for (int l = 0; l < nbuf; l++) {
-        en->k_cache[l] = dev_alloc(be, kv, kvd, &failed);
-        en->v_cache[l] = dev_alloc(be, kv, kvd, &failed);
-    }
+    const pt_config *c = en->cfg;
+    if (be->status.failed) return -1;
+    const pt_reserve r = {sz->rows,       sz->kv_rows, sz->max_keys,
+                          sz->final_rows, sz->topk,    en->w.rope_inv_freq};
+    if (be->reserve(be, c, &r)) return -1;
+    if (en->x && fits(&en->cap, sz)) return 0;
+    pt_engine_size cap = {grow(sz->rows, en->cap.rows, 0),
+                          grow(sz->kv_rows, en->cap.kv_rows, 0),
+                          sz->kv_all_layers || en->cap.kv_all_layers,
+                          grow(sz->final_rows, en->cap.final_rows, 8),
+                          0,
+                          0};
+    free_buffers(en);
+    const widths w = widths_of(c);
+    const size_t rows = (size_t)cap.rows, ra = be->resid_bytes, ea = be->act_bytes;
+    en->cap = cap; /* before the allocations: release() frees by it */
+    if (!(en->x = dev_alloc(be, rows, w.d, ra)) || !(en->h = dev_alloc(be, rows, w.d, ea)) ||
+        !(en->tmp = dev_alloc(be, rows, w.d, ea)) || !(en->qkv = dev_alloc(be, rows, w.qkv, ea)) ||
+        !(en->attn = dev_alloc(be, rows, w.attn, ea)) ||
+        !(en->ff_in = dev_alloc(be, rows, w.ff_in, ea)) ||
+        !(en->ff_act = dev_alloc(be, rows, w.ff, ea)) ||
+        !(en->final_x = dev_alloc(be, (size_t)cap.final_rows, w.d, ra)) ||
+        !(en->final_h = dev_alloc(be, (size_t)cap.final_rows, w.d, ea)))
+        goto oom;
+    const int nbuf = cap.kv_all_layers ? c->n_layers : 1;
+    for (int l = 0; l < nbuf; l++)
+        if (!(en->k_cache[l] = dev_alloc(be, (size_t)cap.kv_rows, w.kvd, be->kv_bytes)) ||
+            !(en->v_cache[l] = dev_alloc(be, (size_t)cap.kv_rows, w.kvd, be->kv_bytes)))
+            goto oom;
     for (int l = nbuf; l < c->n_layers; l++) {
         en->k_cache[l] = en->k_cache[0];
         en->v_cache[l] = en->v_cache[0];
     }
-    en->cap_rows = rows;
-    en->cap_kv = kv;
-    en->cap_final = fin;
-    if (failed) {
-        release(en);
-        return pt_fail(e, "%s backend: out of memory reserving %d rows x %d cache rows", be->name,
-                       rows, kv);
-    }
     return 0;
+oom:
+    free_buffers(en);
+    return -1;
 }
 
-void pt_decode(pt_engine *en, const float *x, int m, float *logits) {
+int pt_decode(pt_engine *en, const void *x, int m, float *logits) {
     pt_backend *be = en->be;
     const pt_config *c = en->cfg;
-    for (int r0 = 0; r0 < m; r0 += en->cap_final) {
-        const int k = m - r0 < en->cap_final ? m - r0 : en->cap_final;
-        PROF(en, PT_PROF_HEAD, be->norm(be, c, x + (size_t)r0 * c->d_model, k, en->w.final_norm_w,
-                                        en->w.final_norm_b, en->final_h));
+    const int fr = en->cap.final_rows;
+    for (int r0 = 0; r0 < m && fr > 0; r0 += fr) {
+        const int k = m - r0 < fr ? m - r0 : fr;
+        const void *xr = (const char *)x + row_off((size_t)r0, (size_t)c->d_model, be->resid_bytes);
         PROF(en, PT_PROF_HEAD,
-             be->linear(be, en->final_h, k, &en->w.lm_head, logits + (size_t)r0 * c->vocab_size));
+             be->norm(be, c, xr, k, en->w.final_norm_w, en->w.final_norm_b, en->final_h));
+        PROF(en, PT_PROF_HEAD,
+             be->logits(be, en->final_h, k, &en->w.lm_head, logits + (size_t)r0 * c->vocab_size));
     }
+    return be->status.failed ? -1 : 0;
 }
 
 /* Capture the residual entering layer l (l = L: the final residual before the final norm). */
@@ -154,26 +199,37 @@ static void capture(pt_engine *en, pt_fwd *f, int l) {
     pt_backend *be = en->be;
     const pt_config *c = en->cfg;
     const int d = c->d_model, L = c->n_layers;
+    const size_t rb = be->resid_bytes;
     if (f->resid_norm)
         PROF(en, PT_PROF_CAPTURE,
              be->row_norms(be, en->x, f->n_rows, d, f->resid_norm + l, (size_t)L + 1));
     if (f->resid_all)
-        PROF(en, PT_PROF_CAPTURE, be->copy(be, f->resid_all + (size_t)l * f->n_rows * d, en->x,
-                                           (size_t)f->n_rows * d * sizeof(float)));
+        PROF(en, PT_PROF_CAPTURE,
+             be->copy(be, (char *)f->resid_all + row_off((size_t)l * f->n_rows, (size_t)d, rb),
+                      en->x, row_off((size_t)f->n_rows, (size_t)d, rb)));
     if (f->tap_resid && f->n_tap > 0)
-        PROF(en, PT_PROF_CAPTURE, be->gather_rows(be, en->x, f->tap_rows, f->n_tap, d,
-                                                  f->tap_resid + (size_t)l * f->n_tap * d));
+        PROF(en, PT_PROF_CAPTURE,
+             be->gather_rows(be, en->x, f->tap_rows, f->n_tap, d,
+                             (char *)f->tap_resid + row_off((size_t)l * f->n_tap, (size_t)d, rb)));
 }
 
-void pt_forward(pt_engine *en, pt_fwd *f) {
+int pt_forward(pt_engine *en, pt_fwd *f) {
     pt_backend *be = en->be;
     const pt_config *c = en->cfg;
     const pt_weights *w = &en->w;
     const int n = f->n_rows, d = c->d_model, L = c->n_layers;
     const int q_stride = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
+    if (n > en->cap.rows || f->n_final > en->cap.final_rows) {
+        pt_backend_fail(be, 0, 0,
+                        "forward of %d rows (%d final) beyond the %d (%d) reserved "
+                        "(internal error)",
+                        n, f->n_final, en->cap.rows, en->cap.final_rows);
+        return -1;
+    }
 
     if (f->x_in)
-        PROF(en, PT_PROF_EMBED, be->copy(be, en->x, f->x_in, (size_t)n * d * sizeof(float)));
+        PROF(en, PT_PROF_EMBED,
+             be->copy(be, en->x, f->x_in, row_off((size_t)n, (size_t)d, be->resid_bytes)));
     else
         PROF(en, PT_PROF_EMBED, be->embed(be, c, w, f->ids, f->pos, n, en->x));
 
@@ -189,12 +245,22 @@ void pt_forward(pt_engine *en, pt_fwd *f) {
         PROF(en, PT_PROF_ATTN,
              be->store_kv(be, c, en->qkv, n, en->k_cache[l], en->v_cache[l], f->kv_rows));
         pt_attn_args a = {
-            .layer = l, .q = en->qkv, .q_stride = q_stride,
-            .k_cache = en->k_cache[l], .v_cache = en->v_cache[l], .out = en->attn,
-            .segs = f->segs, .n_segs = f->n_segs,
-            .mass = f->mass, .last = f->last, .pattern = f->pattern,
-            .n_layers = L, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-            .head_dim = c->head_dim, .window = c->sliding_window,
+            .layer = l,
+            .q = en->qkv,
+            .q_stride = q_stride,
+            .k_cache = en->k_cache[l],
+            .v_cache = en->v_cache[l],
+            .out = en->attn,
+            .segs = f->segs,
+            .n_segs = f->n_segs,
+            .mass = f->mass,
+            .last = f->last,
+            .pattern = f->pattern,
+            .n_layers = L,
+            .n_heads = c->n_heads,
+            .n_kv_heads = c->n_kv_heads,
+            .head_dim = c->head_dim,
+            .window = c->sliding_window,
         };
         PROF(en, PT_PROF_ATTN, be->attention(be, &a));
         linear(en, en->attn, n, &lw->o, en->tmp);
@@ -206,11 +272,13 @@ void pt_forward(pt_engine *en, pt_fwd *f) {
         PROF(en, PT_PROF_MLP_ACT, be->mlp_act(be, c, en->ff_in, n, en->ff_act));
         linear(en, en->ff_act, n, &lw->down, en->tmp);
         PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
+        if (be->status.failed) return -1; /* stop at the layer that failed */
     }
     capture(en, f, L);
 
     if (f->n_final > 0) {
         be->gather_rows(be, en->x, f->final_rows, f->n_final, d, en->final_x);
-        pt_decode(en, en->final_x, f->n_final, f->logits);
+        return pt_decode(en, en->final_x, f->n_final, f->logits);
     }
+    return be->status.failed ? -1 : 0;
 }

@@ -1,15 +1,15 @@
-/* punctum — one batch of the sweep: the output schema, planning a batch (rows, key/value
- * cache, prefix sharing), the clean forward and its statistics; the causal experiments are in
+/* punctum — one commit of the sweep (batch.h): the output schema, planning a forward batch
+ * (rows, key/value cache, prefix sharing), the clean forward and its statistics, the rows for
+ * the writer, and halving the batch when memory runs out; the causal experiments are in
  * experiments.c and the main loop (input, output file, signals, progress) in run.c. */
-#include "punctum/sweep.h"
+#include "engine/batch.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/sweep_internal.h"
-#include "punctum/writer.h"
+#include "engine/experiments.h"
 
 /* ---- output schema (SPEC §5) ---------------------------------------------------------------- */
 
@@ -85,191 +85,191 @@ void pt_sweep_build_schema(pt_sweep *S) {
     }
 }
 
-void *pt_sweep_rows(pt_sweep *S, int id, size_t rows) { return pt_col_append(&S->batch, S->col[id], rows); }
-void pt_sweep_str(pt_sweep *S, int id, const char *s) { pt_col_append_str(&S->batch, S->col[id], s); }
-
-/* ---- device buffers that persist across batches --------------------------------------------- */
-
-float *pt_sweep_dev(pt_sweep *S, pt_devbuf *b, size_t floats) {
-    if (floats <= b->cap) return b->p;
-    if (b->p) S->be->free(S->be, b->p);
-    size_t bytes;
-    if (pt_mul_size(floats + floats / 4 + 16, sizeof(float), &bytes)) {
-        fprintf(stderr, "punctum: buffer size overflow\n");
-        exit(1);
-    }
-    b->p = S->be->alloc(S->be, bytes);
-    if (!b->p) {
-        fprintf(stderr, "punctum: %s backend out of memory (%zu bytes)\n", S->be->name, bytes);
-        exit(1);
-    }
-    b->cap = bytes / sizeof(float);
-    return b->p;
-}
-
-void *pt_sweep_host(void **p, size_t *cap, size_t bytes) {
-    if (bytes > *cap) {
-        *p = pt_xrealloc(*p, bytes);
-        *cap = bytes;
-    }
-    return *p;
-}
-
 /* ---- planning a batch ------------------------------------------------------------------------ */
 
 static int is_prefix(const int32_t *shortp, int ns, const int32_t *longp, int nl) {
     return ns <= nl && memcmp(shortp, longp, (size_t)ns * sizeof(int32_t)) == 0;
 }
 
+/* The sequences of record p (a, and b if any) appended to the plan. */
+static void plan_record(pt_sweep *S, pt_record *r, int p) {
+    pt_plan *P = &S->plan;
+    const int nside = 1 + r->has_b;
+    for (int s = 0; s < nside; s++) {
+        pt_bseq *q = &P->seqs.v[P->n_seqs];
+        memset(q, 0, sizeof *q);
+        q->rec = r;
+        q->pair = p;
+        q->side = s;
+        q->T = r->n_tok[s];
+        q->ids = r->ids[s];
+        q->base = -1;
+        q->tok_row = P->n_tok_rows;
+        P->n_tok_rows += q->T;
+        q->pat_row = P->n_pat_rows;
+        if (S->o->stat_patterns) P->n_pat_rows += (int64_t)q->T * (q->T + 1) / 2;
+        r->seq_local[s] = P->n_seqs++;
+    }
+}
+
+/* Rows of record r's sequences: the shorter side computed in full, the longer one (when the
+ * shorter is its prefix) only its extra positions, in the rows right after its base's. */
+static void plan_rows(pt_sweep *S, pt_record *r) {
+    pt_plan *P = &S->plan;
+    const int ia = r->seq_local[0], ib = r->seq_local[1];
+    int base = -1, ext = -1;
+    if (ib >= 0 && S->prefix_sharing) {
+        pt_bseq *A = &P->seqs.v[ia], *B = &P->seqs.v[ib];
+        if (is_prefix(A->ids, A->T, B->ids, B->T))
+            base = ia, ext = ib;
+        else if (is_prefix(B->ids, B->T, A->ids, A->T))
+            base = ib, ext = ia;
+    }
+    for (int k = 0; k < 1 + (ib >= 0); k++) {
+        const int si = k ? ib : ia;
+        if (si == ext) continue;
+        pt_bseq *q = &P->seqs.v[si];
+        q->kv0 = P->n_rows;
+        q->n_comp = q->T;
+        P->n_rows += q->T;
+    }
+    if (ext >= 0) { /* the base is laid out last, so row (= cache row) of position p is kv0+p */
+        pt_bseq *E = &P->seqs.v[ext], *B = &P->seqs.v[base];
+        E->base = base;
+        E->kv0 = B->kv0;
+        E->n_comp = E->T - B->T;
+        P->n_rows += E->n_comp;
+    }
+}
+
 /* Lay out the batch: which sequence is computed in full, which extends another (prefix
  * sharing), their rows (batch row == key/value cache row), token and pattern rows. */
-static void plan_batch(pt_sweep *S, pt_record **recs, int n) {
+static int plan_batch(pt_sweep *S, pt_record **recs, int n) {
     pt_plan *P = &S->plan;
-    P->n_seqs = 0;
-    P->n_rows = 0;
-    P->n_tok_rows = 0;
-    P->n_pat_rows = 0;
-    P->seqs = pt_sweep_host((void **)&P->seqs, &P->seqs_cap, (size_t)2 * n * sizeof(pt_bseq));
+    P->n_seqs = P->n_rows = 0;
+    P->n_tok_rows = P->n_pat_rows = 0;
+    if (PT_SWEEP_FIT(S, &P->seqs, 2 * (size_t)n)) return -1;
     for (int p = 0; p < n; p++) {
         pt_record *r = recs[p];
         r->seq_local[0] = r->seq_local[1] = -1;
         if (r->status) continue;
-        const int nside = 1 + r->has_b;
-        for (int s = 0; s < nside; s++) {
-            pt_bseq *q = &P->seqs[P->n_seqs];
-            memset(q, 0, sizeof *q);
-            q->rec = r;
-            q->pair = p;
-            q->side = s;
-            q->T = r->n_tok[s];
-            q->ids = r->ids[s];
-            q->base = -1;
-            q->tok_row = P->n_tok_rows;
-            P->n_tok_rows += q->T;
-            q->pat_row = P->n_pat_rows;
-            if (S->o->stat_patterns) P->n_pat_rows += (int64_t)q->T * (q->T + 1) / 2;
-            r->seq_local[s] = P->n_seqs++;
-        }
-        /* prefix sharing: the longer side reuses the shorter side's cache */
-        int ia = r->seq_local[0], ib = r->seq_local[1];
-        int base = -1, ext = -1;
-        if (ib >= 0 && S->prefix_sharing) {
-            pt_bseq *A = &P->seqs[ia], *B = &P->seqs[ib];
-            if (is_prefix(A->ids, A->T, B->ids, B->T))
-                base = ia, ext = ib;
-            else if (is_prefix(B->ids, B->T, A->ids, A->T))
-                base = ib, ext = ia;
-        }
-        for (int k = 0; k < 1 + (ib >= 0); k++) {
-            const int si = k ? ib : ia;
-            if (si == ext) continue;
-            pt_bseq *q = &P->seqs[si];
-            q->kv0 = P->n_rows;
-            q->n_comp = q->T;
-            P->n_rows += q->T;
-        }
-        if (ext >= 0) {
-            pt_bseq *E = &P->seqs[ext], *B = &P->seqs[base];
-            E->base = base;
-            E->kv0 = B->kv0;
-            E->n_comp = E->T - B->T;
-            /* the extension's rows follow its base's, so row (= cache row) of position p is kv0+p */
-            if (E->n_comp > 0) {
-                if (B->kv0 + B->T != P->n_rows) { /* base was not the last laid out: move ext */
-                    fprintf(stderr, "punctum: internal error: prefix layout\n");
-                    exit(1);
-                }
-                P->n_rows += E->n_comp;
-            }
-        }
+        plan_record(S, r, p);
+        plan_rows(S, r);
     }
+    return 0;
 }
 
 /* ---- the clean pass ------------------------------------------------------------------------- */
 
-static void clean_forward(pt_sweep *S) {
+/* Host index arrays of the clean forward: ids, positions, cache rows, segments, final rows. */
+static int clean_inputs(pt_sweep *S, int *n_segs) {
     pt_plan *P = &S->plan;
-    const pt_config *c = S->cfg;
-    pt_backend *be = S->be;
-    const int L = c->n_layers, H = c->n_heads, d = c->d_model, V = c->vocab_size;
-    const size_t LH = (size_t)L * H;
     const int n = P->n_rows, ns = P->n_seqs;
-
-    int32_t *ids = pt_sweep_host((void **)&S->h_ids, &S->h_ids_cap, (size_t)n * sizeof(int32_t));
-    int32_t *pos = pt_sweep_host((void **)&S->h_pos, &S->h_pos_cap, (size_t)n * sizeof(int32_t));
-    int32_t *kvr = pt_sweep_host((void **)&S->h_kvr, &S->h_kvr_cap, (size_t)n * sizeof(int32_t));
-    pt_segment *segs = pt_sweep_host((void **)&S->h_segs, &S->h_segs_cap, (size_t)ns * sizeof(pt_segment));
-    int32_t *fin = pt_sweep_host((void **)&S->h_fin, &S->h_fin_cap, (size_t)ns * sizeof(int32_t));
+    if (PT_SWEEP_FIT(S, &S->h.ids, n) || PT_SWEEP_FIT(S, &S->h.pos, n) ||
+        PT_SWEEP_FIT(S, &S->h.kvr, n) || PT_SWEEP_FIT(S, &S->h.segs, ns) ||
+        PT_SWEEP_FIT(S, &S->h.fin, ns) || PT_SWEEP_FIT(S, &S->h.tgt, ns))
+        return -1;
     int nseg = 0;
     for (int s = 0; s < ns; s++) {
-        pt_bseq *q = &P->seqs[s];
+        pt_bseq *q = &P->seqs.v[s];
         const int first = q->T - q->n_comp; /* first computed position */
         for (int k = 0; k < q->n_comp; k++) {
             const int r = q->kv0 + first + k;
-            ids[r] = q->ids[first + k];
-            pos[r] = first + k;
-            kvr[r] = r;
+            S->h.ids.v[r] = q->ids[first + k];
+            S->h.pos.v[r] = first + k;
+            S->h.kvr.v[r] = r;
         }
         q->final_row = q->kv0 + q->T - 1;
-        fin[s] = q->final_row;
+        S->h.fin.v[s] = q->final_row;
+        S->h.tgt.v[s] = q->rec->target_id[q->side];
         if (q->n_comp == 0) continue;
-        segs[nseg++] = (pt_segment){
-            .row = q->kv0 + first, .n_q = q->n_comp, .pos0 = first, .prefix_kv = q->kv0,
-            .own_kv = q->kv0 + first, .ko_pos = -1, .ko_lo = 0, .ko_hi = 0,
-            .mass_row = q->tok_row, .last_row = q->tok_row,
-            .pattern_row = S->o->stat_patterns ? q->pat_row : -1, .final_pos = q->T - 1};
+        S->h.segs.v[nseg++] = (pt_segment){.row = q->kv0 + first,
+                                           .n_q = q->n_comp,
+                                           .pos0 = first,
+                                           .prefix_kv = q->kv0,
+                                           .own_kv = q->kv0 + first,
+                                           .ko_pos = -1,
+                                           .ko_lo = 0,
+                                           .ko_hi = 0,
+                                           .mass_row = q->tok_row,
+                                           .last_row = q->tok_row,
+                                           .pattern_row = S->o->stat_patterns ? q->pat_row : -1,
+                                           .final_pos = q->T - 1};
     }
+    *n_segs = nseg;
+    return 0;
+}
 
-    /* experiments: variant sub-batches of up to batch_tokens rows (at least one whole sequence)
-     * run after the clean pass, their keys in cache rows after the clean ones */
-    const int keep_kv = S->o->ablate_knockout || S->o->patch_resid;
-    int rows_needed = n, finals = ns;
+/* Room in the engine for the clean pass and, after it, the experiments' variant sub-batches
+ * (up to fwd_budget rows, at least one whole sequence, their keys after the clean ones). */
+static int reserve_engine(pt_sweep *S) {
+    const pt_plan *P = &S->plan;
+    int longest = 1;
+    for (int s = 0; s < P->n_seqs; s++)
+        if (P->seqs.v[s].T > longest) longest = P->seqs.v[s].T;
+    pt_engine_size sz = {P->n_rows, P->n_rows, S->o->ablate_knockout || S->o->patch_resid,
+                         P->n_seqs, longest,   S->topk};
     S->variant_rows = 0;
     if (S->experiments) {
-        S->variant_rows = S->budget;
-        for (int s = 0; s < ns; s++)
-            if (P->seqs[s].T > S->variant_rows) S->variant_rows = P->seqs[s].T;
-        if (S->variant_rows > rows_needed) rows_needed = S->variant_rows;
-        if (finals < 256) finals = 256;
+        S->variant_rows = S->fwd_budget > longest ? S->fwd_budget : longest;
+        if (S->variant_rows > sz.rows) sz.rows = S->variant_rows;
+        sz.kv_rows += S->variant_rows;
+        const int fr = pt_experiments_final_rows(S); /* variant and lens sub-batches */
+        if (sz.final_rows < fr) sz.final_rows = fr;
     }
-    pt_error e;
-    if (pt_engine_reserve(&S->en, rows_needed, n + S->variant_rows, keep_kv, finals, &e)) {
-        fprintf(stderr, "punctum: %s\n", e.msg);
-        exit(1);
-    }
-    pt_fwd f = {.n_rows = n, .ids = ids, .pos = pos, .start_layer = 0, .x_in = NULL,
-                .segs = segs, .n_segs = nseg, .kv_rows = kvr, .tap_rows = fin, .n_tap = ns,
-                .final_rows = fin, .n_final = ns};
-    const size_t tok_rows = (size_t)P->n_tok_rows;
-    if (S->o->stat_mass) {
-        f.mass = pt_sweep_dev(S, &S->d_mass, tok_rows * LH);
-        be->fill(be, f.mass, 0.0f, tok_rows * LH);
-    }
-    if (S->o->stat_last) {
-        f.last = pt_sweep_dev(S, &S->d_last, tok_rows * LH);
-        be->fill(be, f.last, 0.0f, tok_rows * LH);
-    }
-    if (S->o->stat_patterns) {
-        f.pattern = pt_sweep_dev(S, &S->d_pat, (size_t)P->n_pat_rows * LH + 1);
-        be->fill(be, f.pattern, 0.0f, (size_t)P->n_pat_rows * LH + 1);
-    }
-    if (S->o->stat_resid) f.resid_norm = pt_sweep_dev(S, &S->d_rnorm, (size_t)n * (L + 1));
-    f.tap_resid = pt_sweep_dev(S, &S->d_tap, (size_t)(L + 1) * ns * d);
-    if (S->experiments) f.resid_all = pt_sweep_dev(S, &S->d_resid_all, (size_t)(L + 1) * n * d);
-    f.logits = pt_sweep_dev(S, &S->d_logits, (size_t)ns * V);
-    pt_forward(&S->en, &f);
+    return pt_engine_reserve(&S->en, &sz);
+}
+
+/* The device outputs of the clean forward (statistics zeroed); -1: out of memory. */
+static int clean_outputs(pt_sweep *S, pt_fwd *f) {
+    const pt_plan *P = &S->plan;
+    const pt_config *c = S->cfg;
+    pt_backend *be = S->be;
+    const size_t LH = (size_t)c->n_layers * c->n_heads, L1 = (size_t)c->n_layers + 1;
+    const size_t n = (size_t)P->n_rows, ns = (size_t)P->n_seqs, d = (size_t)c->d_model;
+    const size_t tok_rows = (size_t)P->n_tok_rows, pat = (size_t)P->n_pat_rows * LH + 1;
+    if ((S->o->stat_mass && !(f->mass = pt_sweep_dev(S, &S->d.mass, tok_rows * LH * 4))) ||
+        (S->o->stat_last && !(f->last = pt_sweep_dev(S, &S->d.last, tok_rows * LH * 4))) ||
+        (S->o->stat_patterns && !(f->pattern = pt_sweep_dev(S, &S->d.pat, pat * 4))) ||
+        (S->o->stat_resid && !(f->resid_norm = pt_sweep_dev(S, &S->d.rnorm, n * L1 * 4))) ||
+        !(f->tap_resid = pt_sweep_dev(S, &S->d.tap, L1 * ns * d * be->resid_bytes)) ||
+        (S->experiments &&
+         !(f->resid_all = pt_sweep_dev(S, &S->d.resid_all, L1 * n * d * be->resid_bytes))) ||
+        !(f->logits = pt_sweep_dev(S, &S->d.logits, ns * (size_t)c->vocab_size * 4)))
+        return -1;
+    if (f->mass) be->fill(be, f->mass, 0.0f, tok_rows * LH);
+    if (f->last) be->fill(be, f->last, 0.0f, tok_rows * LH);
+    if (f->pattern) be->fill(be, f->pattern, 0.0f, pat);
+    return 0;
+}
+
+static int clean_forward(pt_sweep *S) {
+    pt_plan *P = &S->plan;
+    pt_backend *be = S->be;
+    const int V = S->cfg->vocab_size, ns = P->n_seqs, K = S->topk;
+    int nseg = 0;
+    if (clean_inputs(S, &nseg) || reserve_engine(S)) return -1;
+    pt_fwd f = {.n_rows = P->n_rows,
+                .ids = S->h.ids.v,
+                .pos = S->h.pos.v,
+                .start_layer = 0,
+                .segs = S->h.segs.v,
+                .n_segs = nseg,
+                .kv_rows = S->h.kvr.v,
+                .tap_rows = S->h.fin.v,
+                .n_tap = ns,
+                .final_rows = S->h.fin.v,
+                .n_final = ns};
+    if (clean_outputs(S, &f) || pt_forward(&S->en, &f)) return -1;
 
     /* next-token distributions of every sequence */
-    const int K = S->topk;
-    P->entropy = pt_sweep_host((void **)&P->entropy, &P->entropy_cap, (size_t)ns * sizeof(double));
-    P->topk_id = pt_sweep_host((void **)&P->topk_id, &P->topk_id_cap, (size_t)ns * K * sizeof(int32_t));
-    P->topk_lp = pt_sweep_host((void **)&P->topk_lp, &P->topk_lp_cap, (size_t)ns * K * sizeof(float));
-    P->target_lp = pt_sweep_host((void **)&P->target_lp, &P->target_lp_cap, (size_t)ns * sizeof(float));
-    int32_t *tgt = pt_sweep_host((void **)&S->h_tgt, &S->h_tgt_cap, (size_t)ns * sizeof(int32_t));
-    be->log_softmax(be, f.logits, ns, V, P->entropy, K, P->topk_id, P->topk_lp);
-    for (int s = 0; s < ns; s++) tgt[s] = P->seqs[s].rec->target_id[P->seqs[s].side];
-    be->pick(be, f.logits, ns, V, tgt, P->target_lp);
+    if (PT_SWEEP_FIT(S, &P->entropy, ns) || PT_SWEEP_FIT(S, &P->topk_id, (size_t)ns * K) ||
+        PT_SWEEP_FIT(S, &P->topk_lp, (size_t)ns * K) || PT_SWEEP_FIT(S, &P->target_lp, ns))
+        return -1;
+    be->log_softmax(be, f.logits, ns, V, P->entropy.v, K, P->topk_id.v, P->topk_lp.v);
+    be->pick(be, f.logits, ns, V, S->h.tgt.v, P->target_lp.v);
     S->logp_dev = f.logits; /* experiments compare against these rows */
+    return pt_backend_failed(be) ? -1 : 0;
 }
 
 /* ---- rows for the writer ---------------------------------------------------------------- */
@@ -284,17 +284,15 @@ static double cosine(const float *x, const float *y, int d) {
     return xx > 0 && yy > 0 ? xy / sqrt(xx * yy) : NAN;
 }
 
-static void emit_clean(pt_sweep *S, pt_record **recs, int n) {
+/* /pairs rows: divergences between the sides, residual cosines from the captured rows. */
+static int emit_pairs(pt_sweep *S, pt_record **recs, int n) {
     pt_plan *P = &S->plan;
     const pt_config *c = S->cfg;
     pt_backend *be = S->be;
-    const int L = c->n_layers, H = c->n_heads, d = c->d_model, V = c->vocab_size, K = S->topk;
-    const size_t LH = (size_t)L * H;
-    const int ns = P->n_seqs;
-
-    /* pair divergences */
-    double *kl_ab = pt_sweep_host((void **)&S->h_kl, &S->h_kl_cap, (size_t)3 * n * sizeof(double));
-    double *kl_ba = kl_ab + n, *js = kl_ab + 2 * n;
+    const int L = c->n_layers, d = c->d_model, V = c->vocab_size, ns = P->n_seqs;
+    const size_t tap_n = (size_t)(L + 1) * ns * d;
+    if (PT_SWEEP_FIT(S, &S->h.kl, 3 * (size_t)n) || PT_SWEEP_FIT(S, &S->h.tap, tap_n)) return -1;
+    double *kl_ab = S->h.kl.v, *kl_ba = kl_ab + n, *js = kl_ab + 2 * n;
     for (int p = 0; p < n; p++) {
         kl_ab[p] = kl_ba[p] = js[p] = NAN;
         pt_record *r = recs[p];
@@ -303,10 +301,9 @@ static void emit_clean(pt_sweep *S, pt_record **recs, int n) {
         const float *lb = S->logp_dev + (size_t)r->seq_local[1] * V;
         be->divergence(be, la, 0, lb, 0, 1, V, &kl_ab[p], &kl_ba[p], &js[p]);
     }
-    float *tap = pt_sweep_host((void **)&S->h_tap, &S->h_tap_cap, (size_t)(L + 1) * ns * d * sizeof(float) + 1);
-    if (ns > 0) be->to_host(be, tap, S->d_tap.p, (size_t)(L + 1) * ns * d * sizeof(float));
-
-    /* /pairs */
+    const float *tap = S->h.tap.v;
+    if (ns > 0) be->resid_to_host(be, S->h.tap.v, S->d.tap.p, tap_n);
+    if (pt_backend_failed(be)) return -1;
     for (int p = 0; p < n; p++) {
         pt_record *r = recs[p];
         pt_sweep_str(S, C_PAIR_ID, r->id);
@@ -315,7 +312,7 @@ static void emit_clean(pt_sweep *S, pt_record **recs, int n) {
         pt_sweep_str(S, C_PAIR_MESSAGE, r->status ? r->message : "");
         for (int s = 0; s < 2; s++)
             *(int64_t *)pt_sweep_rows(S, s ? C_PAIR_SEQ_B : C_PAIR_SEQ_A, 1) =
-                r->seq_local[s] >= 0 ? S->n_seqs_total + r->seq_local[s] : -1;
+                r->seq_local[s] >= 0 ? S->rows.seqs + r->seq_local[s] : -1;
         *(float *)pt_sweep_rows(S, C_PAIR_KL_AB, 1) = (float)kl_ab[p];
         *(float *)pt_sweep_rows(S, C_PAIR_KL_BA, 1) = (float)kl_ba[p];
         *(float *)pt_sweep_rows(S, C_PAIR_JS, 1) = (float)js[p];
@@ -327,26 +324,31 @@ static void emit_clean(pt_sweep *S, pt_record **recs, int n) {
                                      : NAN;
         }
     }
+    return 0;
+}
 
-    /* /seqs and /tokens bookkeeping */
-    for (int s = 0; s < ns; s++) {
-        pt_bseq *q = &P->seqs[s];
+/* /seqs rows and the /tokens bookkeeping. */
+static void emit_seqs(pt_sweep *S) {
+    pt_plan *P = &S->plan;
+    const int K = S->topk;
+    for (int s = 0; s < P->n_seqs; s++) {
+        pt_bseq *q = &P->seqs.v[s];
         pt_record *r = q->rec;
-        *(int64_t *)pt_sweep_rows(S, C_SEQ_PAIR, 1) = S->n_pairs_total + q->pair;
+        *(int64_t *)pt_sweep_rows(S, C_SEQ_PAIR, 1) = S->rows.pairs + q->pair;
         *(int8_t *)pt_sweep_rows(S, C_SEQ_SIDE, 1) = (int8_t)q->side;
         pt_sweep_str(S, C_SEQ_TEXT, r->text[q->side] ? r->text[q->side] : "");
-        *(int64_t *)pt_sweep_rows(S, C_SEQ_TOK_START, 1) = S->n_tok_total + q->tok_row;
+        *(int64_t *)pt_sweep_rows(S, C_SEQ_TOK_START, 1) = S->rows.tok + q->tok_row;
         *(int32_t *)pt_sweep_rows(S, C_SEQ_N_TOK, 1) = q->T;
-        *(float *)pt_sweep_rows(S, C_SEQ_ENTROPY, 1) = (float)P->entropy[s];
-        memcpy(pt_sweep_rows(S, C_SEQ_TOPK_ID, 1), P->topk_id + (size_t)s * K, (size_t)K * 4);
-        memcpy(pt_sweep_rows(S, C_SEQ_TOPK_LP, 1), P->topk_lp + (size_t)s * K, (size_t)K * 4);
+        *(float *)pt_sweep_rows(S, C_SEQ_ENTROPY, 1) = (float)P->entropy.v[s];
+        memcpy(pt_sweep_rows(S, C_SEQ_TOPK_ID, 1), P->topk_id.v + (size_t)s * K, (size_t)K * 4);
+        memcpy(pt_sweep_rows(S, C_SEQ_TOPK_LP, 1), P->topk_lp.v + (size_t)s * K, (size_t)K * 4);
         *(int32_t *)pt_sweep_rows(S, C_SEQ_TARGET_ID, 1) = r->target_id[q->side];
-        *(float *)pt_sweep_rows(S, C_SEQ_TARGET_LP, 1) = P->target_lp[s];
+        *(float *)pt_sweep_rows(S, C_SEQ_TARGET_LP, 1) = P->target_lp.v[s];
         if (S->o->stat_patterns)
-            *(int64_t *)pt_sweep_rows(S, C_SEQ_PATTERN_START, 1) = S->n_pat_total + q->pat_row;
+            *(int64_t *)pt_sweep_rows(S, C_SEQ_PATTERN_START, 1) = S->rows.pat + q->pat_row;
         for (int t = 0; t < q->T; t++) {
             *(int32_t *)pt_sweep_rows(S, C_TOK_ID, 1) = q->ids[t];
-            *(int64_t *)pt_sweep_rows(S, C_TOK_SEQ, 1) = S->n_seqs_total + s;
+            *(int64_t *)pt_sweep_rows(S, C_TOK_SEQ, 1) = S->rows.seqs + s;
             *(int32_t *)pt_sweep_rows(S, C_TOK_POS, 1) = t;
             const char *piece = S->tok ? pt_tokenizer_piece(S->tok, q->ids[t]) : NULL;
             pt_sweep_str(S, C_TOK_TEXT, piece ? piece : "");
@@ -356,16 +358,22 @@ static void emit_clean(pt_sweep *S, pt_record **recs, int n) {
             *(int8_t *)pt_sweep_rows(S, C_TOK_ROLE, 1) = (int8_t)pt_record_role(r, q->side, t);
         }
     }
+}
 
-    /* per-token statistics: download, then complete prefix-shared sequences from their base */
-    const size_t tok_rows = (size_t)P->n_tok_rows;
+/* Per-token statistics: download, then complete prefix-shared sequences from their base. */
+static int emit_token_stats(pt_sweep *S) {
+    pt_plan *P = &S->plan;
+    const pt_config *c = S->cfg;
+    pt_backend *be = S->be;
+    const int L = c->n_layers, ns = P->n_seqs;
+    const size_t LH = (size_t)L * c->n_heads, tok_rows = (size_t)P->n_tok_rows;
     if (S->o->stat_mass) {
         float *m = pt_sweep_rows(S, C_TOK_MASS, tok_rows);
-        be->to_host(be, m, S->d_mass.p, tok_rows * LH * sizeof(float));
+        be->to_host(be, m, S->d.mass.p, tok_rows * LH * sizeof(float));
         for (int s = 0; s < ns; s++) {
-            pt_bseq *q = &P->seqs[s];
+            pt_bseq *q = &P->seqs.v[s];
             if (q->base < 0) continue;
-            const pt_bseq *B = &P->seqs[q->base];
+            const pt_bseq *B = &P->seqs.v[q->base];
             float *dst = m + (size_t)q->tok_row * LH;
             const float *src = m + (size_t)B->tok_row * LH;
             if (q->n_comp == 0)
@@ -376,57 +384,166 @@ static void emit_clean(pt_sweep *S, pt_record **recs, int n) {
     }
     if (S->o->stat_last) {
         float *m = pt_sweep_rows(S, C_TOK_LAST, tok_rows);
-        be->to_host(be, m, S->d_last.p, tok_rows * LH * sizeof(float));
+        be->to_host(be, m, S->d.last.p, tok_rows * LH * sizeof(float));
         for (int s = 0; s < ns; s++) {
-            pt_bseq *q = &P->seqs[s];
+            pt_bseq *q = &P->seqs.v[s];
             if (q->base >= 0 && q->n_comp == 0)
-                memcpy(m + (size_t)q->tok_row * LH, m + (size_t)P->seqs[q->base].tok_row * LH,
+                memcpy(m + (size_t)q->tok_row * LH, m + (size_t)P->seqs.v[q->base].tok_row * LH,
                        (size_t)q->T * LH * sizeof(float));
         }
     }
     if (S->o->stat_resid) {
-        const int n = P->n_rows;
-        float *rn = pt_sweep_host((void **)&S->h_rnorm, &S->h_rnorm_cap, (size_t)n * (L + 1) * sizeof(float));
-        be->to_host(be, rn, S->d_rnorm.p, (size_t)n * (L + 1) * sizeof(float));
+        const size_t n = (size_t)P->n_rows * (L + 1);
+        if (PT_SWEEP_FIT(S, &S->h.rnorm, n)) return -1;
+        be->to_host(be, S->h.rnorm.v, S->d.rnorm.p, n * sizeof(float));
         float *m = pt_sweep_rows(S, C_TOK_RESID_NORM, tok_rows);
         for (int s = 0; s < ns; s++) {
-            pt_bseq *q = &P->seqs[s];
-            memcpy(m + (size_t)q->tok_row * (L + 1), rn + (size_t)q->kv0 * (L + 1),
+            pt_bseq *q = &P->seqs.v[s];
+            memcpy(m + (size_t)q->tok_row * (L + 1), S->h.rnorm.v + (size_t)q->kv0 * (L + 1),
                    (size_t)q->T * (L + 1) * sizeof(float));
         }
     }
     if (S->o->stat_patterns) {
         float *m = pt_sweep_rows(S, C_PAT_VALUE, (size_t)P->n_pat_rows);
-        be->to_host(be, m, S->d_pat.p, (size_t)P->n_pat_rows * LH * sizeof(float));
+        be->to_host(be, m, S->d.pat.p, (size_t)P->n_pat_rows * LH * sizeof(float));
         for (int s = 0; s < ns; s++) {
-            pt_bseq *q = &P->seqs[s];
+            pt_bseq *q = &P->seqs.v[s];
             if (q->base < 0) continue;
-            const pt_bseq *B = &P->seqs[q->base];
-            const size_t rows = q->n_comp == 0 ? (size_t)q->T * (q->T + 1) / 2
-                                               : (size_t)B->T * (B->T + 1) / 2;
-            memcpy(m + (size_t)q->pat_row * LH, m + (size_t)B->pat_row * LH, rows * LH * sizeof(float));
+            const pt_bseq *B = &P->seqs.v[q->base];
+            const size_t rows =
+                q->n_comp == 0 ? (size_t)q->T * (q->T + 1) / 2 : (size_t)B->T * (B->T + 1) / 2;
+            memcpy(m + (size_t)q->pat_row * LH, m + (size_t)B->pat_row * LH,
+                   rows * LH * sizeof(float));
         }
     }
+    return pt_backend_failed(be) ? -1 : 0;
 }
 
-/* ---- one batch ------------------------------------------------------------------------------ */
+/* ---- one forward batch, one commit --------------------------------------------------------- */
 
-/* Compute one batch of records and hand its rows to the writer as one commit. */
-void pt_sweep_batch(pt_sweep *S, pt_record **recs, int n) {
-    plan_batch(S, recs, n);
-    if (S->plan.n_seqs > 0) clean_forward(S);
-    emit_clean(S, recs, n);
-    if (S->plan.n_seqs > 0 && S->experiments) pt_sweep_experiments(S, recs, n);
-    S->batch.n_pairs = n;
-    S->n_pairs_total += n;
-    S->n_seqs_total += S->plan.n_seqs;
-    S->n_tok_total += S->plan.n_tok_rows;
-    S->n_pat_total += S->plan.n_pat_rows;
-    S->tokens_done += S->plan.n_tok_rows;
-    pt_error e;
-    if (pt_writer_submit(S->w, &S->batch, &e)) {
-        fprintf(stderr, "punctum: %s\n", e.msg);
-        exit(1);
+/* Compute records recs[0..n) as one forward batch and append their rows; -1: the backend
+ * failed (its status says why; the rows appended may be partial). */
+static int forward_batch(pt_sweep *S, pt_record **recs, int n) {
+    if (plan_batch(S, recs, n)) return -1;
+    if (S->plan.n_seqs > 0 && clean_forward(S)) return -1;
+    if (emit_pairs(S, recs, n)) return -1;
+    emit_seqs(S);
+    if (emit_token_stats(S)) return -1;
+    if (S->plan.n_seqs > 0 && S->experiments && pt_experiments_run(S, recs, n)) return -1;
+    if (pt_backend_failed(S->be)) return -1;
+    S->rows.pairs += n;
+    S->rows.seqs += S->plan.n_seqs;
+    S->rows.tok += S->plan.n_tok_rows;
+    S->rows.pat += S->plan.n_pat_rows;
+    return 0;
+}
+
+static int record_tokens(const pt_record *r) {
+    return r->status ? 0 : r->n_tok[0] + (r->has_b ? r->n_tok[1] : 0);
+}
+static int record_longest(const pt_record *r) {
+    return r->status ? 0 : r->has_b && r->n_tok[1] > r->n_tok[0] ? r->n_tok[1] : r->n_tok[0];
+}
+
+/* Records of the next forward batch: up to the one that reaches `budget` tokens (the rule the
+ * main loop cuts commits with), at least one. */
+static int batch_records(pt_record **recs, int n, int budget, int *tokens) {
+    int k = 0, t = 0;
+    while (k < n && (k == 0 || t < budget)) t += record_tokens(recs[k++]);
+    *tokens = t;
+    return k;
+}
+
+/* After out of memory on a forward batch of k records and `tokens` tokens: a smaller budget
+ * (1), or 0 when it cannot get smaller (one record, and nothing left to split). */
+static int halve(pt_sweep *S, pt_record **recs, int k, int tokens, const pt_backend_status *st) {
+    const int longest = record_longest(recs[0]);
+    int nb;
+    if (k == 1) { /* only the experiments' sub-batches can still shrink, down to one sequence */
+        if (!S->experiments || S->fwd_budget <= longest) return 0;
+        nb = S->fwd_budget / 2 > longest ? S->fwd_budget / 2 : longest;
+    } else {
+        nb = (tokens < S->fwd_budget ? tokens : S->fwd_budget) / 2;
+        if (nb < 1) nb = 1;
     }
+    S->fwd_budget = nb;
+    fprintf(stderr, "punctum: warning: %s; retrying with forward batches of %d tokens\n", st->msg,
+            nb);
+    return 1;
 }
 
+int pt_sweep_compute(pt_sweep *S, pt_record **recs, int n, int *oom, pt_error *e) {
+    pt_sweep_mark start, m;
+    pt_sweep_mark_here(S, &start);
+    *oom = 0;
+    for (int i = 0; i < n;) {
+        int tokens;
+        const int k = batch_records(recs + i, n - i, S->fwd_budget, &tokens);
+        pt_sweep_mark_here(S, &m);
+        if (!forward_batch(S, recs + i, k)) {
+            i += k;
+            continue;
+        }
+        pt_backend_status st = {0};
+        if (!pt_backend_take_error(S->be, e, &st))
+            pt_fail(e, "internal error: a batch failed without a reason");
+        pt_sweep_rollback(S, &m);
+        pt_sweep_release(S); /* every buffer goes: the retry makes them at the new size */
+        if (st.out_of_memory && halve(S, recs + i, k, tokens, &st)) continue;
+        pt_sweep_rollback(S, &start);
+        if ((*oom = st.out_of_memory)) {
+            char b[32];
+            pt_fail(e,
+                    "out of memory computing line %lld (%d tokens) even alone: %s (%s asked for; "
+                    "--batch-tokens %d, forward batches of %d tokens)",
+                    (long long)recs[i]->line, record_tokens(recs[i]), st.msg,
+                    st.bytes ? pt_fmt_bytes((double)st.bytes, b) : "a buffer", S->commit_budget,
+                    S->fwd_budget);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- buffers ----------------------------------------------------------------------------------
+ */
+
+void pt_sweep_buffer_bytes(const pt_sweep *S, size_t *per_token, size_t *per_seq) {
+    const pt_config *c = S->cfg;
+    const size_t LH = (size_t)c->n_layers * c->n_heads, L1 = (size_t)c->n_layers + 1;
+    const size_t rb = S->be->resid_bytes, d = (size_t)c->d_model;
+    size_t t = 0;
+    if (S->o->stat_mass) t += LH * 4;
+    if (S->o->stat_last) t += LH * 4;
+    if (S->o->stat_resid) t += L1 * 4;
+    if (S->experiments) t += L1 * d * rb; /* resid_all */
+    *per_token = t;
+    *per_seq = L1 * d * rb + (size_t)c->vocab_size * 4; /* tap, logits */
+}
+
+void pt_sweep_release(pt_sweep *S) {
+    pt_devbuf *bufs[] = {&S->d.mass, &S->d.last,      &S->d.pat,   &S->d.rnorm,
+                         &S->d.tap,  &S->d.resid_all, &S->d.logits};
+    for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) pt_devbuf_free(S->be, bufs[k]);
+    pt_experiments_release(S);
+    if (S->have_engine) pt_engine_release(&S->en);
+}
+
+void pt_sweep_free_buffers(pt_sweep *S) {
+    if (S->be) pt_sweep_release(S);
+    pt_plan *P = &S->plan;
+    PT_BUF_FREE(&P->seqs);
+    PT_BUF_FREE(&P->entropy);
+    PT_BUF_FREE(&P->topk_id);
+    PT_BUF_FREE(&P->topk_lp);
+    PT_BUF_FREE(&P->target_lp);
+    PT_BUF_FREE(&S->h.ids);
+    PT_BUF_FREE(&S->h.pos);
+    PT_BUF_FREE(&S->h.kvr);
+    PT_BUF_FREE(&S->h.fin);
+    PT_BUF_FREE(&S->h.tgt);
+    PT_BUF_FREE(&S->h.segs);
+    PT_BUF_FREE(&S->h.kl);
+    PT_BUF_FREE(&S->h.tap);
+    PT_BUF_FREE(&S->h.rnorm);
+}

@@ -1,15 +1,16 @@
-/* punctum — model loading: config.json + safetensors -> canonical host float32 weights.
+/* punctum — model loading: config.json + safetensors -> weight views (model.h).
  *
- * Every tensor the architecture needs is looked up by name, its dtype and shape checked
- * against the config, and converted (F16/BF16) or used in place (F32, aligned, already in
- * [out, in] layout). q/k/v and gate/up are fused into single projections so a layer is four
- * GEMMs on every backend. GPT-2's Conv1D weights are stored [in, out] and are transposed. */
+ * Every tensor the architecture needs is looked up by name and its dtype and shape checked
+ * against the config. Matrices become views on the mapping in their checkpoint dtype and layout
+ * (q/k/v and gate/up as parts of one projection, GPT-2's Conv1D [in, out] as a transposed
+ * part); vectors become float32 (the mapping itself when aligned F32, else a small copy). */
 #include "punctum/model.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct {
     pt_model *m;
@@ -17,15 +18,63 @@ typedef struct {
     pt_error *e;
 } loader;
 
-static void *own(pt_model *m, size_t bytes) {
-    void *p = pt_xcalloc(1, bytes);
-    m->owned = pt_xrealloc(m->owned, (m->n_owned + 1) * sizeof *m->owned);
-    m->owned[m->n_owned++] = p;
-    return p;
+/* ---- element conversion ------------------------------------------------------------------- */
+
+static float f32_of_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
 
-/* Find a tensor and check its shape (dims given by `shape`, n dims). */
-static const pt_st_tensor *find_checked(loader *L, const char *name, int ndim, const int64_t *shape) {
+/* IEEE half -> float32 bits without branches (so loops over it vectorise): the exponent and
+ * mantissa shifted into place are a float32 that is too small by 2^112 (subnormal halves give
+ * float32 denormals, which the multiply normalises exactly); inf / NaN keep their payload. */
+static inline uint32_t f16_to_f32_bits(uint32_t h) {
+    const uint32_t em = h & 0x7fffu;
+    uint32_t u;
+    const float f = f32_of_bits(em << 13) * 0x1p112f;
+    memcpy(&u, &f, 4);
+    u |= em >= 0x7c00u ? 0x7f800000u : 0u;
+    return u | (h & 0x8000u) << 16;
+}
+
+void pt_tensor_to_f32(const pt_tensor *t, size_t i0, size_t stride, size_t n, float *dst) {
+    const unsigned char *p = (const unsigned char *)t->data + i0 * pt_tensor_esize(t->dtype);
+    if (t->dtype == PT_DT_F32) {
+        if (stride == 1) {
+            memcpy(dst, p, n * 4); /* the mapping may be unaligned for float */
+            return;
+        }
+        for (size_t k = 0; k < n; k++) memcpy(&dst[k], p + k * stride * 4, 4);
+        return;
+    }
+    const size_t step = 2 * stride;
+    if (t->dtype == PT_DT_BF16) {
+        for (size_t k = 0; k < n; k++) {
+            uint16_t h;
+            memcpy(&h, p + k * step, 2);
+            dst[k] = f32_of_bits((uint32_t)h << 16);
+        }
+    } else {
+        for (size_t k = 0; k < n; k++) {
+            uint16_t h;
+            memcpy(&h, p + k * step, 2);
+            dst[k] = f32_of_bits(f16_to_f32_bits(h));
+        }
+    }
+}
+
+float pt_tensor_get(const pt_tensor *t, size_t i) {
+    float v;
+    pt_tensor_to_f32(t, i, 1, 1, &v);
+    return v;
+}
+
+/* ---- lookup --------------------------------------------------------------------------------- */
+
+/* Find a tensor and check its dtype and shape (dims given by `shape`, n dims). */
+static const pt_st_tensor *find_checked(loader *L, const char *name, int ndim,
+                                        const int64_t *shape) {
     char full[256];
     snprintf(full, sizeof full, "%s%s", L->prefix, name);
     const pt_st_tensor *t = pt_st_find(&L->m->files, full);
@@ -55,33 +104,57 @@ static const pt_st_tensor *find_checked(loader *L, const char *name, int ndim, c
     return t;
 }
 
-/* Float32 view of a tensor: the mapping itself when possible, else a converted copy. */
-static const float *as_f32(loader *L, const pt_st_tensor *t) {
-    if (t->dtype == PT_DT_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) return t->data;
-    float *dst = own(L->m, t->nelem * sizeof(float));
-    if (pt_st_to_f32(t, dst, L->e)) return NULL;
-    return dst;
-}
-
-static const float *load1(loader *L, const char *name, int64_t n0) {
-    const pt_st_tensor *t = find_checked(L, name, 1, (int64_t[]){n0});
-    return t ? as_f32(L, t) : NULL;
-}
-
-static const float *load2(loader *L, const char *name, int64_t n0, int64_t n1) {
-    const pt_st_tensor *t = find_checked(L, name, 2, (int64_t[]){n0, n1});
-    return t ? as_f32(L, t) : NULL;
-}
-
-/* Copy `rows` x `cols` from src (row-major) into dst, transposing when src is [cols, rows]. */
-static void put_rows(float *dst, const float *src, int rows, int cols, int transposed) {
-    if (!transposed) {
-        memcpy(dst, src, (size_t)rows * cols * sizeof(float));
-        return;
+/* Keep a float32 vector the model converted (freed with it). */
+static float *own_vector(pt_model *m, size_t n, pt_error *e) {
+    if (m->n_owned == m->cap_owned) {
+        const size_t cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        float **o = realloc(m->owned, cap * sizeof *o);
+        if (!o) {
+            pt_fail(e, "%s: out of memory loading the model", m->dir);
+            return NULL;
+        }
+        m->owned = o;
+        m->cap_owned = cap;
     }
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = src[(size_t)c * rows + r];
+    float *v = pt_try_alloc(n * sizeof(float), "a weight vector", e);
+    if (v) m->owned[m->n_owned++] = v;
+    return v;
 }
+
+/* A float32 vector of n elements: the mapping when aligned F32, else a converted copy. */
+static const float *load1(loader *L, const char *name, int64_t n) {
+    const pt_st_tensor *t = find_checked(L, name, 1, (int64_t[]){n});
+    if (!t) return NULL;
+    if (t->dtype == PT_DT_F32 && (uintptr_t)t->data % sizeof(float) == 0) return t->data;
+    float *v = own_vector(L->m, (size_t)n, L->e);
+    if (v) pt_tensor_to_f32(&(pt_tensor){t->data, t->dtype}, 0, 1, (size_t)n, v);
+    return v;
+}
+
+/* A matrix view of shape [n0, n1]. */
+static int load2(loader *L, const char *name, int64_t n0, int64_t n1, pt_tensor *out) {
+    const pt_st_tensor *t = find_checked(L, name, 2, (int64_t[]){n0, n1});
+    if (!t) return -1;
+    *out = (pt_tensor){t->data, t->dtype};
+    return 0;
+}
+
+/* Append a part (tensor `name` of out rows, optional bias `bias_name`) to a projection. */
+static int add_part(loader *L, pt_linear *lin, const char *name, const char *bias_name, int out,
+                    int in, int transposed) {
+    pt_linear_part *p = &lin->part[lin->n_parts];
+    if (transposed ? load2(L, name, in, out, &p->w) : load2(L, name, out, in, &p->w)) return -1;
+    p->b = NULL;
+    if (bias_name && !(p->b = load1(L, bias_name, out))) return -1;
+    p->out = out;
+    p->transposed = transposed;
+    lin->in = in;
+    lin->out += out;
+    lin->n_parts++;
+    return 0;
+}
+
+/* ---- architectures ------------------------------------------------------------------------ */
 
 static int load_gpt2(loader *L) {
     pt_model *m = L->m;
@@ -90,44 +163,55 @@ static int load_gpt2(loader *L) {
     pt_weights *w = &m->host;
     /* The original GPT-2 checkpoints have no "transformer." prefix; HF-saved ones do. */
     L->prefix = pt_st_find(&m->files, "transformer.wte.weight") ? "transformer." : "";
-    if (!(w->tok_emb = load2(L, "wte.weight", c->vocab_size, d))) return -1;
-    if (!(w->pos_emb = load2(L, "wpe.weight", c->max_positions, d))) return -1;
-    char name[128];
+    if (load2(L, "wte.weight", c->vocab_size, d, &w->tok_emb)) return -1;
+    if (load2(L, "wpe.weight", c->max_positions, d, &w->pos_emb)) return -1;
+    char name[128], bias[128];
     for (int l = 0; l < c->n_layers; l++) {
         pt_layer_weights *lw = &w->layers[l];
-        const float *t;
-#define LOAD1(field, fmt, n)                                                                     \
-    snprintf(name, sizeof name, fmt, l);                                                       \
-    if (!(lw->field = load1(L, name, n))) return -1;
-        LOAD1(norm1_w, "h.%d.ln_1.weight", d);
-        LOAD1(norm1_b, "h.%d.ln_1.bias", d);
-        LOAD1(norm2_w, "h.%d.ln_2.weight", d);
-        LOAD1(norm2_b, "h.%d.ln_2.bias", d);
-        LOAD1(qkv.b, "h.%d.attn.c_attn.bias", 3 * d);
-        LOAD1(o.b, "h.%d.attn.c_proj.bias", d);
-        LOAD1(up.b, "h.%d.mlp.c_fc.bias", ff);
-        LOAD1(down.b, "h.%d.mlp.c_proj.bias", d);
-#undef LOAD1
-        /* Conv1D: stored [in, out]; transpose to [out, in]. */
-        struct { pt_linear *lin; const char *fmt; int in, out; } conv[] = {
-            {&lw->qkv, "h.%d.attn.c_attn.weight", d, 3 * d},
-            {&lw->o, "h.%d.attn.c_proj.weight", d, d},
-            {&lw->up, "h.%d.mlp.c_fc.weight", d, ff},
-            {&lw->down, "h.%d.mlp.c_proj.weight", ff, d},
+        struct {
+            const float **dst;
+            const char *fmt;
+        } vec[] = {
+            {&lw->norm1_w, "h.%d.ln_1.weight"},
+            {&lw->norm1_b, "h.%d.ln_1.bias"},
+            {&lw->norm2_w, "h.%d.ln_2.weight"},
+            {&lw->norm2_b, "h.%d.ln_2.bias"},
+        };
+        for (size_t k = 0; k < sizeof vec / sizeof vec[0]; k++) {
+            snprintf(name, sizeof name, vec[k].fmt, l);
+            if (!(*vec[k].dst = load1(L, name, d))) return -1;
+        }
+        /* Conv1D: stored [in, out], used through the GEMM's transpose flag */
+        struct {
+            pt_linear *lin;
+            const char *fmt;
+            int in, out;
+        } conv[] = {
+            {&lw->qkv, "h.%d.attn.c_attn", d, 3 * d},
+            {&lw->o, "h.%d.attn.c_proj", d, d},
+            {&lw->up, "h.%d.mlp.c_fc", d, ff},
+            {&lw->down, "h.%d.mlp.c_proj", ff, d},
         };
         for (size_t k = 0; k < sizeof conv / sizeof conv[0]; k++) {
-            snprintf(name, sizeof name, conv[k].fmt, l);
-            if (!(t = load2(L, name, conv[k].in, conv[k].out))) return -1;
-            float *dst = own(m, (size_t)conv[k].in * conv[k].out * sizeof(float));
-            put_rows(dst, t, conv[k].out, conv[k].in, 1);
-            conv[k].lin->w = dst;
-            conv[k].lin->out = conv[k].out;
-            conv[k].lin->in = conv[k].in;
+            char stem[96];
+            snprintf(stem, sizeof stem, conv[k].fmt, l);
+            snprintf(name, sizeof name, "%s.weight", stem);
+            snprintf(bias, sizeof bias, "%s.bias", stem);
+            if (add_part(L, conv[k].lin, name, bias, conv[k].out, conv[k].in, 1)) return -1;
         }
     }
     if (!(w->final_norm_w = load1(L, "ln_f.weight", d))) return -1;
     if (!(w->final_norm_b = load1(L, "ln_f.bias", d))) return -1;
     return 0;
+}
+
+/* Append model.layers.L.GROUP.NAME.weight (and .bias when `bias`) as a part of `lin`. */
+static int add_layer_part(loader *L, pt_linear *lin, int l, const char *group, const char *proj,
+                          int bias, int out, int in) {
+    char name[160], bname[160];
+    snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, group, proj);
+    snprintf(bname, sizeof bname, "model.layers.%d.%s.%s.bias", l, group, proj);
+    return add_part(L, lin, name, bias ? bname : NULL, out, in, 0);
 }
 
 static int load_llama_like(loader *L) {
@@ -137,7 +221,7 @@ static int load_llama_like(loader *L) {
     const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     pt_weights *w = &m->host;
     L->prefix = "";
-    if (!(w->tok_emb = load2(L, "model.embed_tokens.weight", c->vocab_size, d))) return -1;
+    if (load2(L, "model.embed_tokens.weight", c->vocab_size, d, &w->tok_emb)) return -1;
     char name[160];
     for (int l = 0; l < c->n_layers; l++) {
         pt_layer_weights *lw = &w->layers[l];
@@ -145,63 +229,15 @@ static int load_llama_like(loader *L) {
         if (!(lw->norm1_w = load1(L, name, d))) return -1;
         snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
         if (!(lw->norm2_w = load1(L, name, d))) return -1;
-
-        /* Fuse q, k, v (and their biases) into one [q|k|v] projection. */
-        const char *qkv_names[3] = {"q_proj", "k_proj", "v_proj"};
-        const int qkv_rows[3] = {qd, kvd, kvd};
-        float *qkv_w = own(m, (size_t)(qd + 2 * kvd) * d * sizeof(float));
-        float *qkv_b = c->qkv_bias ? own(m, (size_t)(qd + 2 * kvd) * sizeof(float)) : NULL;
-        size_t row = 0;
-        for (int k = 0; k < 3; k++) {
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.weight", l, qkv_names[k]);
-            const float *t = load2(L, name, qkv_rows[k], d);
-            if (!t) return -1;
-            memcpy(qkv_w + row * d, t, (size_t)qkv_rows[k] * d * sizeof(float));
-            if (qkv_b) {
-                snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.bias", l, qkv_names[k]);
-                const float *b = load1(L, name, qkv_rows[k]);
-                if (!b) return -1;
-                memcpy(qkv_b + row, b, (size_t)qkv_rows[k] * sizeof(float));
-            }
-            row += (size_t)qkv_rows[k];
-        }
-        lw->qkv = (pt_linear){qkv_w, qkv_b, qd + 2 * kvd, d};
-
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.o_proj.weight", l);
-        if (!(lw->o.w = load2(L, name, d, qd))) return -1;
-        lw->o.out = d;
-        lw->o.in = qd;
-        if (c->o_bias) {
-            snprintf(name, sizeof name, "model.layers.%d.self_attn.o_proj.bias", l);
-            if (!(lw->o.b = load1(L, name, d))) return -1;
-        }
-
-        /* Fuse gate and up into one [gate|up] projection. */
-        float *gu_w = own(m, (size_t)2 * ff * d * sizeof(float));
-        float *gu_b = c->mlp_bias ? own(m, (size_t)2 * ff * sizeof(float)) : NULL;
-        const char *gu_names[2] = {"gate_proj", "up_proj"};
-        for (int k = 0; k < 2; k++) {
-            snprintf(name, sizeof name, "model.layers.%d.mlp.%s.weight", l, gu_names[k]);
-            const float *t = load2(L, name, ff, d);
-            if (!t) return -1;
-            memcpy(gu_w + (size_t)k * ff * d, t, (size_t)ff * d * sizeof(float));
-            if (gu_b) {
-                snprintf(name, sizeof name, "model.layers.%d.mlp.%s.bias", l, gu_names[k]);
-                const float *b = load1(L, name, ff);
-                if (!b) return -1;
-                memcpy(gu_b + (size_t)k * ff, b, (size_t)ff * sizeof(float));
-            }
-        }
-        lw->up = (pt_linear){gu_w, gu_b, 2 * ff, d};
-
-        snprintf(name, sizeof name, "model.layers.%d.mlp.down_proj.weight", l);
-        if (!(lw->down.w = load2(L, name, d, ff))) return -1;
-        lw->down.out = d;
-        lw->down.in = ff;
-        if (c->mlp_bias) {
-            snprintf(name, sizeof name, "model.layers.%d.mlp.down_proj.bias", l);
-            if (!(lw->down.b = load1(L, name, d))) return -1;
-        }
+        /* q | k | v and gate | up: parts of one projection each, no copy */
+        if (add_layer_part(L, &lw->qkv, l, "self_attn", "q_proj", c->qkv_bias, qd, d) ||
+            add_layer_part(L, &lw->qkv, l, "self_attn", "k_proj", c->qkv_bias, kvd, d) ||
+            add_layer_part(L, &lw->qkv, l, "self_attn", "v_proj", c->qkv_bias, kvd, d) ||
+            add_layer_part(L, &lw->o, l, "self_attn", "o_proj", c->o_bias, d, qd) ||
+            add_layer_part(L, &lw->up, l, "mlp", "gate_proj", c->mlp_bias, ff, d) ||
+            add_layer_part(L, &lw->up, l, "mlp", "up_proj", c->mlp_bias, ff, d) ||
+            add_layer_part(L, &lw->down, l, "mlp", "down_proj", c->mlp_bias, d, ff))
+            return -1;
     }
     if (!(w->final_norm_w = load1(L, "model.norm.weight", d))) return -1;
     return 0;
@@ -234,30 +270,30 @@ void pt_rope_inv_freq(const pt_config *c, float *out) {
 
 int pt_model_load(const char *dir, pt_model *m, pt_error *e) {
     memset(m, 0, sizeof *m);
-    m->dir = pt_xstrdup(dir);
+    if (!(m->dir = strdup(dir))) return pt_fail(e, "%s: out of memory", dir);
     char *cfg_path = pt_path_join(dir, "config.json");
     int rc = pt_config_load(cfg_path, &m->cfg, e);
     free(cfg_path);
-    if (rc) goto fail;
-    if (pt_st_set_open(dir, &m->files, e)) goto fail;
+    if (rc || pt_st_set_open(dir, &m->files, e)) goto fail;
+    for (size_t i = 0; i < m->files.n_files; i++) m->file_bytes += m->files.files[i].map_len;
 
     const pt_config *c = &m->cfg;
-    m->host.layers = pt_xcalloc((size_t)c->n_layers, sizeof(pt_layer_weights));
+    m->host.layers = pt_try_calloc((size_t)c->n_layers, sizeof(pt_layer_weights), dir, e);
+    if (!m->host.layers) goto fail;
     loader L = {m, "", e};
     rc = c->arch == PT_ARCH_GPT2 ? load_gpt2(&L) : load_llama_like(&L);
     if (rc) goto fail;
 
     pt_weights *w = &m->host;
-    if (c->tied_embeddings) {
-        w->lm_head = (pt_linear){w->tok_emb, NULL, c->vocab_size, c->d_model};
-    } else {
-        L.prefix = "";
-        const float *t = load2(&L, "lm_head.weight", c->vocab_size, c->d_model);
-        if (!t) goto fail;
-        w->lm_head = (pt_linear){t, NULL, c->vocab_size, c->d_model};
-    }
+    pt_tensor head = w->tok_emb;
+    L.prefix = "";
+    if (!c->tied_embeddings && load2(&L, "lm_head.weight", c->vocab_size, c->d_model, &head))
+        goto fail;
+    w->lm_head = pt_linear_one(head, NULL, c->vocab_size, c->d_model, 0);
+    m->weight_dtype = c->n_layers > 0 ? w->layers[0].qkv.part[0].w.dtype : head.dtype;
     if (c->rope != PT_ROPE_NONE) {
-        float *inv = own(m, (size_t)(c->head_dim / 2) * sizeof(float));
+        float *inv = own_vector(m, (size_t)(c->head_dim / 2), e);
+        if (!inv) goto fail;
         pt_rope_inv_freq(c, inv);
         w->rope_inv_freq = inv;
     }
@@ -274,4 +310,89 @@ void pt_model_free(pt_model *m) {
     pt_st_set_close(&m->files);
     free(m->dir);
     memset(m, 0, sizeof *m);
+}
+
+/* ---- --model org/name: the local Hugging Face cache --------------------------------------- */
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* org/name: two non-empty parts of [A-Za-z0-9._-], neither starting with '.' */
+static int looks_like_model_id(const char *s) {
+    const char *slash = strchr(s, '/');
+    if (!slash || strchr(slash + 1, '/') || slash == s || !slash[1] || s[0] == '.' ||
+        slash[1] == '.')
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (p != slash && !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                            (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+            return 0;
+    return strlen(s) < 200;
+}
+
+/* The hub cache directory and how it was chosen. */
+static void hub_cache(char *out, size_t n, const char **how) {
+    const char *v = getenv("HF_HUB_CACHE");
+    if (v && *v) {
+        snprintf(out, n, "%s", v);
+        *how = "$HF_HUB_CACHE";
+        return;
+    }
+    if ((v = getenv("HF_HOME")) && *v) {
+        snprintf(out, n, "%s/hub", v);
+        *how = "$HF_HOME/hub";
+        return;
+    }
+    v = getenv("HOME");
+    snprintf(out, n, "%s/.cache/huggingface/hub", v && *v ? v : "");
+    *how = "~/.cache/huggingface/hub";
+}
+
+/* The commit hash in refs/main: hex (or at least a plain name), one line. */
+static int read_ref(const char *path, char *hash, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char buf[128] = "";
+    const int got = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = 0;
+    if (!got || !buf[0] || strlen(buf) >= n) return -1;
+    for (const char *p = buf; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+            return -1;
+    snprintf(hash, n, "%s", buf);
+    return 0;
+}
+
+char *pt_model_resolve(const char *arg, pt_error *e) {
+    if (is_dir(arg) || !looks_like_model_id(arg)) {
+        char *d = strdup(arg);
+        if (!d) pt_fail(e, "out of memory");
+        return d;
+    }
+    char cache[4096], repo[4096 + 256], ref[sizeof repo + 16], hash[96], snap[sizeof repo + 128];
+    const char *how;
+    hub_cache(cache, sizeof cache, &how);
+    const char *slash = strchr(arg, '/');
+    snprintf(repo, sizeof repo, "%s/models--%.*s--%s", cache, (int)(slash - arg), arg, slash + 1);
+    snprintf(ref, sizeof ref, "%s/refs/main", repo);
+    if (read_ref(ref, hash, sizeof hash)) {
+        pt_fail(e,
+                "--model %s: not a directory, and not in the local Hugging Face cache (looked for "
+                "%s, cache from %s; nothing is downloaded: fetch it with `huggingface-cli "
+                "download %s` or pass a directory)",
+                arg, ref, how, arg);
+        return NULL;
+    }
+    snprintf(snap, sizeof snap, "%s/snapshots/%s", repo, hash);
+    if (!is_dir(snap)) {
+        pt_fail(e, "--model %s: %s names snapshot %s, which is missing (looked in %s)", arg, ref,
+                hash, snap);
+        return NULL;
+    }
+    char *d = strdup(snap);
+    if (!d) pt_fail(e, "out of memory");
+    return d;
 }

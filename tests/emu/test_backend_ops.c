@@ -189,6 +189,16 @@ static void report(const char *op, const char *shape, const char *dt, const cmp_
 
 /* ---- synthetic models ------------------------------------------------------------------------- */
 
+/* The operations' scratch (backend.h, reserve) for `rows` rows and `keys` positions. */
+static void reserve_for(pt_backend *be, const pt_config *cfg, int rows, int keys, const float *inv_freq) {
+    const pt_reserve r = {rows, keys, keys, rows, 32, inv_freq};
+    pt_error e;
+    if (be->reserve(be, cfg, &r) || pt_backend_take_error(be, &e, NULL)) {
+        fprintf(stderr, "test_backend_ops: %s: reserve failed: %s\n", be->name, be->status.msg);
+        exit(1);
+    }
+}
+
 typedef struct {
     const char *name;
     pt_config cfg;
@@ -212,9 +222,39 @@ static float *wvec_around(synth *s, size_t n, float center, float scale) {
     for (size_t i = 0; i < n; i++) v[i] += center;
     return v;
 }
-static pt_linear wlin(synth *s, int out, int in, int bias, pt_compute_dtype dt) {
-    pt_linear l = {wmat(s, (size_t)out * in, 0.2f, dt), bias ? wvec_around(s, (size_t)out, 0.0f, 0.1f) : NULL, out, in};
+/* A weight matrix as the checkpoint would hold it: float32, or (dt bf16 / f16) the rounded
+ * values stored in that dtype, so both backends convert the same file contents. */
+static pt_tensor wtensor(synth *s, const float *v, size_t n, pt_compute_dtype dt) {
+    if (dt == PT_DTYPE_F32) return (pt_tensor){v, PT_DT_F32};
+    uint16_t *h = (uint16_t *)own(s, pt_xmalloc((n ? n : 1) * sizeof(uint16_t)));
+    for (size_t i = 0; i < n; i++) h[i] = dt == PT_DTYPE_BF16 ? pt_f32_to_bf16(v[i]) : pt_f32_to_f16(v[i]);
+    return (pt_tensor){h, dt == PT_DTYPE_BF16 ? PT_DT_BF16 : PT_DT_F16};
+}
+/* A projection of parts with the given row counts (summing to out), each [rows, in] or, when
+ * `transposed`, stored [in, rows] as GPT-2's Conv1D does. */
+static pt_linear wlin_parts(synth *s, const int *rows, int n_parts, int in, int bias, int transposed,
+                            pt_compute_dtype dt) {
+    pt_linear l;
+    memset(&l, 0, sizeof l);
+    l.in = in;
+    l.n_parts = n_parts;
+    for (int k = 0; k < n_parts; k++) {
+        const size_t n = (size_t)rows[k] * in;
+        float *w = wmat(s, n, 0.2f, dt);
+        if (transposed) { /* the same matrix stored [in, rows] */
+            float *t = own(s, pt_xmalloc(n * sizeof(float)));
+            for (int r = 0; r < rows[k]; r++)
+                for (int c = 0; c < in; c++) t[(size_t)c * rows[k] + r] = w[(size_t)r * in + c];
+            w = t;
+        }
+        l.part[k] = (pt_linear_part){wtensor(s, w, n, dt), bias ? wvec_around(s, (size_t)rows[k], 0.0f, 0.1f) : NULL,
+                                     rows[k], transposed};
+        l.out += rows[k];
+    }
     return l;
+}
+static pt_linear wlin(synth *s, int out, int in, int bias, int transposed, pt_compute_dtype dt) {
+    return wlin_parts(s, &out, 1, in, bias, transposed, dt);
 }
 
 /* llama-like (RMSNorm, SwiGLU, RoPE, GQA) or gpt2-like (LayerNorm, GELU, learned positions,
@@ -244,24 +284,34 @@ static void synth_make(synth *s, const char *name, int gpt2, int d, int H, int K
     c->rope = gpt2 ? PT_ROPE_NONE : PT_ROPE_DEFAULT;
     c->rope_theta = 10000.0;
     pt_weights *w = &s->host;
-    w->tok_emb = wmat(s, (size_t)V * d, 0.5f, dt);
-    w->pos_emb = gpt2 ? wmat(s, (size_t)c->max_positions * d, 0.2f, dt) : NULL;
+    w->tok_emb = wtensor(s, wmat(s, (size_t)V * d, 0.5f, dt), (size_t)V * d, dt);
+    if (gpt2) {
+        const size_t np = (size_t)c->max_positions * d;
+        w->pos_emb = wtensor(s, wmat(s, np, 0.2f, dt), np, dt);
+    }
     w->layers = pt_xcalloc(1, sizeof(pt_layer_weights));
     pt_layer_weights *L = w->layers;
     L->norm1_w = wvec_around(s, (size_t)d, 1.0f, 0.1f);
     L->norm1_b = gpt2 ? wvec_around(s, (size_t)d, 0.0f, 0.1f) : NULL;
     L->norm2_w = wvec_around(s, (size_t)d, 1.0f, 0.1f);
     L->norm2_b = gpt2 ? wvec_around(s, (size_t)d, 0.0f, 0.1f) : NULL;
-    L->qkv = wlin(s, (H + 2 * KV) * hd, d, gpt2, dt);
-    L->o = wlin(s, d, H * hd, gpt2, dt);
-    L->up = wlin(s, gpt2 ? ff : 2 * ff, d, gpt2, dt);
-    L->down = wlin(s, d, ff, gpt2, dt);
+    /* gpt2: fused c_attn, Conv1D [in, out] storage; llama: q|k|v and gate|up as parts */
+    const int qkv_rows[3] = {H * hd, KV * hd, KV * hd}, gu_rows[2] = {ff, ff};
+    if (gpt2) {
+        L->qkv = wlin(s, (H + 2 * KV) * hd, d, 1, 1, dt);
+        L->up = wlin(s, ff, d, 1, 1, dt);
+    } else {
+        L->qkv = wlin_parts(s, qkv_rows, 3, d, 0, 0, dt);
+        L->up = wlin_parts(s, gu_rows, 2, d, 0, 0, dt);
+    }
+    L->o = wlin(s, d, H * hd, gpt2, gpt2, dt);
+    L->down = wlin(s, d, ff, gpt2, gpt2, dt);
     w->final_norm_w = wvec_around(s, (size_t)d, 1.0f, 0.1f);
     w->final_norm_b = gpt2 ? wvec_around(s, (size_t)d, 0.0f, 0.1f) : NULL;
     if (gpt2) {
-        w->lm_head = (pt_linear){w->tok_emb, NULL, V, d};
+        w->lm_head = pt_linear_one(w->tok_emb, NULL, V, d, 0);
     } else {
-        w->lm_head = wlin(s, V, d, 0, dt);
+        w->lm_head = wlin(s, V, d, 0, 0, dt);
     }
     if (!gpt2) {
         float *inv = own(s, pt_xmalloc((size_t)hd / 2 * sizeof(float)));
@@ -332,6 +382,10 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
         fprintf(stderr, "load_weights: %s\n", e.msg);
         exit(1);
     }
+    /* scratch for up to 64 rows and positions below 20001 (the rope test) */
+    reserve_for(P->cpu, cfg, 64, 20001, wa.rope_inv_freq);
+    reserve_for(P->gpu, cfg, 64, 20001, wb.rope_inv_freq);
+    if (gpu_alt) reserve_for(gpu_alt, cfg, 64, 20001, wc.rope_inv_freq);
     char shape[96];
     const double rt = 1e-4;
 
@@ -349,7 +403,7 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
         cmp_t c;
         cmp_init(&c);
         cmp_f(&c, hb, ha, (size_t)n * d, 1e-7, 1e-6);
-        snprintf(shape, sizeof shape, "%s n=%d d=%d V=%d%s", S->name, n, d, V, wa.pos_emb ? " +pos" : "");
+        snprintf(shape, sizeof shape, "%s n=%d d=%d V=%d%s", S->name, n, d, V, wa.pos_emb.data ? " +pos" : "");
         report("embed", shape, P->tag, &c, 1e-7, 1e-6, dguards(&xb));
         dfree(&xa), dfree(&xb), free(ha), free(hb);
     }
@@ -402,7 +456,7 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
                 cmp_t c;
                 cmp_init(&c);
                 cmp_f(&c, hb, ha, (size_t)n * out, at, rt);
-                snprintf(shape, sizeof shape, "%s %s n=%d %dx%d%s", S->name, names[k], n, out, in, la[k]->b ? " +b" : "");
+                snprintf(shape, sizeof shape, "%s %s n=%d %dx%d%s", S->name, names[k], n, out, in, la[k]->part[0].b ? " +b" : "");
                 report("linear", shape, P->tag, &c, at, rt, dguards(&yb));
                 if (gpu_alt) {
                     float *dxc = dfrom(gpu_alt, &xc, x, (size_t)n * in), *dyc = dnew(gpu_alt, &yc, (size_t)n * out);
@@ -706,6 +760,11 @@ static void run_attn(pt_backend *be, const attn_case *A, const float *q, const f
     float *dm = A->stats & 1 ? dfrom(be, &bm, m0, (size_t)A->n_tok_rows * LH) : NULL;
     float *dl = A->stats & 2 ? dfrom(be, &bl, l0, (size_t)A->n_tok_rows * LH) : NULL;
     float *dp = A->stats & 4 ? dfrom(be, &bp, p0, (size_t)A->n_pat_rows * LH) : NULL;
+    pt_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_heads = A->H, cfg.n_kv_heads = A->KV, cfg.head_dim = A->hd, cfg.d_model = A->H * A->hd;
+    cfg.d_ff = cfg.d_model, cfg.n_layers = A->n_layers, cfg.vocab_size = 1;
+    reserve_for(be, &cfg, A->n_rows, A->n_cache + 1, NULL);
     pt_attn_args a = {.layer = A->layer, .q = dq, .q_stride = q_stride, .k_cache = dk, .v_cache = dv, .out = dout,
                       .segs = A->segs, .n_segs = A->n_segs, .mass = dm, .last = dl, .pattern = dp,
                       .n_layers = A->n_layers, .n_heads = A->H, .n_kv_heads = A->KV, .head_dim = A->hd,
@@ -870,7 +929,7 @@ int main(int argc, char **argv) {
         }
     }
     if (!skip_ok && getenv("PUNCTUM_TEST_SKIP_WITHOUT_GPU")) skip_ok = 1;
-    if (!pt_backend_cuda_available()) {
+    if (!pt_backend_cuda_available(NULL)) {
         fprintf(stderr, "test_backend_ops: no usable CUDA device\n");
         return skip_ok ? 77 : 1;
     }

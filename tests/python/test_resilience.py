@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -81,6 +82,18 @@ def env(**extra) -> dict:
 def run_args(model: str, pairs: str, out: str, *extra) -> list[str]:
     return [punctum_bin(), "run", "--model", model, "--pairs", pairs, "--out", out,
             "--progress", "never", *BATCH, *extra]
+
+
+STARTUP = re.compile(r"^punctum: (rank \d+: )?(cpu|cuda) backend \(.*\), (f32|bf16|f16) compute "
+                     r"\(weights (f32|bf16|f16)[^)]*\), model .* batch \d+ tokens \(.*\)")
+
+
+def messages(stderr: str) -> list[str]:
+    """stderr's lines without the start-up line every run prints first (SPEC §4), which must be
+    there; what is left are the run's own messages."""
+    lines = stderr.strip().splitlines()
+    assert lines and STARTUP.match(lines[0]), f"no start-up line first:\n{stderr}"
+    return lines[1:]
 
 
 def run(args, expect=0, timeout=600, **envkw):
@@ -258,7 +271,7 @@ def test_signal_exit_code_and_resumable_state(work, model, pairs):
             pass
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=120) == 143
-    assert p.stderr.read().strip() == ""
+    assert messages(p.stderr.read()) == []
     n = check_consistent(out)
     assert 50 <= n < N_RECORDS
     with h5py.File(out, "r") as f:
@@ -388,7 +401,7 @@ def test_resume_without_output_is_a_usage_error(work, model, pairs):
 def test_strict_stops_at_the_first_bad_record(work, model, pairs):
     out = str(work / "strict.h5")
     p = run(run_args(model, pairs, out, "--strict", "--force"), expect=1, PUNCTUM_COMMIT_SECONDS=0)
-    msg = p.stderr.strip()
+    msg = "\n".join(messages(p.stderr))
     assert len(msg.splitlines()) == 1 and "line " in msg and "invalid JSON" in msg, msg
     n = check_consistent(out)
     with h5py.File(out, "r") as f:
@@ -409,7 +422,7 @@ def test_full_disk_keeps_the_last_commit(work, model, pairs, reference):
     p = subprocess.run(run_args(model, pairs, out, "--force"), capture_output=True, text=True, timeout=600,
                        env=env(PUNCTUM_COMMIT_SECONDS=0, PUNCTUM_FSYNC=0), preexec_fn=limit_fsize)
     assert p.returncode == 1, p.stderr
-    msg = p.stderr.strip()
+    msg = "\n".join(messages(p.stderr))
     assert len(msg.splitlines()) == 1 and "intact" in msg and "file too large" in msg, msg
     n = check_consistent(out)
     assert 0 < n < N_RECORDS
