@@ -27,6 +27,7 @@ typedef struct {
     int resume, force, store_f16, strict;
     int progress;             /* 0 never, 1 always, -1 auto (stderr is a terminal) */
     int threads;
+    int writer_threads;       /* chunk-encoding threads of the writer (0: the cores left over) */
     char *command_line;
 } pt_run_opts;
 

@@ -1,4 +1,4 @@
-/* punctum — the HDF5 writer (SPEC §5, §7): crash-safe commits.
+/* punctum — the HDF5 writer (SPEC §5, §7, §8): crash-safe commits at the speed of a GPU.
  *
  * HDF5 does not survive a crash in the middle of a metadata write, so a running sweep never
  * modifies a file that a reader (or a resume) relies on:
@@ -11,12 +11,22 @@
  *
  * A commit is that rename: OUT.h5 always opens and shows exactly the committed rows (its
  * `committed_pairs` attribute, written last, counts them). Rows arrive in batches (pt_batch)
- * on a writer thread that appends them to the open segment while the engine computes the next
- * batch; it commits at most every few seconds (PUNCTUM_COMMIT_SECONDS, default 5), and merges
- * runs of equal-sized segments into larger ones in the background (a log-structured
- * compaction), so the number of segments stays logarithmic in the run's length and a commit
- * costs the same after an hour as after a minute. When the run ends, the segments are copied
- * into one self-contained OUT.h5 (again via OUT.h5.tmp + rename) and the parts removed.
+ * on a writer thread while the engine computes the next batch; it commits at most every few
+ * seconds (PUNCTUM_COMMIT_SECONDS, default 5).
+ *
+ * Speed (SPEC §8): the writer thread cuts every numeric column into chunks of the final file's
+ * shape (io/chunkio.h), a pool of threads encodes them exactly as HDF5's shuffle + deflate
+ * filters would (libdeflate; io/chunkenc.h), and the writer thread stores them with
+ * H5Dwrite_chunk. Chunks sit on one grid of global rows: each segment's datasets start at a
+ * chunk boundary (attribute `row0`), and the unfinished chunk at a commit is written as an edge
+ * chunk and again, with more rows, into the next segment (the view maps every row from the
+ * last segment that holds it). So merging segments (a log-structured compaction in the
+ * background, keeping the number of segments logarithmic in the run's length) and the final
+ * self-contained OUT.h5 copy compressed chunks as they are (H5Dread_chunk / H5Dwrite_chunk):
+ * nothing is decompressed or compressed again. Strings (variable length) are copied as values.
+ *
+ * --store f16: finite values beyond binary16's range are stored as +-65504 and counted (root
+ * attribute `f16_saturated`, and pt_writer_stats), never as infinities.
  *
  * A `kill -9` at any moment leaves the last view; --resume (pt_outstate) continues from it. */
 #ifndef PUNCTUM_WRITER_H
@@ -49,7 +59,14 @@ typedef struct {
     double commit_seconds;          /* < 0: PUNCTUM_COMMIT_SECONDS or 5 */
     const pt_outstate *resume;      /* NULL: a new output (replacing any old one and its parts) */
     volatile const int *abort_flag; /* set (e.g. by a signal): the final copy stops early */
+    int threads;                    /* chunk-encoding threads, the writer thread included
+                                       (<= 0: 1); see pt_writer_auto_threads */
 } pt_writer_opts;
+
+/* Encoding threads for a process whose compute keeps `compute_threads` cores busy (0: all of
+ * them; < 0: none, e.g. merge) out of this node's cores shared by `local_ranks` processes: the
+ * cores left over, at least 1 and at most 16. */
+int pt_writer_auto_threads(int compute_threads, int local_ranks);
 
 typedef struct pt_writer pt_writer;
 
@@ -71,8 +88,19 @@ typedef struct {
     double busy_s;  /* the writer thread writing and committing (overlapped with compute) */
     double final_s; /* the final consolidation (after the last batch, not overlapped) */
     int64_t commits;
+    double stall_s;        /* the caller blocked in pt_writer_submit (the writer was behind) */
+    double encode_s;       /* chunk encoding, summed over threads */
+    int threads;           /* encoding threads */
+    int64_t bytes_in;      /* uncompressed bytes of the encoded chunks */
+    int64_t bytes_out;     /* their encoded size */
+    int64_t raw_copied;    /* compressed bytes copied as they are (compaction, final file) */
+    int64_t f16_saturated; /* --store f16: values stored as +-65504 */
 } pt_writer_stats;
 int pt_writer_close(pt_writer *w, int finish, pt_writer_stats *stats, pt_error *e);
+
+/* "writer: 2 threads at 410 MB/s each (312 MB -> 251 MB), busy 0.8 s (4.1% of 19.2 s), waited
+ * 0.0 s, final file 0.3 s" for the end-of-run line. */
+void pt_writer_summary(const pt_writer_stats *s, double wall_s, char *buf, size_t n);
 
 /* Helpers shared with inspect/merge: HDF5 string attribute read (malloc'd) and int64 read. */
 char *pt_h5_attr_str(long long loc_id, const char *name);

@@ -397,6 +397,8 @@ validated:
             }
     }
 
+    /* the writer's encoding threads: the cores the compute leaves (cuda: all but one) */
+    const int compute_threads = strcmp(S->be->name, "cpu") ? 1 : pt_job_threads(&J, o->threads);
     const pt_writer_opts wo = {out_path,
                                S->specs,
                                S->n_specs,
@@ -405,7 +407,10 @@ validated:
                                o->store_f16,
                                -1.0,
                                resume ? &ost : NULL,
-                               (volatile const int *)&g_signal};
+                               (volatile const int *)&g_signal,
+                               o->writer_threads > 0
+                                   ? o->writer_threads
+                                   : pt_writer_auto_threads(compute_threads, J.local_size)};
     S->w = pt_writer_open(&wo, &e);
     if (!S->w) {
         fprintf(stderr, "punctum: %s\n", e.msg);
@@ -532,12 +537,16 @@ validated:
         rc = 1;
     }
     const double wall = pt_now() - S->t_start;
+    char wline[256];
+    pt_writer_summary(&ws, wall, wline, sizeof wline);
     if (S->show_progress && J.size == 1)
+        fprintf(stderr, "[punctum] %lld pairs, %lld tokens in %.2f s (%s) -> %s\n",
+                (long long)S->n_pairs_total, (long long)S->tokens_done, wall, wline, out_path);
+    if (ws.f16_saturated > 0)
         fprintf(stderr,
-                "[punctum] %lld pairs, %lld tokens in %.2f s (writer busy %.2f s, final copy %.2f "
-                "s) -> %s\n",
-                (long long)S->n_pairs_total, (long long)S->tokens_done, wall, ws.busy_s, ws.final_s,
-                out_path);
+                "punctum: warning: --store f16: %lld values beyond float16's range were stored as "
+                "+-65504 (attribute f16_saturated of %s)\n",
+                (long long)ws.f16_saturated, out_path);
     pt_outstate_free(&ost);
     sweep_free(S, &dev_w, have_weights);
     free(model_fp);
