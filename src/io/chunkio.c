@@ -69,6 +69,12 @@ hid_t pt_h5_create_col(hid_t file, const pt_colspec *s, hid_t ftype, int64_t row
 
 /* ---- the column writer ---------------------------------------------------------------------- */
 
+/* Where a column's chunks go: a dataset holding the global rows from row0. */
+typedef struct {
+    hid_t ds;
+    int64_t row0, extent;
+} target;
+
 typedef struct {
     pt_colspec spec;
     pt_chunk_fmt fmt; /* one chunk */
@@ -81,8 +87,7 @@ typedef struct {
     size_t chunk_bytes; /* src bytes of one chunk */
     int64_t row0, rows; /* the chunk being filled: its global row, rows in it */
     unsigned char **pend;
-    hid_t ds;
-    int64_t ds_row0, ds_extent;
+    target tgt[2]; /* [0] the target, [1] the mirror */
     int stored_planes;
     int64_t n_chunks;
     int64_t sat_partial; /* f16 clamps in the unfinished chunk as last written */
@@ -176,7 +181,7 @@ int pt_cwriter_add(pt_cwriter *cw, const pt_colspec *s, size_t src_esz, int f32_
     c->chunk_bytes = c->fmt.n_elems * c->fmt.src_esz;
     c->pend = pt_xcalloc((size_t)c->n_groups, sizeof *c->pend);
     for (int g = 0; g < c->n_groups; g++) c->pend[g] = pt_xcalloc(1, c->chunk_bytes);
-    c->ds = -1;
+    c->tgt[0].ds = c->tgt[1].ds = -1;
     return cw->n_cols++;
 }
 
@@ -218,10 +223,12 @@ void pt_cwriter_start(pt_cwriter *cw, int col, int64_t row, const void *carry) {
 
 void pt_cwriter_target(pt_cwriter *cw, int col, hid_t ds, int64_t row0) {
     drain(cw, 1);
-    ccol *c = &cw->cols[col];
-    c->ds = ds;
-    c->ds_row0 = row0;
-    c->ds_extent = 0;
+    cw->cols[col].tgt[0] = (target){ds, row0, 0};
+}
+
+void pt_cwriter_mirror(pt_cwriter *cw, int col, hid_t ds, int64_t row0) {
+    drain(cw, 1);
+    cw->cols[col].tgt[1] = (target){ds, row0, 0};
 }
 
 static pt_cjob *take_job(ccol *c) {
@@ -239,7 +246,7 @@ static pt_cjob *take_job(ccol *c) {
 
 /* Encode group g of the pending chunk: a complete chunk (its buffer moves to the job) or the
  * unfinished one (copied, zero padded; it stays pending). */
-static void emit(pt_cwriter *cw, int col, int g, int partial) {
+static void emit(pt_cwriter *cw, int col, int g, int partial, int to_mirror) {
     ccol *c = &cw->cols[col];
     drain(cw, 0); /* room for one more */
     pt_cjob *j = take_job(c);
@@ -260,35 +267,45 @@ static void emit(pt_cwriter *cw, int col, int g, int partial) {
     j->col = col;
     j->group = g;
     j->row0 = partial ? -1 - c->row0 : c->row0; /* < 0 marks an unfinished chunk */
+    j->flags = to_mirror;
     pt_cpool_push(cw->pool, j);
 }
 
-static int set_extent(pt_cwriter *cw, ccol *c, int64_t rows) {
+/* The target's extent: every row appended so far. */
+static int set_extent(pt_cwriter *cw, ccol *c, target *t) {
+    const int64_t rows = c->row0 + c->rows - t->row0;
     hsize_t dims[3] = {(hsize_t)rows, (hsize_t)c->spec.trail[0], (hsize_t)c->spec.trail[1]};
-    if (H5Dset_extent(c->ds, dims) < 0) return cw->failed = -1;
-    c->ds_extent = rows;
+    if (H5Dset_extent(t->ds, dims) < 0) return cw->failed = -1;
+    t->extent = rows;
     return 0;
 }
 
+static void put_chunk(pt_cwriter *cw, ccol *c, target *t, const pt_cjob *j, int64_t row0) {
+    const int64_t local = row0 - t->row0;
+    if (j->out_len == 0 || local < 0 || local % c->R) {
+        cw->failed = -1;
+        return;
+    }
+    if (t->extent < c->row0 + c->rows - t->row0 && set_extent(cw, c, t)) return;
+    hsize_t off[3] = {(hsize_t)local, (hsize_t)j->group * c->cdims[1], 0};
+    if (H5Dwrite_chunk(t->ds, H5P_DEFAULT, 0, off, j->out_len, j->out) < 0) cw->failed = -1;
+}
+
+/* A finished chunk to the target, and to the mirror unless it is an unfinished chunk that
+ * will be written again. */
 static void write_job(pt_cwriter *cw, pt_cjob *j) {
     ccol *c = &cw->cols[j->col];
     const int partial = j->row0 < 0;
     const int64_t row0 = partial ? -1 - j->row0 : j->row0;
     if (j->probe) c->stored_planes = j->probed;
-    if (partial) {
+    if (partial)
         c->sat_partial += j->saturated; /* reset by each flush */
-    } else {
+    else
         cw->sat_full += j->saturated;
-    }
     const double t0 = pt_now();
-    const int64_t local = row0 - c->ds_row0;
-    if (!cw->failed && (j->out_len == 0 || c->ds < 0 || local < 0)) cw->failed = -1;
-    const int64_t need = partial ? c->row0 + c->rows - c->ds_row0 : local + c->R;
-    if (!cw->failed && c->ds_extent < need) set_extent(cw, c, c->row0 + c->rows - c->ds_row0);
-    if (!cw->failed) {
-        hsize_t off[3] = {(hsize_t)local, (hsize_t)j->group * c->cdims[1], 0};
-        if (H5Dwrite_chunk(c->ds, H5P_DEFAULT, 0, off, j->out_len, j->out) < 0) cw->failed = -1;
-    }
+    for (int k = 0; k < 2 && !cw->failed; k++)
+        if (c->tgt[k].ds >= 0 && (k == 0 || !partial || j->flags))
+            put_chunk(cw, c, &c->tgt[k], j, row0);
     cw->write_s += pt_now() - t0;
     j->next = c->spare;
     c->spare = j;
@@ -306,7 +323,7 @@ int pt_cwriter_append(pt_cwriter *cw, int col, const void *rows, size_t n) {
         src += (size_t)take * row_bytes;
         n -= (size_t)take;
         if (c->rows == c->R) {
-            for (int g = 0; g < c->n_groups; g++) emit(cw, col, g, 0);
+            for (int g = 0; g < c->n_groups; g++) emit(cw, col, g, 0, 0);
             c->row0 += c->R;
             c->rows = 0;
         }
@@ -314,19 +331,21 @@ int pt_cwriter_append(pt_cwriter *cw, int col, const void *rows, size_t n) {
     return cw->failed;
 }
 
-int pt_cwriter_flush(pt_cwriter *cw) {
+int pt_cwriter_flush(pt_cwriter *cw, int to_mirror) {
     for (int i = 0; i < cw->n_cols && !cw->failed; i++) {
         ccol *c = &cw->cols[i];
-        if (c->ds < 0) continue; /* no target: its rows wait */
+        if (c->tgt[0].ds < 0 && !(to_mirror && c->tgt[1].ds >= 0)) continue; /* rows wait */
         c->sat_partial = 0;
         if (c->rows > 0)
-            for (int g = 0; g < c->n_groups; g++) emit(cw, i, g, 1);
+            for (int g = 0; g < c->n_groups; g++) emit(cw, i, g, 1, to_mirror);
     }
     drain(cw, 1);
     for (int i = 0; i < cw->n_cols && !cw->failed; i++) {
         ccol *c = &cw->cols[i];
-        const int64_t rows = c->row0 + c->rows - c->ds_row0;
-        if (c->ds >= 0 && c->ds_extent != rows && rows >= c->ds_extent) set_extent(cw, c, rows);
+        for (int k = 0; k < 1 + to_mirror; k++) {
+            target *t = &c->tgt[k];
+            if (t->ds >= 0 && t->extent != c->row0 + c->rows - t->row0) set_extent(cw, c, t);
+        }
     }
     return cw->failed;
 }

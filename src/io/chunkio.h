@@ -55,14 +55,18 @@ int64_t pt_cwriter_chunk_row0(const pt_cwriter *cw, int col);
 /* Rows appended so far (global: the column's end). */
 int64_t pt_cwriter_end(const pt_cwriter *cw, int col);
 /* Where encoded chunks go: dataset ds (owned by the caller), whose row 0 is global row row0
- * (<= pt_cwriter_chunk_row0). -1: nowhere yet (chunks wait). */
+ * (a multiple of the chunk rows, <= pt_cwriter_chunk_row0). -1: nowhere (flushes skip the
+ * column; its rows wait). Waits for the chunks in flight (they go to the old target). */
 void pt_cwriter_target(pt_cwriter *cw, int col, hid_t ds, int64_t row0);
+/* A second dataset that also receives every complete chunk (and the unfinished ones of a
+ * pt_cwriter_flush(cw, 1)): the file being built while segments come and go. -1: none. */
+void pt_cwriter_mirror(pt_cwriter *cw, int col, hid_t ds, int64_t row0);
 /* Append n rows (src elements, row-major). Returns 0, or -1 after a write failure (sticky). */
 int pt_cwriter_append(pt_cwriter *cw, int col, const void *rows, size_t n);
 /* Every column's rows so far into its target: the unfinished chunk too (as an edge chunk; it
  * stays in memory and is written again, with more rows, into the next target); extents set.
- * Returns 0 or -1. */
-int pt_cwriter_flush(pt_cwriter *cw);
+ * to_mirror: also into the mirrors (the last flush). Returns 0 or -1. */
+int pt_cwriter_flush(pt_cwriter *cw, int to_mirror);
 /* Idle time: write the finished chunks and encode one queued chunk on this thread. Returns 1 if
  * it did anything (call again), 0 if there was nothing to do. */
 int pt_cwriter_work(pt_cwriter *cw);

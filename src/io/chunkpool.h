@@ -22,7 +22,7 @@ typedef struct pt_cjob {
     int64_t saturated; /* f16 values clamped */
     int probed;
     /* the owner's */
-    int col, group;
+    int col, group, flags;
     int64_t row0;
     void *buf; /* the owner's raw buffer, returned with the job */
     struct pt_cjob *next;

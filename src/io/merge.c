@@ -651,7 +651,7 @@ int pt_merge_files(const char *out, char *const *paths, int n_parts, int allow_p
     }
     for (int t = 0; t < T_N && !rc; t++)
         if (M->has[t] && flush_table(M, t)) rc = 1;
-    if (!rc && M->cw && pt_cwriter_flush(M->cw))
+    if (!rc && M->cw && pt_cwriter_flush(M->cw, 0))
         rc = 1,
         pt_fail(e, "%s: writing failed%s", tmp, errno == ENOSPC ? ": no space left on device" : "");
     for (int k = 0; k < n_parts && !rc; k++)

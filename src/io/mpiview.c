@@ -163,7 +163,7 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
                 }
                 if (sd >= 0) H5Dclose(sd);
             }
-            if (col >= 0 && pt_cwriter_flush(cw) && !rc)
+            if (col >= 0 && pt_cwriter_flush(cw, 0) && !rc)
                 rc = pt_fail(e, "%s: writing %s failed%s", tmp, path,
                              errno == ENOSPC ? ": no space left on device" : "");
             if (col >= 0) pt_cwriter_target(cw, col, -1, 0);

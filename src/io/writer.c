@@ -312,13 +312,18 @@ static void seg_discard(pt_writer *w) {
     w->seg_tmp = w->seg_name = NULL;
 }
 
-/* Strings: written by HDF5 into the segment. */
+/* Rows of strings at global row `row` of dataset d (holding the global rows from row0). */
+static int put_strings(pt_writer *w, hid_t d, int64_t row0, int64_t row, const pt_col *c) {
+    hsize_t dims[1] = {(hsize_t)(row - row0 + (int64_t)c->n_rows)};
+    if (H5Dset_extent(d, dims) < 0) return -1;
+    return pt_h5_write_rows(d, w->str_type, row - row0, (int64_t)c->n_rows, c->data);
+}
+
+/* Strings: written by HDF5 into the segment and the final file. */
 static int append_strings(pt_writer *w, int i, const pt_col *c) {
     if (seg_dataset(w, i, (int64_t)c->n_rows)) return -1;
-    const int64_t at = w->seg_end[i] - w->seg_row0[i];
-    hsize_t dims[1] = {(hsize_t)(at + (int64_t)c->n_rows)};
-    if (H5Dset_extent(w->seg_dsets[i], dims) < 0) return -1;
-    return pt_h5_write_rows(w->seg_dsets[i], w->str_type, at, (int64_t)c->n_rows, c->data);
+    return put_strings(w, w->seg_dsets[i], w->seg_row0[i], w->seg_end[i], c) ||
+           put_strings(w, w->fin_dsets[i], 0, w->seg_end[i], c);
 }
 
 static int append_batch(pt_writer *w, pt_batch *b, pt_inpos pos) {
@@ -340,7 +345,7 @@ static int append_batch(pt_writer *w, pt_batch *b, pt_inpos pos) {
 
 /* Close the open segment: every chunk written, every dataset there. */
 static int seg_close(pt_writer *w) {
-    int rc = pt_cwriter_flush(w->cw);
+    int rc = pt_cwriter_flush(w->cw, 0);
     pt_cwriter_stats(w->cw, NULL, &w->sat_full, &w->sat_partial);
     if (!rc && (pt_h5_put_i64(w->seg_file, "seg_pairs", w->seg_pairs) ||
                 pt_h5_put_i64(w->seg_file, "seg_level", 0)))
@@ -380,8 +385,62 @@ static int commit(pt_writer *w) {
     return pt_wr_maybe_start_merge(w);
 }
 
-/* ---- the writer thread ------------------------------------------------------------------------
- */
+/* ---- the final file -------------------------------------------------------------------------- */
+
+/* Created at the start: the numeric columns' chunks go to it as they are written to segments. */
+static int fin_open(pt_writer *w) {
+    w->fin_tmp = pt_path_join(w->parts, "final.h5.tmp");
+    unlink(w->fin_tmp);
+    w->fin_file = H5Fcreate(w->fin_tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (w->fin_file < 0) return pt_wr_fail(w, "creating", w->fin_tmp);
+    for (int i = 0; i < w->n_specs; i++) {
+        const pt_colspec *s = &w->specs[i];
+        w->fin_dsets[i] = pt_h5_create_col(w->fin_file, s, pt_wr_file_type(w, s->type), 0);
+        if (w->fin_dsets[i] < 0) return pt_wr_fail(w, "creating a dataset in", w->fin_tmp);
+        const int c = w->col[i];
+        w->fin_row0[i] = c >= 0 ? pt_cwriter_chunk_row0(w->cw, c) : w->committed_rows[i];
+        if (c >= 0) pt_cwriter_mirror(w->cw, c, w->fin_dsets[i], 0);
+    }
+    return 0;
+}
+
+static void fin_discard(pt_writer *w) {
+    if (w->cw)
+        for (int i = 0; i < w->n_specs; i++)
+            if (w->col[i] >= 0) pt_cwriter_mirror(w->cw, w->col[i], -1, 0);
+    for (int i = 0; i < w->n_specs && w->fin_dsets; i++)
+        if (w->fin_dsets[i] >= 0) H5Dclose(w->fin_dsets[i]), w->fin_dsets[i] = -1;
+    if (w->fin_file >= 0) H5Fclose(w->fin_file);
+    w->fin_file = -1;
+    if (w->fin_tmp) unlink(w->fin_tmp);
+}
+
+/* Everything is committed: the unfinished chunks, the rows from before a --resume, the
+ * attributes, then the rename over the view. 0, 1 (aborted by a signal) or -1. */
+static int fin_finish(pt_writer *w) {
+    int rc = pt_cwriter_flush(w->cw, 1) ? pt_wr_fail(w, "writing", w->fin_tmp) : 0;
+    for (int i = 0; i < w->n_specs && !rc; i++) {
+        if (w->col[i] >= 0) continue;
+        hsize_t dims[1] = {(hsize_t)w->committed_rows[i]}; /* strings of a resumed run */
+        if (H5Dset_extent(w->fin_dsets[i], dims) < 0) rc = pt_wr_fail(w, "writing", w->fin_tmp);
+    }
+    if (!rc) rc = pt_wr_catch_up(w);
+    if (rc == -2) return 1;
+    if (!rc && pt_wr_root_attrs(w, w->fin_file, 1, 0))
+        rc = pt_wr_fail(w, "writing attributes of", w->fin_tmp);
+    for (int i = 0; i < w->n_specs; i++) {
+        if (w->col[i] >= 0) pt_cwriter_mirror(w->cw, w->col[i], -1, 0);
+        if (H5Dclose(w->fin_dsets[i]) < 0 && !rc) rc = pt_wr_fail(w, "writing", w->fin_tmp);
+        w->fin_dsets[i] = -1;
+    }
+    herr_t cr = H5Fclose(w->fin_file);
+    w->fin_file = -1;
+    if (cr < 0 && !rc) rc = pt_wr_fail(w, "closing", w->fin_tmp);
+    if (rc) return rc;
+    return pt_wr_publish(w, w->fin_tmp, w->path, w->dir);
+}
+
+/* ---- the writer thread ------------------------------------------------------------------- */
 
 static int take_batch(pt_writer *w) {
     pt_batch *b = &w->queue[w->q_head];
@@ -473,6 +532,7 @@ static void *writer_main(void *arg) {
 static void writer_free(pt_writer *w) {
     if (w->job.active || w->job.file >= 0) pt_wr_job_release(&w->job, 1);
     if (w->cw) seg_discard(w);
+    fin_discard(w);
     pt_cwriter_free(w->cw);
     for (int k = 0; k < w->n_segs; k++) {
         free(w->segs[k].name);
@@ -491,6 +551,9 @@ static void writer_free(pt_writer *w) {
     free(w->specs);
     free(w->col);
     free(w->seg_dsets);
+    free(w->fin_dsets);
+    free(w->fin_row0);
+    free(w->fin_tmp);
     free(w->seg_row0);
     free(w->seg_end);
     free(w->committed_rows);
@@ -568,7 +631,10 @@ static pt_writer *writer_new(const pt_writer_opts *o) {
     const size_t n = (size_t)o->n_specs;
     w->col = pt_xmalloc(n * sizeof(int) + 1);
     w->seg_dsets = pt_xmalloc(n * sizeof(hid_t) + 1);
-    for (size_t i = 0; i < n; i++) w->seg_dsets[i] = -1;
+    w->fin_dsets = pt_xmalloc(n * sizeof(hid_t) + 1);
+    for (size_t i = 0; i < n; i++) w->seg_dsets[i] = w->fin_dsets[i] = -1;
+    w->fin_file = -1;
+    w->fin_row0 = pt_xcalloc(n + 1, sizeof(int64_t));
     w->seg_row0 = pt_xcalloc(n + 1, sizeof(int64_t));
     w->seg_end = pt_xcalloc(n + 1, sizeof(int64_t));
     w->committed_rows = pt_xcalloc(n + 1, sizeof(int64_t));
@@ -655,7 +721,8 @@ pt_writer *pt_writer_open(const pt_writer_opts *o, pt_error *e) {
     pt_h5_quiet();
     pt_writer *w = writer_new(o);
     if (cwriter_setup(w, o->threads) ||
-        (o->resume ? open_resume(w, o->resume, e) : open_new(w, e))) {
+        (o->resume ? open_resume(w, o->resume, e) : open_new(w, e)) ||
+        (fin_open(w) && pt_fail(e, "%s", w->err.msg))) {
         if (!w->cw) pt_fail(e, "%s", w->err.msg);
         writer_free(w);
         return NULL;
@@ -719,17 +786,9 @@ int pt_writer_submit(pt_writer *w, pt_batch *b, pt_error *e) {
     return 0;
 }
 
-/* The self-contained OUT.h5 from every segment's chunks. 0, 1 (aborted) or -1. */
+/* The final file goes into place; the parts go. 0, 1 (aborted) or -1. */
 static int finish_file(pt_writer *w) {
-    int rc = 0;
-    if (pt_wr_job_begin(w, &w->job, 0, w->n_segs, 1)) {
-        rc = -1;
-    } else {
-        int s = pt_wr_job_step(w, &w->job, 0);
-        if (s == 1) s = pt_wr_job_finish(w, &w->job);
-        rc = s == -2 ? 1 : s ? -1 : 0;
-    }
-    pt_wr_job_release(&w->job, rc != 0);
+    const int rc = fin_finish(w);
     if (rc == 0) {
         for (int k = 0; k < w->n_segs; k++) pt_wr_trash_add(w, w->segs[k].name);
         pt_wr_trash_sweep(w, 1);

@@ -1,6 +1,6 @@
-/* punctum — the writer's copies: merging segments (compaction) and the final self-contained
- * file. Numeric datasets are copied as compressed chunks (they share the grid of global rows,
- * writer.h); strings as values. */
+/* punctum — the writer's copies: merging segments (compaction), and the rows that the final
+ * file of a resumed run lacks. Numeric datasets are copied as compressed chunks (they share the
+ * grid of global rows, writer.h); strings as values. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +29,13 @@ void pt_wr_job_release(copyjob *j, int remove_tmp) {
     j->file = j->src_ds = j->dst_ds = -1;
 }
 
-/* The new file holds, per dataset, the rows its segments give the view. */
+/* The merged segment holds, per dataset, the rows its segments give the view. */
 static void job_extent(pt_writer *w, copyjob *j) {
     const int last = j->first + j->count - 1;
     for (int i = 0; i < w->n_specs; i++) {
-        j->row0[i] = j->final ? 0 : INT64_MAX;
-        j->end[i] = j->final ? w->committed_rows[i] : w->segs[last].end[i];
-        for (int k = j->first; !j->final && k <= last; k++) {
+        j->row0[i] = INT64_MAX;
+        j->end[i] = w->segs[last].end[i];
+        for (int k = j->first; k <= last; k++) {
             int64_t lo, hi;
             pt_wr_seg_span(w->segs, last + 1, k, i, &lo, &hi);
             if (hi > lo && lo < j->row0[i]) j->row0[i] = lo;
@@ -44,29 +44,23 @@ static void job_extent(pt_writer *w, copyjob *j) {
     }
 }
 
-int pt_wr_job_begin(pt_writer *w, copyjob *j, int first, int count, int final) {
+int pt_wr_job_begin(pt_writer *w, copyjob *j, int first, int count) {
     memset(j, 0, sizeof *j);
     j->file = j->src_ds = j->dst_ds = -1;
     j->active = 1;
-    j->final = final;
     j->first = first;
     j->count = count;
-    j->level = final ? 0 : w->segs[first].level + 1;
+    j->level = w->segs[first].level + 1;
     j->row0 = pt_xcalloc((size_t)w->n_specs, sizeof(int64_t));
     j->end = pt_xcalloc((size_t)w->n_specs, sizeof(int64_t));
     job_extent(w, j);
-    if (final) {
-        j->dest = pt_xstrdup(w->path);
-        j->tmp = pt_xstrdup(w->view_tmp);
-    } else {
-        j->name = pt_wr_printf("seg-%06lld.h5", (long long)w->next_id++);
-        j->dest = pt_path_join(w->parts, j->name);
-        j->tmp = pt_wr_printf("%s.tmp", j->dest);
-    }
+    j->name = pt_wr_printf("seg-%06lld.h5", (long long)w->next_id++);
+    j->dest = pt_path_join(w->parts, j->name);
+    j->tmp = pt_wr_printf("%s.tmp", j->dest);
     unlink(j->tmp);
     j->file = H5Fcreate(j->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (j->file < 0) return pt_wr_fail(w, "creating", j->tmp);
-    j->src_files = pt_xmalloc((size_t)(count > 0 ? count : 1) * sizeof(hid_t));
+    j->src_files = pt_xmalloc((size_t)count * sizeof(hid_t));
     for (int k = 0; k < count; k++) j->src_files[k] = -1;
     for (int k = 0; k < count; k++) {
         char *p = pt_path_join(w->parts, w->segs[first + k].name);
@@ -81,13 +75,13 @@ int pt_wr_job_begin(pt_writer *w, copyjob *j, int first, int count, int final) {
     return 0;
 }
 
-/* The destination dataset of spec j->spec: all its rows, final chunk shape. */
+/* The merged segment's dataset of spec j->spec: all its rows, from row0. */
 static int open_dst(pt_writer *w, copyjob *j) {
     const pt_colspec *s = &w->specs[j->spec];
     const int i = j->spec;
     j->dst_ds = pt_h5_create_col(j->file, s, pt_wr_file_type(w, s->type), j->end[i] - j->row0[i]);
     if (j->dst_ds < 0) return pt_wr_fail(w, "creating a dataset in", j->tmp);
-    if (!j->final && pt_h5_put_i64(j->dst_ds, "row0", j->row0[i]))
+    if (pt_h5_put_i64(j->dst_ds, "row0", j->row0[i]))
         return pt_wr_fail(w, "writing attributes of", j->tmp);
     j->src = 0;
     j->next_row = -1;
@@ -124,7 +118,7 @@ static int copy_src(pt_writer *w, copyjob *j, size_t max_bytes, size_t *done) {
     const int64_t step = step_rows(w, i, max_bytes);
     if (n > step) n = step;
     int rc = pt_h5_copy_range(j->src_ds, w->segs[k].row0[i], j->dst_ds, j->row0[i], j->next_row,
-                              j->next_row + n, j->final ? w->abort_flag : NULL, &w->raw_copied);
+                              j->next_row + n, NULL, &w->raw_copied);
     if (rc == -2) return -2;
     if (rc) return pt_wr_fail(w, "writing", j->tmp);
     j->next_row += n;
@@ -173,16 +167,10 @@ static void swap_in(pt_writer *w, copyjob *j) {
 }
 
 int pt_wr_job_finish(pt_writer *w, copyjob *j) {
-    if (j->final) {
-        if (pt_wr_root_attrs(w, j->file, 1, 0))
-            return pt_wr_fail(w, "writing attributes of", j->tmp);
-    } else {
-        int64_t pairs = 0;
-        for (int k = 0; k < j->count; k++) pairs += w->segs[j->first + k].pairs;
-        if (pt_h5_put_i64(j->file, "seg_pairs", pairs) ||
-            pt_h5_put_i64(j->file, "seg_level", j->level))
-            return pt_wr_fail(w, "writing attributes of", j->tmp);
-    }
+    int64_t pairs = 0;
+    for (int k = 0; k < j->count; k++) pairs += w->segs[j->first + k].pairs;
+    if (pt_h5_put_i64(j->file, "seg_pairs", pairs) || pt_h5_put_i64(j->file, "seg_level", j->level))
+        return pt_wr_fail(w, "writing attributes of", j->tmp);
     for (int k = 0; k < j->count; k++) {
         H5Fclose(j->src_files[k]);
         j->src_files[k] = -1;
@@ -190,7 +178,6 @@ int pt_wr_job_finish(pt_writer *w, copyjob *j) {
     herr_t cr = H5Fclose(j->file);
     j->file = -1;
     if (cr < 0) return pt_wr_fail(w, "closing", j->tmp);
-    if (j->final) return pt_wr_publish(w, j->tmp, j->dest, w->dir);
     if (pt_wr_publish(w, j->tmp, j->dest, w->parts)) return -1;
     swap_in(w, j);
     if (pt_wr_view(w)) return -1;
@@ -205,7 +192,7 @@ int pt_wr_maybe_start_merge(pt_writer *w) {
         int k = 1;
         while (k < w->fanin && w->segs[i + k].level == w->segs[i].level) k++;
         if (k == w->fanin) {
-            if (pt_wr_job_begin(w, &w->job, i, w->fanin, 0)) {
+            if (pt_wr_job_begin(w, &w->job, i, w->fanin)) {
                 pt_wr_job_release(&w->job, 1);
                 return -1;
             }
@@ -224,4 +211,35 @@ int pt_wr_merge_step(pt_writer *w) {
     if (rc) return -1;
     pt_wr_trash_sweep(w, 0);
     return pt_wr_maybe_start_merge(w);
+}
+
+/* Dataset i's rows [0, fin_row0[i]) from segment k (file f) into the final file. */
+static int catch_up_one(pt_writer *w, hid_t f, int k, int i) {
+    int64_t lo, hi;
+    pt_wr_seg_span(w->segs, w->n_segs, k, i, &lo, &hi);
+    if (hi > w->fin_row0[i]) hi = w->fin_row0[i];
+    if (hi <= lo) return 0;
+    hid_t src = H5Dopen2(f, w->specs[i].path, H5P_DEFAULT);
+    if (src < 0) return -1;
+    const int rc = pt_h5_copy_range(src, w->segs[k].row0[i], w->fin_dsets[i], 0, lo, hi,
+                                    w->abort_flag, &w->raw_copied);
+    H5Dclose(src);
+    return rc;
+}
+
+int pt_wr_catch_up(pt_writer *w) {
+    int rc = 0;
+    for (int k = 0; k < w->n_segs && !rc; k++) {
+        int64_t need = 0;
+        for (int i = 0; i < w->n_specs; i++) need |= w->segs[k].row0[i] < w->fin_row0[i];
+        if (!need) continue;
+        char *p = pt_path_join(w->parts, w->segs[k].name);
+        hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (f < 0) rc = -1;
+        for (int i = 0; i < w->n_specs && !rc; i++) rc = catch_up_one(w, f, k, i);
+        if (f >= 0) H5Fclose(f);
+        if (rc == -1) pt_wr_fail(w, "copying the rows of", p);
+        free(p);
+    }
+    return rc;
 }

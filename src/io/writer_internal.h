@@ -19,12 +19,11 @@ typedef struct {
     int64_t *row0, *end; /* [n_specs] */
 } seg_t;
 
-/* Copying segments [first, first + count) into one new file: compaction (incremental, between
- * batches) and the final file (to completion). */
+/* Merging segments [first, first + count) into one new segment (compaction, incremental,
+ * between batches). */
 typedef struct {
     int active;
     int first, count, level;
-    int final; /* the self-contained OUT.h5 (attributes, no row0) */
     char *tmp, *dest, *name;
     hid_t file;
     hid_t *src_files; /* [count] */
@@ -76,6 +75,15 @@ struct pt_writer {
 
     copyjob job;
     int64_t raw_copied;
+
+    /* the final file, built alongside the segments (OUT.h5.parts/final.h5.tmp): every complete
+     * chunk and every string as it comes, so that finishing writes only the unfinished chunks,
+     * the attributes and a rename. After a --resume it lacks the rows committed before (below
+     * fin_row0): those are copied, as chunks, from the segments at the end. */
+    char *fin_tmp;
+    hid_t fin_file;
+    hid_t *fin_dsets;
+    int64_t *fin_row0;
     trash_t *trash;
     int n_trash, cap_trash;
 
@@ -109,12 +117,14 @@ void pt_wr_seg_span(const seg_t *segs, int n, int k, int i, int64_t *lo, int64_t
 int pt_wr_read_rows(pt_writer *w, int i, hid_t mt, int64_t lo, int64_t hi, void *buf);
 
 /* writer_copy.c */
-int pt_wr_job_begin(pt_writer *w, copyjob *j, int first, int count, int final);
+int pt_wr_job_begin(pt_writer *w, copyjob *j, int first, int count);
 /* Copy up to max_bytes (0: all). 1: done, 0: more to do, -1: error, -2: aborted. */
 int pt_wr_job_step(pt_writer *w, copyjob *j, size_t max_bytes);
 int pt_wr_job_finish(pt_writer *w, copyjob *j);
 void pt_wr_job_release(copyjob *j, int remove_tmp);
 int pt_wr_maybe_start_merge(pt_writer *w);
 int pt_wr_merge_step(pt_writer *w);
+/* The final file's rows below fin_row0, from the segments. 0, -1, or -2 (aborted). */
+int pt_wr_catch_up(pt_writer *w);
 
 #endif

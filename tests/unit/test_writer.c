@@ -237,7 +237,7 @@ static void cwriter_case(int threads, int f16) {
                   "append");
             at += n;
         }
-        check(pt_cwriter_flush(cw) == 0, what, "flush");
+        check(pt_cwriter_flush(cw, 0) == 0, what, "flush");
         end[k] = at;
     }
     hid_t fin = col_dataset(f, "/final", &s, f16);
@@ -374,6 +374,7 @@ static void writer_case(int threads, int f16) {
     char *path = tmp_path("out.h5");
     setenv("PUNCTUM_COMPACT_FANIN", "2", 1);
     setenv("PUNCTUM_FSYNC", "0", 1);
+    setenv("PUNCTUM_CHUNK_KIB", "16", 1); /* many chunks: the resumed final file copies some */
     pt_writer *w = open_writer(path, NULL, threads, f16);
     if (!w) return;
     const int64_t n1 = submit(w, 0, 1500);
@@ -389,11 +390,18 @@ static void writer_case(int threads, int f16) {
     check(pt_writer_close(w, 1, &st, &e) == 0, what, e.msg);
     check(st.raw_copied > 0 && st.bytes_in > 0, what, "no chunks copied");
     pt_outstate_free(&os);
+    unsetenv("PUNCTUM_CHUNK_KIB");
     check_file(path, n2, f16, what);
     char parts[128];
     snprintf(parts, sizeof parts, "%s.parts", path);
     struct stat sb;
     check(stat(parts, &sb) != 0, what, "parts left behind");
+    if (getenv("PT_TEST_KEEP")) { /* for a look at a failure */
+        char keep[160];
+        snprintf(keep, sizeof keep, "%s.%d%s.h5", path, threads, f16 ? "f16" : "");
+        rename(path, keep);
+        printf("kept %s\n", keep);
+    }
     unlink(path);
     free(path);
     printf("ok   %s (%lld commits)\n", what, (long long)st.commits);
