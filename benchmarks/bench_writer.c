@@ -12,7 +12,7 @@
  * assembly time.
  *
  *   bench_writer [--threads 1,2,4] [--tokens N] [--layers L] [--heads H] [--seq T]
- *                [--rate MB/s] [--store f32|f16] [--dir DIR] [--markdown]
+ *                [--rate MB/s] [--store f32|f16] [--dir DIR] [--keep FILE] [--markdown]
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -65,6 +65,7 @@ typedef struct {
     double rate; /* MB/s of statistics, 0: as fast as possible */
     int f16;
     const char *dir;
+    const char *keep; /* keep the output here (a file for the reader benchmark) */
     int markdown;
 } bench_opts;
 
@@ -184,8 +185,13 @@ static double cpu_s(int who) {
 static int run_one(gen *g, const bench_opts *o, int threads, FILE *out) {
     char path[512];
     snprintf(path, sizeof path, "%s/bench-writer-%d.h5", o->dir, threads);
-    const pt_attr attrs[] = {{"punctum_format", NULL, PUNCTUM_FORMAT}};
-    pt_writer_opts wo = {path, g->specs, NCOL, attrs, 1, o->f16, -1.0, NULL, NULL, threads};
+    const pt_attr attrs[] = {{"punctum_format", NULL, PUNCTUM_FORMAT},
+                             {"punctum_version", PUNCTUM_VERSION, 0},
+                             {"model_type", "synthetic", 0},
+                             {"n_layers", NULL, o->L},
+                             {"n_heads", NULL, o->H},
+                             {"opt_stats", "mass,last,resid,topk", 0}};
+    pt_writer_opts wo = {path, g->specs, NCOL, attrs, 6, o->f16, -1.0, NULL, NULL, threads};
     pt_error e = {{0}};
     pt_writer *w = pt_writer_open(&wo, &e);
     if (!w) {
@@ -237,6 +243,7 @@ static int run_one(gen *g, const bench_opts *o, int threads, FILE *out) {
             st.stall_s, st.busy_s, st.final_s,
             (double)sb.st_size > 0 ? st.bytes_in / (double)sb.st_size : 0.0);
     (void)t_last;
+    if (o->keep && rename(path, o->keep)) perror(o->keep);
     unlink(path);
     return 0;
 }
@@ -245,7 +252,7 @@ static int parse(int argc, char **argv, bench_opts *o, char *threads, size_t n) 
     static const struct option opts[] = {
         {"threads", 1, 0, 't'},  {"tokens", 1, 0, 'n'}, {"layers", 1, 0, 'l'}, {"heads", 1, 0, 'h'},
         {"seq", 1, 0, 's'},      {"rate", 1, 0, 'r'},   {"store", 1, 0, 'f'},  {"dir", 1, 0, 'd'},
-        {"markdown", 0, 0, 'm'}, {0, 0, 0, 0}};
+        {"markdown", 0, 0, 'm'}, {"keep", 1, 0, 'k'},   {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -276,6 +283,9 @@ static int parse(int argc, char **argv, bench_opts *o, char *threads, size_t n) 
         case 'm':
             o->markdown = 1;
             break;
+        case 'k':
+            o->keep = optarg;
+            break;
         default:
             return -1;
         }
@@ -284,12 +294,12 @@ static int parse(int argc, char **argv, bench_opts *o, char *threads, size_t n) 
 }
 
 int main(int argc, char **argv) {
-    bench_opts o = {16, 32, 200, 10, 400000, 0.0, 0, "/tmp", 0};
+    bench_opts o = {16, 32, 200, 10, 400000, 0.0, 0, "/tmp", NULL, 0};
     char threads[128] = "1,2";
     if (parse(argc, argv, &o, threads, sizeof threads)) {
         fprintf(stderr, "usage: bench_writer [--threads 1,2,4] [--tokens N] [--layers L] "
                         "[--heads H] [--seq T] [--rate MB/s] [--store f32|f16] [--dir DIR] "
-                        "[--markdown]\n");
+                        "[--keep FILE] [--markdown]\n");
         return 2;
     }
     gen g = {0};

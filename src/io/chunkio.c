@@ -27,12 +27,13 @@ static hsize_t layer_group(hsize_t L, long want) {
     return g;
 }
 
-/* Chunks of ~CHUNK_KIB (PUNCTUM_CHUNK_KIB; a benchmark knob). [rows, layers, heads] columns
- * are cut into groups of CHUNK_LAYERS layers (PUNCTUM_CHUNK_LAYERS): reading one layer across
- * many tokens then decompresses one group, not every layer, while one sequence's rows still
- * come in a few chunks per group. */
+/* Chunks of ~64 KiB; [rows, layers, heads] columns cut into groups of 4 layers. Measured with
+ * benchmarks/bench_chunks.py (the punctum reader and h5py, 30x9 and 16x32 models): against
+ * whole rows of 256 KiB, reading one layer across all tokens decompresses 4-9x less, one
+ * sequence of 200 tokens costs 1.1-1.9x (1.4-2.1 ms), writing about the same. Knobs for that
+ * benchmark: PUNCTUM_CHUNK_KIB, PUNCTUM_CHUNK_LAYERS. */
 void pt_chunk_dims(const pt_colspec *s, size_t esz, hsize_t dims[3]) {
-    const long kib = env_long("PUNCTUM_CHUNK_KIB", 256, 4, 1 << 16);
+    const long kib = env_long("PUNCTUM_CHUNK_KIB", 64, 4, 1 << 16);
     const long layers = env_long("PUNCTUM_CHUNK_LAYERS", 4, 1, 1 << 20);
     dims[0] = dims[1] = dims[2] = 1;
     size_t row_bytes = esz ? esz : 1;
