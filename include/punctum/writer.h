@@ -28,7 +28,11 @@
  * --store f16: finite values beyond binary16's range are stored as +-65504 and counted (root
  * attribute `f16_saturated`, and pt_writer_stats), never as infinities.
  *
- * A `kill -9` at any moment leaves the last view; --resume (pt_outstate) continues from it. */
+ * A `kill -9` at any moment leaves the last view; --resume (pt_outstate) continues from it.
+ *
+ * Environment: PUNCTUM_COMMIT_SECONDS (5), PUNCTUM_FSYNC=0 (no fsync), PUNCTUM_COMPACT_FANIN (8);
+ * for benchmarks and tests: PUNCTUM_CHUNK_KIB, PUNCTUM_CHUNK_LAYERS (chunk shape, io/chunkio.c),
+ * PUNCTUM_WRITER_DELAY (seconds paused before each compaction dataset and finishing step). */
 #ifndef PUNCTUM_WRITER_H
 #define PUNCTUM_WRITER_H
 

@@ -132,6 +132,15 @@ void pt_wr_trash_sweep(pt_writer *w, int all) {
     w->n_trash = k;
 }
 
+/* PUNCTUM_WRITER_DELAY (seconds): a pause before each dataset a compaction merges and each
+ * step of finishing the final file, so that crash tests can kill the process there. */
+void pt_wr_test_pause(const pt_writer *w) {
+    if (w->test_delay <= 0) return;
+    struct timespec ts = {(time_t)w->test_delay,
+                          (long)((w->test_delay - floor(w->test_delay)) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
 /* fsync the file, rename it into place, fsync the directory. */
 int pt_wr_publish(pt_writer *w, const char *tmp, const char *dest, const char *dir) {
     if (w->fsync && pt_fsync_path(tmp)) return pt_wr_fail(w, "fsync of", tmp);
@@ -418,7 +427,9 @@ static void fin_discard(pt_writer *w) {
 /* Everything is committed: the unfinished chunks, the rows from before a --resume, the
  * attributes, then the rename over the view. 0, 1 (aborted by a signal) or -1. */
 static int fin_finish(pt_writer *w) {
+    pt_wr_test_pause(w);
     int rc = pt_cwriter_flush(w->cw, 1) ? pt_wr_fail(w, "writing", w->fin_tmp) : 0;
+    pt_wr_test_pause(w);
     for (int i = 0; i < w->n_specs && !rc; i++) {
         if (w->col[i] >= 0) continue;
         hsize_t dims[1] = {(hsize_t)w->committed_rows[i]}; /* strings of a resumed run */
@@ -426,6 +437,7 @@ static int fin_finish(pt_writer *w) {
     }
     if (!rc) rc = pt_wr_catch_up(w);
     if (rc == -2) return 1;
+    pt_wr_test_pause(w);
     if (!rc && pt_wr_root_attrs(w, w->fin_file, 1, 0))
         rc = pt_wr_fail(w, "writing attributes of", w->fin_tmp);
     for (int i = 0; i < w->n_specs; i++) {
@@ -627,6 +639,7 @@ static pt_writer *writer_new(const pt_writer_opts *o) {
         o->commit_seconds >= 0 ? o->commit_seconds : env_double("PUNCTUM_COMMIT_SECONDS", 5.0);
     w->fanin = (int)env_double("PUNCTUM_COMPACT_FANIN", DEFAULT_FANIN);
     w->fsync = env_double("PUNCTUM_FSYNC", 1) != 0;
+    w->test_delay = env_double("PUNCTUM_WRITER_DELAY", 0);
     w->abort_flag = o->abort_flag;
     const size_t n = (size_t)o->n_specs;
     w->col = pt_xmalloc(n * sizeof(int) + 1);

@@ -56,7 +56,7 @@ int pt_wr_job_begin(pt_writer *w, copyjob *j, int first, int count) {
     job_extent(w, j);
     j->name = pt_wr_printf("seg-%06lld.h5", (long long)w->next_id++);
     j->dest = pt_path_join(w->parts, j->name);
-    j->tmp = pt_wr_printf("%s.tmp", j->dest);
+    j->tmp = pt_wr_printf("%s.merge.tmp", j->dest); /* (a merge in progress, for a look) */
     unlink(j->tmp);
     j->file = H5Fcreate(j->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (j->file < 0) return pt_wr_fail(w, "creating", j->tmp);
@@ -129,7 +129,10 @@ static int copy_src(pt_writer *w, copyjob *j, size_t max_bytes, size_t *done) {
 int pt_wr_job_step(pt_writer *w, copyjob *j, size_t max_bytes) {
     size_t done = 0;
     while (j->spec < w->n_specs) {
-        if (j->dst_ds < 0 && open_dst(w, j)) return -1;
+        if (j->dst_ds < 0) {
+            pt_wr_test_pause(w);
+            if (open_dst(w, j)) return -1;
+        }
         while (j->src < j->count) {
             if (max_bytes && done >= max_bytes) return 0;
             const int rc = copy_src(w, j, max_bytes, &done);
@@ -219,6 +222,7 @@ static int catch_up_one(pt_writer *w, hid_t f, int k, int i) {
     pt_wr_seg_span(w->segs, w->n_segs, k, i, &lo, &hi);
     if (hi > w->fin_row0[i]) hi = w->fin_row0[i];
     if (hi <= lo) return 0;
+    pt_wr_test_pause(w);
     hid_t src = H5Dopen2(f, w->specs[i].path, H5P_DEFAULT);
     if (src < 0) return -1;
     const int rc = pt_h5_copy_range(src, w->segs[k].row0[i], w->fin_dsets[i], 0, lo, hi,

@@ -52,6 +52,7 @@ struct pt_writer {
     int fanin;
     int fsync; /* 0 (PUNCTUM_FSYNC=0): no fsync; a kill stays safe, a power cut may not */
     volatile const int *abort_flag;
+    double test_delay; /* PUNCTUM_WRITER_DELAY: crash tests slow compaction and finishing */
     pt_cwriter *cw;
 
     /* committed state */
@@ -102,6 +103,7 @@ struct pt_writer {
 };
 
 /* writer.c */
+void pt_wr_test_pause(const pt_writer *w);
 char *pt_wr_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 hid_t pt_wr_file_type(const pt_writer *w, pt_ctype t);
 int pt_wr_fail(pt_writer *w, const char *what, const char *file);
