@@ -8,14 +8,14 @@
 #include "punctum/common.h"
 
 #define STORED_MAX 65535u /* bytes in one deflate stored block */
-#define PROBE_SLICE 4096u /* bytes per probe sample */
+#define PROBE_MAX 32768u  /* bytes of a plane probed: deflate's window */
 #define PROBE_MIN_PLANE 2048u
 
 struct pt_chunk_coder {
     struct libdeflate_compressor *z;
     unsigned char *shuf; /* the shuffled chunk of the last encode */
     size_t shuf_cap, shuf_len, n_elems, esz;
-    unsigned char probe_out[PROBE_SLICE + 64];
+    unsigned char probe_out[PROBE_MAX + 64];
 };
 
 pt_chunk_coder *pt_chunk_coder_new(int level) {
@@ -153,19 +153,12 @@ size_t pt_chunk_encode(pt_chunk_coder *c, const pt_chunk_fmt *fmt, const void *s
     return (size_t)(o + 4 - (unsigned char *)out);
 }
 
-/* Compressed size of up to three slices (start, middle, end) of one plane. */
+/* Compressed size of a plane's first PROBE_MAX bytes (repeats within deflate's window count). */
 static size_t probe_plane(pt_chunk_coder *c, const unsigned char *p, size_t n, size_t *sampled) {
-    size_t total = 0, at[3] = {0, (n - PROBE_SLICE) / 2, n - PROBE_SLICE};
-    *sampled = 0;
-    for (int k = 0; k < 3; k++) {
-        const size_t m = n < PROBE_SLICE ? n : PROBE_SLICE;
-        size_t z = libdeflate_deflate_compress(c->z, p + (n < PROBE_SLICE ? 0 : at[k]), m,
-                                               c->probe_out, sizeof c->probe_out);
-        total += z ? z : m;
-        *sampled += m;
-        if (n <= PROBE_SLICE) break;
-    }
-    return total;
+    *sampled = n < PROBE_MAX ? n : PROBE_MAX;
+    const size_t z =
+        libdeflate_deflate_compress(c->z, p, *sampled, c->probe_out, sizeof c->probe_out);
+    return z ? z : *sampled;
 }
 
 int pt_chunk_probe(pt_chunk_coder *c, const pt_chunk_fmt *fmt) {

@@ -11,7 +11,7 @@
  * whole leading planes of the chunk that deflate cannot shrink but spends most of its time on.
  * A coder may keep a leading run of such planes as deflate "stored" blocks (byte-aligned,
  * non-final) and compress only the rest; the result is still one valid zlib stream. Which
- * planes are stored is decided by pt_chunk_probe (a sample compressed per plane). */
+ * planes are stored is decided by pt_chunk_probe (each plane's start compressed alone). */
 #ifndef PUNCTUM_IO_CHUNKENC_H
 #define PUNCTUM_IO_CHUNKENC_H
 
@@ -42,8 +42,8 @@ size_t pt_chunk_bound(size_t bytes);
 size_t pt_chunk_encode(pt_chunk_coder *c, const pt_chunk_fmt *fmt, const void *src,
                        int stored_planes, void *out, size_t out_cap, int64_t *saturated);
 
-/* After an encode, the number of leading planes that deflate would barely shrink (saves < 3% on
- * samples of each plane): a stored_planes value for the chunks that follow. */
+/* After an encode, the number of leading planes that deflate would barely shrink (saves < 3% of
+ * each plane's first 32 KiB): a stored_planes value for the chunks that follow. */
 int pt_chunk_probe(pt_chunk_coder *c, const pt_chunk_fmt *fmt);
 
 /* IEEE binary16 of a float, round to nearest even; finite values beyond the range saturate at

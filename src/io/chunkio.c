@@ -6,7 +6,9 @@
 
 #include "io/h5util.h"
 
-#define PROBE_EVERY 16 /* chunks of a column between two stored-plane decisions */
+/* A column's stored planes are decided on its chunks 0, 1, 2, 3, then every 64th: the kind of
+ * data a column holds changes slowly, a probe costs about half an encode. */
+#define PROBE_EVERY 64
 
 /* ---- chunk shape ------------------------------------------------------------------------------
  */
@@ -263,7 +265,7 @@ static void emit(pt_cwriter *cw, int col, int g, int partial, int to_mirror) {
     j->fmt = c->fmt;
     j->src = j->buf;
     j->stored_planes = c->stored_planes;
-    j->probe = !partial && c->n_chunks % PROBE_EVERY == 0;
+    j->probe = !partial && (c->n_chunks < 4 || c->n_chunks % PROBE_EVERY == 0);
     if (!partial && g == c->n_groups - 1) c->n_chunks++;
     j->col = col;
     j->group = g;
