@@ -8,6 +8,8 @@
  *   OUT.h5                       a view: one HDF5 virtual dataset per output dataset mapping
  *                                the segments' rows in order, plus the root attributes;
  *                                written as OUT.h5.tmp, fsync'ed and rename()d over OUT.h5
+ *   OUT.h5.parts/final.h5.tmp    the self-contained file, written alongside; nobody reads it
+ *                                until the run is complete and it is renamed over OUT.h5
  *
  * A commit is that rename: OUT.h5 always opens and shows exactly the committed rows (its
  * `committed_pairs` attribute, written last, counts them). Rows arrive in batches (pt_batch)
@@ -21,9 +23,12 @@
  * chunk boundary (attribute `row0`), and the unfinished chunk at a commit is written as an edge
  * chunk and again, with more rows, into the next segment (the view maps every row from the
  * last segment that holds it). So merging segments (a log-structured compaction in the
- * background, keeping the number of segments logarithmic in the run's length) and the final
- * self-contained OUT.h5 copy compressed chunks as they are (H5Dread_chunk / H5Dwrite_chunk):
- * nothing is decompressed or compressed again. Strings (variable length) are copied as values.
+ * background, keeping the number of segments logarithmic in the run's length) copies compressed
+ * chunks as they are (H5Dread_chunk / H5Dwrite_chunk). Every complete chunk (and every string)
+ * also goes to the final file as it is written: finishing a run writes the unfinished chunks and
+ * the attributes and renames the file into place; a resumed run first copies, as chunks, the
+ * rows committed before it. Nothing is decompressed or compressed again (strings, variable
+ * length, are copied as values). While a run lasts, its output takes about twice its size.
  *
  * --store f16: finite values beyond binary16's range are stored as +-65504 and counted (root
  * attribute `f16_saturated`, and pt_writer_stats), never as infinities.
@@ -83,21 +88,22 @@ void pt_writer_set_input_pos(pt_writer *w, pt_inpos pos);
  * stops; pt_writer_close returns the error. The last commit is never affected. */
 int pt_writer_submit(pt_writer *w, pt_batch *b, pt_error *e);
 int pt_writer_ok(pt_writer *w);
-/* Wait for the queued batches and commit them. finish = 1: the run is complete; consolidate
- * into one self-contained file and remove the parts (if the abort flag stops that, the
- * committed view stays and 1 is returned). finish = 0: leave the view (resumable).
- * Returns 0, 1 (consolidation interrupted) or -1 (write error: message in e; the last good
- * commit stays). */
+/* Wait for the queued batches and commit them. finish = 1: the run is complete; finish the
+ * self-contained file, put it in place of the view and remove the parts (if the abort flag
+ * stops that, the committed view stays and 1 is returned). finish = 0: leave the view
+ * (resumable). Returns 0, 1 (finishing interrupted) or -1 (write error: message in e; the last
+ * good commit stays). */
 typedef struct {
     double busy_s;  /* the writer thread writing and committing (overlapped with compute) */
-    double final_s; /* the final consolidation (after the last batch, not overlapped) */
+    double final_s; /* finishing the final file (after the last batch, not overlapped) */
     int64_t commits;
     double stall_s;        /* the caller blocked in pt_writer_submit (the writer was behind) */
     double encode_s;       /* chunk encoding, summed over threads */
     int threads;           /* encoding threads */
     int64_t bytes_in;      /* uncompressed bytes of the encoded chunks */
     int64_t bytes_out;     /* their encoded size */
-    int64_t raw_copied;    /* compressed bytes copied as they are (compaction, final file) */
+    int64_t raw_copied;    /* compressed bytes copied as chunks (compaction, a resumed run's
+                              final file) */
     int64_t f16_saturated; /* --store f16: values stored as +-65504 */
 } pt_writer_stats;
 int pt_writer_close(pt_writer *w, int finish, pt_writer_stats *stats, pt_error *e);
