@@ -253,3 +253,30 @@ def test_store_f16_saturates_and_counts(tiny_model, punctum, tmp_path):
         assert int(b.attrs["f16_saturated"]) == want_sat
     warn = [l for l in p.stderr.splitlines() if "f16_saturated" in l]
     assert len(warn) == 1 and str(want_sat) in warn[0] and "65504" in warn[0], p.stderr
+
+
+def test_h5dump_reads_the_chunks(full_run):
+    """The chunks punctum encodes itself (shuffle + deflate, written with H5Dwrite_chunk) decode
+    in the HDF5 command-line tools too: h5dump lists the two filters and prints every value of
+    the statistics as h5py reads them."""
+    import re
+    import shutil
+    import subprocess
+    h5dump = shutil.which("h5dump")
+    if not h5dump:
+        pytest.skip("h5dump not installed (scripts/setup.sh installs hdf5-tools)")
+    _, _, out, _ = full_run
+    with h5py.File(out, "r") as f:
+        for name in ("/tokens/attn_mass", "/tokens/resid_norm", "/patterns/value", "/tokens/id"):
+            head = subprocess.run([h5dump, "-p", "-H", "-d", name, out], capture_output=True,
+                                  text=True, check=True).stdout
+            assert "PREPROCESSING SHUFFLE" in head and "COMPRESSION DEFLATE" in head, head
+            body = subprocess.run([h5dump, "-y", "-w", "0", "-m", "%.9g", "-d", name, out],
+                                  capture_output=True, text=True, check=True).stdout
+            data = body[body.index("DATA {") + 6:body.rindex("}", 0, body.rindex("}"))]
+            vals = np.array([float(v) for v in re.findall(r"[-+0-9.eEinfa]+", data)
+                             if re.match(r"^[-+]?(\d|inf|nan)", v)])
+            want = f[name][()].astype(np.float64).ravel()
+            assert vals.shape == want.shape, (name, vals.shape, want.shape)
+            np.testing.assert_array_equal(vals.astype(f[name].dtype), want.astype(f[name].dtype),
+                                          err_msg=name)
