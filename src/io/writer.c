@@ -651,7 +651,7 @@ static pt_writer *writer_new(const pt_writer_opts *o) {
     w->seg_row0 = pt_xcalloc(n + 1, sizeof(int64_t));
     w->seg_end = pt_xcalloc(n + 1, sizeof(int64_t));
     w->committed_rows = pt_xcalloc(n + 1, sizeof(int64_t));
-    w->last_commit = pt_now();
+    w->last_commit = w->t_open = pt_now();
     return w;
 }
 
@@ -811,11 +811,12 @@ static int finish_file(pt_writer *w) {
     return rc;
 }
 
-static void print_profile(const pt_writer_stats *s) {
+/* The profile line; its share of wall time is of the writer's lifetime (open to close). */
+static void print_profile(const pt_writer_stats *s, double lifetime) {
     const char *p = getenv("PUNCTUM_PROFILE");
     if (!p || !*p || !strcmp(p, "0")) return;
     char line[256];
-    pt_writer_summary(s, 0, line, sizeof line);
+    pt_writer_summary(s, lifetime, line, sizeof line);
     fprintf(stderr, "[punctum profile] %s; %lld commits, %.1f MB copied as chunks\n", line,
             (long long)s->commits, s->raw_copied / 1e6);
 }
@@ -848,7 +849,7 @@ int pt_writer_close(pt_writer *w, int finish, pt_writer_stats *stats, pt_error *
     st.threads = ps.threads;
     st.bytes_in = ps.bytes_in;
     st.bytes_out = ps.bytes_out;
-    print_profile(&st);
+    print_profile(&st, pt_now() - w->t_open);
     if (stats) *stats = st;
     for (int k = 0; k < QUEUE_SLOTS; k++) pt_batch_free(&w->queue[k]);
     pthread_mutex_destroy(&w->mu);

@@ -99,7 +99,7 @@ struct pt_writer {
     int closing;
     int failed;
     pt_error err;
-    double busy, final_s, stall_s;
+    double busy, final_s, stall_s, t_open;
 };
 
 /* writer.c */
