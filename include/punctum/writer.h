@@ -112,7 +112,8 @@ int pt_writer_close(pt_writer *w, int finish, pt_writer_stats *stats, pt_error *
  * 0.0 s, final file 0.3 s" for the end-of-run line. */
 void pt_writer_summary(const pt_writer_stats *s, double wall_s, char *buf, size_t n);
 
-/* Helpers shared with inspect/merge: HDF5 string attribute read (malloc'd) and int64 read. */
+/* Helpers shared with inspect/merge/resume: HDF5 string attribute read (malloc'd) and int64
+ * read (io/h5util.c). */
 char *pt_h5_attr_str(long long loc_id, const char *name);
 int pt_h5_attr_i64(long long loc_id, const char *name, int64_t *out);
 
