@@ -837,6 +837,8 @@ class PunctumFile:
             _check((rd("seq") == s) & (rd("pos") == np.arange(n)), p, "token rows")
             cols = {"id": rd("id"), "text": rd("text"), "is_punct": rd("is_punct") != 0,
                     "byte_start": rd("byte_start"), "byte_end": rd("byte_end")}
+            if p.has("tokens/role"):  # 0 chat template, 1 prompt text, 2 generated (SPEC §2)
+                cols["role"] = rd("role").astype(np.int8)
             for name in ("attn_mass", "attn_last", "resid_norm") + MASSIVE:
                 if p.has("tokens/" + name):
                     arrays[name] = rd(name)
