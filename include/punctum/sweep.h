@@ -35,6 +35,7 @@ typedef struct {
     int threads;            /* 0: not given */
     int device_given;       /* --device was on the command line */
     int64_t patterns_limit; /* bytes; <= 0: no limit */
+    int writer_threads;     /* chunk-encoding threads of the writer (0: the cores left over) */
     char *command_line;
 } pt_run_opts;
 

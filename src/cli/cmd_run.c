@@ -36,7 +36,9 @@ static void run_usage(FILE *f) {
             "  --shard I/N                 take the pairs whose 0-based index %% N == I\n"
             "  --resume                    continue an interrupted run into the same file\n"
             "  --force                     overwrite an existing output file\n"
-            "  --store f32|f16             storage dtype of float statistics (default f32)\n"
+            "  --store f32|f16             storage dtype of float statistics (default f32); f16\n"
+            "                              stores values beyond its range (|x| > 65504) as +-65504\n"
+            "                              and counts them (a warning, attribute f16_saturated)\n"
             "  --strict                    stop at the first bad record instead of recording it\n"
             "  --progress auto|always|never  auto: one rewritten line on a terminal, else a\n"
             "                              complete line every 30 s; always: complete lines even\n"
@@ -44,7 +46,9 @@ static void run_usage(FILE *f) {
             "  --patterns-limit SIZE|none  refuse to start when --stats patterns would write more\n"
             "                              than SIZE (bytes, or with K, M, G, T; default 4G)\n"
             "  --threads N                 cpu threads (default: all cores)\n"
-            "  --device N                  cuda device\n");
+            "  --device N                  cuda device\n"
+            "  --writer-threads N          threads compressing the output (default: the cores the\n"
+            "                              compute leaves, at least 1)\n");
 }
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -111,7 +115,7 @@ int pt_cmd_run(int argc, char **argv) {
 
     enum { O_MODEL = 256, O_PAIRS, O_OUT, O_BACKEND, O_DTYPE, O_STATS, O_TOPK, O_ABLATE, O_POSITIONS,
            O_WINDOWS, O_PATCH, O_DERIVE, O_BATCH, O_SHARD, O_RESUME, O_FORCE, O_STORE, O_STRICT,
-           O_PROGRESS, O_THREADS, O_DEVICE, O_PATTERNS_LIMIT, O_CHAT, O_HELP };
+           O_PROGRESS, O_THREADS, O_DEVICE, O_PATTERNS_LIMIT, O_CHAT, O_WRITER_THREADS, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"pairs", required_argument, 0, O_PAIRS},
         {"out", required_argument, 0, O_OUT}, {"backend", required_argument, 0, O_BACKEND},
@@ -126,6 +130,7 @@ int pt_cmd_run(int argc, char **argv) {
         {"progress", required_argument, 0, O_PROGRESS},
         {"threads", required_argument, 0, O_THREADS}, {"device", required_argument, 0, O_DEVICE},
         {"patterns-limit", required_argument, 0, O_PATTERNS_LIMIT},
+        {"writer-threads", required_argument, 0, O_WRITER_THREADS},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
 
     /* the command line is recorded in the output file */
@@ -266,6 +271,12 @@ int pt_cmd_run(int argc, char **argv) {
         case O_PATTERNS_LIMIT:
             if (parse_size(optarg, &o.patterns_limit)) {
                 rc = usage_error("--patterns-limit %s: expected a size such as 4G, or none", optarg);
+                goto out;
+            }
+            break;
+        case O_WRITER_THREADS:
+            if (parse_int(optarg, 1, 64, &o.writer_threads)) {
+                rc = usage_error("--writer-threads %s: expected 1 to 64", optarg);
                 goto out;
             }
             break;

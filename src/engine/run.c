@@ -638,6 +638,9 @@ static int run_output(pt_run *R, pt_error *e) {
     pt_attr attrs[48];
     char created[32];
     const int na = output_attrs(R, attrs, created);
+    /* the writer's encoding threads: the cores the compute leaves (cuda: all but one) */
+    const int compute_threads =
+        strcmp(S->be->name, "cpu") ? 1 : pt_job_threads(&R->J, o->threads);
     const pt_writer_opts wo = {R->out_path,
                                S->specs,
                                S->n_specs,
@@ -646,7 +649,10 @@ static int run_output(pt_run *R, pt_error *e) {
                                o->store_f16,
                                -1.0,
                                R->resume ? &R->ost : NULL,
-                               (volatile const int *)&g_signal};
+                               (volatile const int *)&g_signal,
+                               o->writer_threads > 0
+                                   ? o->writer_threads
+                                   : pt_writer_auto_threads(compute_threads, R->J.local_size)};
     if (!(S->w = pt_writer_open(&wo, e))) return 1;
     pt_batch_init(&S->batch, S->specs, S->n_specs);
     progress_init(R);
@@ -829,6 +835,11 @@ static int run_close(pt_run *R, int rc) {
     }
     R->S.w = NULL;
     summary(R, rc || g_signal);
+    if (R->ws.f16_saturated > 0)
+        fprintf(stderr,
+                "punctum: warning: --store f16: %lld values beyond float16's range were stored as "
+                "+-65504 (attribute f16_saturated of %s)\n",
+                (long long)R->ws.f16_saturated, R->out_path);
     if (rc == 0 && g_signal) rc = g_signal == SIGINT ? 130 : 143;
     return rc;
 }

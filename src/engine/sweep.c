@@ -273,6 +273,15 @@ static int clean_forward(pt_sweep *S) {
                 .final_rows = S->h.fin.v,
                 .n_final = ns};
     if (clean_outputs(S, &f) || pt_forward(&S->en, &f)) return -1;
+    /* A side identical to its base (a == b) has the base's final row; the head's GEMM may still
+     * round the two copies differently by their place in its tiling, so give it the base's
+     * logits: identical prompts then have identical predictions (kl_ab exactly 0). */
+    for (int s = 0; s < ns; s++) {
+        const pt_bseq *q = &P->seqs.v[s];
+        if (q->base >= 0 && q->n_comp == 0)
+            be->copy(be, f.logits + (size_t)s * V, f.logits + (size_t)q->base * V,
+                     (size_t)V * sizeof(float));
+    }
 
     /* next-token distributions of every sequence */
     if (PT_SWEEP_FIT(S, &P->entropy, ns) || PT_SWEEP_FIT(S, &P->topk_id, (size_t)ns * K) ||
