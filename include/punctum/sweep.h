@@ -17,7 +17,8 @@ typedef struct {
     const char *dtype;   /* f32 | bf16 | f16 (NULL: backend default) */
     int device;
     int stat_mass, stat_last, stat_resid, stat_topk, stat_lens, stat_patterns;
-    int topk; /* 0: not given (10) */
+    int stat_massive; /* resid_max, resid_argmax, resid_median (SPEC §3) */
+    int topk;         /* 0: not given (10) */
     int ablate_knockout;
     pt_pos_mode positions;
     int positions_k;     /* last:K */

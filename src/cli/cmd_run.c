@@ -18,8 +18,12 @@ static void run_usage(FILE *f) {
             "                              line says why)\n"
             "  --dtype f32|bf16|f16        compute dtype (cpu: f32; cuda default bf16; auto\n"
             "                              without a GPU: f32)\n"
-            "  --stats LIST                from mass,last,resid,topk,lens,patterns, or none\n"
-            "                              (default mass,last,resid,topk)\n"
+            "  --stats LIST                from mass,last,resid,topk,lens,massive,patterns, or\n"
+            "                              none (default mass,last,resid,topk). massive: per\n"
+            "                              token and layer, over the d dimensions of the\n"
+            "                              residual stream, the largest |h_d|, its d (ties: the\n"
+            "                              lowest) and the median |h_d| (even d: the mean of the\n"
+            "                              two middle values)\n"
             "  --topk K                    default 10\n"
             "  --ablate knockout|none      default none\n"
             "  --positions all|punct|last:K|none   default punct\n"
@@ -81,6 +85,7 @@ static int parse_size(const char *s, int64_t *out) {
 
 static int parse_stats(pt_run_opts *o, const char *list) {
     o->stat_mass = o->stat_last = o->stat_resid = o->stat_topk = o->stat_lens = o->stat_patterns = 0;
+    o->stat_massive = 0;
     if (!strcmp(list, "none")) return 0;
     char *copy = strdup(list), *save = NULL;
     int rc = 0;
@@ -91,6 +96,7 @@ static int parse_stats(pt_run_opts *o, const char *list) {
         else if (!strcmp(t, "topk")) o->stat_topk = 1;
         else if (!strcmp(t, "lens")) o->stat_lens = 1;
         else if (!strcmp(t, "patterns")) o->stat_patterns = 1;
+        else if (!strcmp(t, "massive")) o->stat_massive = 1;
         else rc = -1;
     }
     free(copy);
@@ -163,7 +169,7 @@ int pt_cmd_run(int argc, char **argv) {
             break;
         case O_STATS:
             if (parse_stats(&o, optarg)) {
-                rc = usage_error("--stats %s: expected a list from mass,last,resid,topk,lens,patterns or none", optarg);
+                rc = usage_error("--stats %s: expected a list from mass,last,resid,topk,lens,massive,patterns or none", optarg);
                 goto out;
             }
             break;

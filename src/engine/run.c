@@ -241,7 +241,7 @@ static void budget_costs(const pt_sweep *S, int longest_pattern, double *per_tok
     if (S->o->stat_patterns) t += (longest_pattern + 1) / 2.0 * LH * 4;
     if (!strcmp(be->name, "cpu")) { /* output rows in the batch being filled, queued, written */
         double host = 96 + (S->o->stat_mass + S->o->stat_last) * LH * 4 +
-                      S->o->stat_resid * (c->n_layers + 1) * 4.0;
+                      (S->o->stat_resid + 3 * S->o->stat_massive) * (c->n_layers + 1) * 4.0;
         if (S->o->stat_patterns) host += (longest_pattern + 1) / 2.0 * LH * 4;
         t += 3 * host;
     }
@@ -403,10 +403,10 @@ static void build_identity(pt_run *R) {
     ID("backend", "--backend", "%s", S->be->name);
     ID("compute_dtype", "--dtype", "%s", pt_compute_dtype_name(S->be->dtype));
     char stats[64] = "";
-    const char *names[] = {"mass", "last", "resid", "topk", "lens", "patterns"};
-    const int on[] = {o->stat_mass, o->stat_last, o->stat_resid,
-                      o->stat_topk, o->stat_lens, o->stat_patterns};
-    for (int k = 0; k < 6; k++)
+    const char *names[] = {"mass", "last", "resid", "topk", "lens", "massive", "patterns"};
+    const int on[] = {o->stat_mass, o->stat_last,    o->stat_resid,   o->stat_topk,
+                      o->stat_lens, o->stat_massive, o->stat_patterns};
+    for (int k = 0; k < 7; k++)
         if (on[k]) {
             if (*stats) strcat(stats, ",");
             strcat(stats, names[k]);

@@ -25,6 +25,7 @@ DTYPES = {
     "/tokens/id": "i4", "/tokens/seq": "i8", "/tokens/pos": "i4", "/tokens/text": "str",
     "/tokens/byte_start": "i4", "/tokens/byte_end": "i4", "/tokens/is_punct": "i1", "/tokens/role": "i1",
     "/tokens/attn_mass": "f", "/tokens/attn_last": "f", "/tokens/resid_norm": "f",
+    "/tokens/resid_max": "f", "/tokens/resid_argmax": "i4", "/tokens/resid_median": "f",
     "/patterns/value": "f",
 }
 ROOT_ATTRS = ["punctum_format", "punctum_version", "model_dir", "model_type", "n_layers",
@@ -57,7 +58,7 @@ def _run(punctum, m, tmp_path, *extra, name="o"):
 def full_run(tiny_model, punctum, tmp_path_factory):
     m = tiny_model(MODEL)
     tmp = tmp_path_factory.mktemp("layout")
-    text, out, started = _run(punctum, m, tmp, "--stats", "mass,last,resid,topk,patterns")
+    text, out, started = _run(punctum, m, tmp, "--stats", "mass,last,resid,topk,massive,patterns")
     return m, text, out, started
 
 
@@ -113,7 +114,8 @@ def test_dtypes_and_shapes(full_run):
     special = {"/pairs/resid_cos": (N, L + 1), "/seqs/topk_id": (S, 10),
                "/seqs/topk_logprob": (S, 10), "/tokens/attn_mass": (Ttot, L, H),
                "/tokens/attn_last": (Ttot, L, H), "/tokens/resid_norm": (Ttot, L + 1),
-               "/patterns/value": (Rp, L, H)}
+               "/tokens/resid_max": (Ttot, L + 1), "/tokens/resid_argmax": (Ttot, L + 1),
+               "/tokens/resid_median": (Ttot, L + 1), "/patterns/value": (Rp, L, H)}
     problems = []
     with h5py.File(out, "r") as f:
         for name, want in DTYPES.items():
@@ -267,7 +269,8 @@ def test_h5dump_reads_the_chunks(full_run):
         pytest.skip("h5dump not installed (scripts/setup.sh installs hdf5-tools)")
     _, _, out, _ = full_run
     with h5py.File(out, "r") as f:
-        for name in ("/tokens/attn_mass", "/tokens/resid_norm", "/patterns/value", "/tokens/id"):
+        for name in ("/tokens/attn_mass", "/tokens/resid_norm", "/patterns/value", "/tokens/id",
+                     "/tokens/resid_argmax", "/tokens/resid_median"):
             head = subprocess.run([h5dump, "-p", "-H", "-d", name, out], capture_output=True,
                                   text=True, check=True).stdout
             assert "PREPROCESSING SHUFFLE" in head and "COMPRESSION DEFLATE" in head, head
