@@ -55,7 +55,14 @@ struct pt_attn_params {
     int LH, layer_off; /* n_layers * H, layer * H */
     int H, group, hd, kvd, window;
     float scale;
+    float softcap; /* > 0: scores -> softcap * tanh(s / softcap) */
 };
+
+/* The score of a dot product q.k: scaled, then soft-capped, as cpu.c (both passes use it). */
+PT_DEV float pt_score(const pt_attn_params &P, float dot) {
+    const float s = dot * P.scale;
+    return P.softcap > 0.0f ? P.softcap * tanhf(s / P.softcap) : s;
+}
 
 PT_DEV int pt_kv_row(const pt_attn_seg &s, int j) {
     return j < s.pos0 ? s.prefix_kv + j : s.own_kv + (j - s.pos0);
@@ -136,7 +143,7 @@ PT_UNROLL
             for (int r = 0; r < RW; r++) {
                 const int i = wi0 + r;
                 const bool ok = i <= i_last && lane < nk && pt_visible(i, j, P.window, s.ko);
-                const float x = ok ? sc[r] * P.scale : -INFINITY;
+                const float x = ok ? pt_score(P, sc[r]) : -INFINITY;
                 const float mt = pt_warp_max(x);
                 const float mn = mt > m[r] ? mt : m[r];
                 const float p = ok ? expf(x - mn) : 0.0f;
@@ -233,7 +240,7 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
             if (j > i) continue;
             float dot = 0.0f;
             for (int d = 0; d < hd; d++) dot += Qs[r][d] * Ks[tid][d];
-            const float p = pt_visible(i, j, P.window, s.ko) ? expf(dot * P.scale - Ls[r]) : 0.0f;
+            const float p = pt_visible(i, j, P.window, s.ko) ? expf(pt_score(P, dot) - Ls[r]) : 0.0f;
             acc += p;
             if (want_pat) P.pattern[(size_t)(s.pattern_row + (long long)i * (i + 1) / 2 + j) * P.LH + lh] = p;
             if (want_last && i == s.final_pos) P.last[(size_t)(s.last_row + j) * P.LH + lh] = p;
@@ -348,7 +355,7 @@ PT_UNROLL
                 const int jj = nb * 8 + 2 * t + (e & 1), j = j0 + jj;
                 const int i = e < 2 ? ia : ib;
                 const bool ok = (e < 2 ? va : vb) && jj < nk && pt_visible(i, j, P.window, s.ko);
-                const float x = ok ? sc[nb][e] * P.scale : -INFINITY;
+                const float x = ok ? pt_score(P, sc[nb][e]) : -INFINITY;
                 sc[nb][e] = x;
                 mx[e >> 1] = x > mx[e >> 1] ? x : mx[e >> 1];
             }
@@ -485,7 +492,7 @@ PT_UNROLL
                 const int j = e < 2 ? ja : jb;
                 const bool kok = e < 2 ? ka_ok : kb_ok;
                 if (!kok || qq >= nq || j > i) continue;
-                const float p = pt_visible(i, j, P.window, s.ko) ? expf(sc[e] * P.scale - Ls[qq]) : 0.0f;
+                const float p = pt_visible(i, j, P.window, s.ko) ? expf(pt_score(P, sc[e]) - Ls[qq]) : 0.0f;
                 if (e < 2) /* (not acc[e >> 1]: keeps the accumulators in registers) */
                     acc0 += p;
                 else
