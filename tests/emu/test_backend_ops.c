@@ -191,7 +191,7 @@ static void report(const char *op, const char *shape, const char *dt, const cmp_
 
 /* The operations' scratch (backend.h, reserve) for `rows` rows and `keys` positions. */
 static void reserve_for(pt_backend *be, const pt_config *cfg, int rows, int keys, const float *inv_freq) {
-    const pt_reserve r = {rows, keys, keys, rows, 32, inv_freq};
+    const pt_reserve r = {rows, keys, keys, rows, 32, inv_freq, NULL, NULL};
     pt_error e;
     if (be->reserve(be, cfg, &r) || pt_backend_take_error(be, &e, NULL)) {
         fprintf(stderr, "test_backend_ops: %s: reserve failed: %s\n", be->name, be->status.msg);
@@ -480,8 +480,8 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
         float *x = rnd_vec((size_t)n * qkv_w, 1.0f);
         dbuf xa, xb;
         float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * qkv_w), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * qkv_w);
-        P->cpu->rope(P->cpu, cfg, wa.rope_inv_freq, dxa, n, pos);
-        P->gpu->rope(P->gpu, cfg, wb.rope_inv_freq, dxb, n, pos);
+        P->cpu->rope(P->cpu, cfg, wa.rope_inv_freq, dxa, n, pos, NULL, NULL);
+        P->gpu->rope(P->gpu, cfg, wb.rope_inv_freq, dxb, n, pos, NULL, NULL);
         float *ha = pt_xmalloc((size_t)n * qkv_w * 4), *hb = pt_xmalloc((size_t)n * qkv_w * 4);
         dget(&xa, ha), dget(&xb, hb);
         cmp_t c;
