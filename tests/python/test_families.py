@@ -184,3 +184,32 @@ def test_family_config_errors(name, edit, field, tiny_model, punctum, tmp_path):
     p = punctum.run(str(d), str(pairs), str(tmp_path / "o.h5"), expect=2)
     err = p.stderr.strip().splitlines()
     assert err and field in err[-1] and "config.json" in err[-1], p.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# longrope (Phi-3): short or long factors by each sequence's own length
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("binary", ["cpu", "emu"])
+def test_phi3_longrope_mixed_batch(binary, tiny_model, reference, punctum, tmp_path, request):
+    """Sequences on both sides of original_max_position_embeddings (16) in one batch, and a
+    pair whose b (17 tokens: long factors) extends its a (16: short factors), so b cannot
+    reuse a's keys."""
+    m = tiny_model("phi3")
+    exe, extra = punctum, ()
+    if binary == "emu":
+        exe, extra = request.getfixturevalue("punctum_emu"), ("--backend", "cuda", "--dtype", "f32")
+    rng = random.Random(5)
+
+    def ids(n):
+        return [rng.randrange(m.vocab_size) for _ in range(n)]
+    a16, a15 = ids(16), ids(15)
+    lines = [{"id": "cross", "a_ids": a16, "b_ids": a16 + ids(1), "target_id": 3},
+             {"id": "cross-down", "a_ids": a15 + ids(3), "b_ids": a15, "target_id": 4},
+             {"id": "short", "a_ids": ids(5), "b_ids": ids(16)},
+             {"id": "long", "a_ids": ids(30), "b_ids": ids(17)}]
+    text, out = run_and_read(exe, m, tmp_path, lines, "--stats", "mass,last,resid,topk", *extra)
+    recs = R.parse_pairs(text, m.vocab_size, m.max_positions)
+    exp = R.expected(reference("phi3"), recs, topk=10)
+    with h5py.File(out, "r") as f:
+        assert_no_mismatch(R.compare_file(f, exp), "phi3", binary)

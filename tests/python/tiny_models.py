@@ -45,6 +45,9 @@ FAMILY_SEEDS = {
     "gemma2": 1103,
     "gemma2_bf16": 1104,
     "olmo2": 1105,
+    "gemma3": 1106,
+    "smollm3": 1107,
+    "phi3": 1108,
 }
 SEEDS.update(FAMILY_SEEDS)
 FAMILY_MODELS = list(FAMILY_SEEDS)
@@ -158,6 +161,54 @@ def _olmo2_config(**kw):
     return Olmo2Config(**base)
 
 
+def _gemma3_config(**kw):
+    """GQA ratio 3, head_dim 32 != hidden / heads (16), mixed local (window 4, local RoPE base)
+    and global (linear-scaled RoPE) layers, per-head (1 + w) q/k norms, no soft-capping."""
+    from transformers import Gemma3TextConfig
+    base = dict(vocab_size=320, hidden_size=48, intermediate_size=80, num_hidden_layers=4,
+                num_attention_heads=3, num_key_value_heads=1, head_dim=32,
+                max_position_embeddings=64, rms_norm_eps=1e-6, sliding_window=4,
+                query_pre_attn_scalar=24, hidden_activation="gelu_pytorch_tanh",
+                layer_types=["sliding_attention", "full_attention", "sliding_attention",
+                             "sliding_attention"],
+                rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                 "full_attention": {"rope_type": "linear", "rope_theta": 1e6,
+                                                    "factor": 2.0}},
+                bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    base.update(kw)
+    return Gemma3TextConfig(**base)
+
+
+def _smollm3_config(**kw):
+    """Layers without RoPE (no_rope_layers), GQA ratio 4, tied head."""
+    from transformers import SmolLM3Config
+    base = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64,
+                rms_norm_eps=1e-6, tie_word_embeddings=True, no_rope_layers=[1, 0, 1, 0],
+                rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    base.update(kw)
+    return SmolLM3Config(**base)
+
+
+def _phi3_config(**kw):
+    """Fused qkv_proj / gate_up_proj, partial rotary (half of each head), longrope with a
+    pretraining length (16) shorter than some test prompts: short and long factors both
+    occur, in the same batch."""
+    from transformers import Phi3Config
+    base = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                original_max_position_embeddings=16, rms_norm_eps=1e-5,
+                tie_word_embeddings=False, partial_rotary_factor=0.5,
+                rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                 "partial_rotary_factor": 0.5,
+                                 "short_factor": [1.0, 1.5, 2.0, 3.0],
+                                 "long_factor": [1.5, 2.5, 5.0, 9.0]},
+                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    base.update(kw)
+    return Phi3Config(**base)
+
+
 # name -> (config factory, options)
 _SPECS: dict[str, tuple[Callable, dict]] = {
     "gpt2": (_gpt2_config, {"tokenizer": True}),
@@ -195,6 +246,9 @@ _SPECS: dict[str, tuple[Callable, dict]] = {
     "gemma2_bf16": (lambda: _gemma2_config(num_hidden_layers=2, tie_word_embeddings=False),
                     {"native_rope": True, "dtype": torch.bfloat16}),
     "olmo2": (_olmo2_config, {"native_rope": True}),
+    "gemma3": (_gemma3_config, {"native_rope": True}),
+    "smollm3": (_smollm3_config, {"native_rope": True}),
+    "phi3": (_phi3_config, {"native_rope": True}),
 }
 
 
