@@ -454,7 +454,7 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
     const int kvh = h / (a->n_heads / a->n_kv_heads);
     const int LH = a->n_layers * a->n_heads, lh = a->layer * a->n_heads + h;
     const int n_keys_total = s->pos0 + s->n_q;
-    const float scale = a->scale, cap = a->softcap;
+    const float scale = a->scale > 0 ? a->scale : 1.0f / sqrtf((float)hd), cap = a->softcap;
     const int knock = s->ko_pos >= 0 && a->layer >= s->ko_lo && a->layer < s->ko_hi;
     float *S = c->scores[t];
     double *mass = c->mass_acc[t];
