@@ -13,6 +13,7 @@ transformers in float64 (reference.py, experiments_ref.py) at SPEC §6's toleran
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -165,6 +166,20 @@ BAD_CONFIGS = [
     ("olmo2", {"rope_parameters": {"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}},
      "rope_type"),
     ("olmo2", {"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+    ("gemma3", {"rope_parameters": {
+        "sliding_attention": {"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0},
+        "full_attention": {"rope_type": "default", "rope_theta": 1e6}}}, "sliding_attention"),
+    ("gemma3", {"layer_types": ["sliding_attention", "full_attention"]}, "layer_types"),
+    ("smollm3", {"no_rope_layers": [1, 0, 1]}, "no_rope_layers"),
+    ("smollm3", {"no_rope_layers": [1, 0, 2, 1]}, "no_rope_layers"),
+    ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4,
+                                  "short_factor": [1.0, 1.0], "long_factor": [1.0, 2.0, 3.0, 4.0]}},
+     "short_factor"),
+    ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4,
+                                  "short_factor": [1.0, 1.0, 1.0, 1.0]}}, "long_factor"),
+    ("phi3", {"rope_parameters": {"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}},
+     "rope_type"),
+    ("phi3", {"hidden_act": "gelu_new"}, "hidden_act"),
 ]
 
 
@@ -213,3 +228,48 @@ def test_phi3_longrope_mixed_batch(binary, tiny_model, reference, punctum, tmp_p
     exp = R.expected(reference("phi3"), recs, topk=10)
     with h5py.File(out, "r") as f:
         assert_no_mismatch(R.compare_file(f, exp), "phi3", binary)
+
+
+# ---------------------------------------------------------------------------------------
+# Gemma 3's multimodal checkpoints: model_type gemma3, the text model under text_config and
+# model.language_model.* (as transformers 5 saves Gemma3ForConditionalGeneration)
+# ---------------------------------------------------------------------------------------
+
+def test_gemma3_multimodal_layout(tiny_model, punctum, tmp_path):
+    from safetensors.torch import load_file, save_file
+    m = tiny_model("gemma3")
+    d = tmp_path / "gemma3_mm"
+    d.mkdir()
+    with open(os.path.join(m.path, "config.json")) as f:
+        text = json.load(f)
+    outer = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+             "text_config": text, "vision_config": {"model_type": "siglip_vision_model"},
+             "tie_word_embeddings": text.get("tie_word_embeddings", True)}
+    for k in ("bos_token_id", "eos_token_id", "tie_word_embeddings"):
+        text.pop(k, None)   # the outer config's apply
+    with open(d / "config.json", "w") as f:
+        json.dump(outer, f)
+    sd = load_file(os.path.join(m.path, "model.safetensors"))
+    out = {("model.language_model." + k[len("model."):] if k.startswith("model.") else k): v
+           for k, v in sd.items()}
+    out["model.vision_tower.dummy.weight"] = sd["model.norm.weight"].clone()  # ignored
+    save_file(out, str(d / "model.safetensors"), metadata={"format": "pt"})
+    lines = standard_lines(m, 3)
+    _, want = run_and_read(punctum, m, tmp_path, lines, name="text")
+    mm = dataclasses.replace(m, path=str(d))
+    _, got = run_and_read(punctum, mm, tmp_path, lines, name="mm")
+    with h5py.File(want, "r") as a, h5py.File(got, "r") as b:
+        for k in ("/tokens/attn_mass", "/tokens/attn_last", "/tokens/resid_norm",
+                  "/seqs/topk_logprob", "/seqs/topk_id", "/pairs/kl_ab"):
+            np.testing.assert_array_equal(a[k][()], b[k][()], err_msg=k)
+
+
+def test_help_and_readme_name_the_families(punctum):
+    """README's model list and `punctum --help` name every family the tests cover."""
+    help_text = punctum("--help").stdout
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    for mt in ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3",
+               "olmo2", "phi3", "smollm3"):
+        assert mt in help_text, mt
+        assert f"`{mt}`" in readme, mt
