@@ -273,3 +273,18 @@ def test_help_and_readme_name_the_families(punctum):
                "olmo2", "phi3", "smollm3"):
         assert mt in help_text, mt
         assert f"`{mt}`" in readme, mt
+
+
+@pytest.mark.parametrize("name", ["gemma3", "phi3"] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in ("qwen3", "gemma2", "olmo2", "smollm3")])
+def test_family_verify_model(name, tiny_model, punctum):
+    """scripts/verify-model certifies a checkpoint of each family (here the tiny one)."""
+    import subprocess
+    import sys
+    m = tiny_model(name)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env.setdefault("PUNCTUM_PYTHON", sys.executable)
+    p = subprocess.run([os.path.join(REPO, "scripts", "verify-model"), m.path, "--punctum",
+                        punctum.path, "--threads", "1"], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert p.returncode == 0 and "OVERALL: PASS" in p.stdout, p.stdout + p.stderr[-2000:]
