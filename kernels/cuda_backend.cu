@@ -712,7 +712,7 @@ static void cuda_logits(pt_backend *be, const void *x, int n, const pt_linear *l
 /* ---- attention -------------------------------------------------------------------------------- */
 
 static int plain_hd(int hd) { return hd <= 32 ? 32 : hd <= 64 ? 64 : hd <= 128 ? 128 : 256; }
-static int mma_hd(int hd) { return hd <= 16 ? 16 : hd <= 32 ? 32 : hd <= 64 ? 64 : 128; }
+static int mma_hd(int hd) { return hd <= 16 ? 16 : hd <= 32 ? 32 : hd <= 64 ? 64 : hd <= 128 ? 128 : 256; }
 
 typedef void (*attn_kernel)(pt_attn_params);
 
@@ -754,7 +754,8 @@ template <class T> static attn_kernel mma_fwd(int HDP) {
     case 16: return k_attn_fwd_mma<16, T>;
     case 32: return k_attn_fwd_mma<32, T>;
     case 64: return k_attn_fwd_mma<64, T>;
-    default: return k_attn_fwd_mma<128, T>;
+    case 128: return k_attn_fwd_mma<128, T>;
+    default: return k_attn_fwd_mma<256, T>; /* Gemma */
     }
 }
 template <class T> static attn_kernel mma_stats(int HDP) {
@@ -762,7 +763,8 @@ template <class T> static attn_kernel mma_stats(int HDP) {
     case 16: return k_attn_stats_mma<16, T>;
     case 32: return k_attn_stats_mma<32, T>;
     case 64: return k_attn_stats_mma<64, T>;
-    default: return k_attn_stats_mma<128, T>;
+    case 128: return k_attn_stats_mma<128, T>;
+    default: return k_attn_stats_mma<256, T>;
     }
 }
 #endif
@@ -775,7 +777,7 @@ struct attn_shape {
 static attn_shape attn_shape_of(const pt_backend *be, int hd) {
     attn_shape s;
 #if PT_CUDA_MMA
-    s.mma = ((const cu_ctx *)be->ctx)->use_mma && be->dtype != PT_DTYPE_F32 && hd <= 128;
+    s.mma = ((const cu_ctx *)be->ctx)->use_mma && be->dtype != PT_DTYPE_F32 && hd <= 256;
 #else
     (void)be;
     s.mma = false; /* tensor-core path compiled out */

@@ -1128,6 +1128,13 @@ static int build_attn_cases(attn_case *C, int quick) {
     A->scale = 1.0f / sqrtf(224.0f), A->softcap = 50.0f;
     add_clean(A, 21), add_clean(A, 6);
     add_ext(A, 0, 12, 9, 11, 0, 3, 0);
+    if (!quick) { /* several query tiles (64) and key tiles (32 at head_dim 256) */
+        A = &C[n++];
+        attn_init(A, "gemma-hd256-long", 2, 1, 256, 0, 7);
+        A->scale = 1.0f / sqrtf(256.0f);
+        add_clean(A, 75);
+        add_ext(A, 0, 75, 1, -1, 0, 0, 1);
+    }
     /* long: several query and key tiles on both paths, decode-like single query */
     A = &C[n++];
     attn_init(A, "long", 2, 1, 64, 0, 7);
