@@ -288,3 +288,24 @@ def test_family_verify_model(name, tiny_model, punctum):
                         punctum.path, "--threads", "1"], capture_output=True, text=True,
                        timeout=600, env=env)
     assert p.returncode == 0 and "OVERALL: PASS" in p.stdout, p.stdout + p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["gemma2_bf16", "gemma3_bf16"])
+def test_family_emu_bf16(name, tiny_model, punctum, punctum_emu, tmp_path):
+    """The cuda backend's bf16 compute (tensor-core attention: soft-capping and head_dim 24;
+    head_dim 256) against the cpu run of the same (BF16) weights: attention statistics within
+    SPEC §6's 2e-2."""
+    m = tiny_model(name)
+    lines = standard_lines(m, 17)
+    _, ref = run_and_read(punctum, m, tmp_path, lines, "--stats", "mass,last,topk", name="cpu")
+    _, got = run_and_read(punctum_emu, m, tmp_path, lines, "--stats", "mass,last,topk",
+                          "--backend", "cuda", "--dtype", "bf16", name="bf16")
+    with h5py.File(ref, "r") as a, h5py.File(got, "r") as b:
+        last_a, last_b = a["/tokens/attn_last"][()], b["/tokens/attn_last"][()]
+        assert np.isfinite(last_b).all()
+        assert np.abs(last_a - last_b).max() <= 2e-2
+        # attn_mass over the number of queries that see the key (at most T - pos)
+        n_tok, pos = b["/seqs/n_tok"][()], b["/tokens/pos"][()]
+        seq = b["/tokens/seq"][()]
+        seen = (n_tok[seq] - pos).astype(np.float64)[:, None, None]
+        assert np.abs((a["/tokens/attn_mass"][()] - b["/tokens/attn_mass"][()]) / seen).max() <= 2e-2

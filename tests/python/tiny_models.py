@@ -48,6 +48,7 @@ FAMILY_SEEDS = {
     "gemma3": 1106,
     "smollm3": 1107,
     "phi3": 1108,
+    "gemma3_bf16": 1109,
 }
 SEEDS.update(FAMILY_SEEDS)
 FAMILY_MODELS = list(FAMILY_SEEDS)
@@ -247,6 +248,11 @@ _SPECS: dict[str, tuple[Callable, dict]] = {
                     {"native_rope": True, "dtype": torch.bfloat16}),
     "olmo2": (_olmo2_config, {"native_rope": True}),
     "gemma3": (_gemma3_config, {"native_rope": True}),
+    # Gemma's real head_dim (256: the tensor-core attention's widest tile), BF16 weights
+    "gemma3_bf16": (lambda: _gemma3_config(num_attention_heads=2, head_dim=256, query_pre_attn_scalar=256,
+                                           num_hidden_layers=3, layer_types=["sliding_attention",
+                                           "sliding_attention", "full_attention"]),
+                    {"native_rope": True, "dtype": torch.bfloat16}),
     "smollm3": (_smollm3_config, {"native_rope": True}),
     "phi3": (_phi3_config, {"native_rope": True}),
 }
