@@ -58,8 +58,9 @@ typedef struct {
     int n_segs;
     float *mass, *last, *pattern; /* device, [rows, n_layers, n_heads]; NULL: not wanted */
     int n_layers, n_heads, n_kv_heads, head_dim;
-    int window;    /* this layer's sliding window (key j visible from i iff i - j < window); 0: none */
-    float scale;   /* scores s = scale * q.k (pt_attn_scale: head_dim^-1/2 or query_pre_attn_scalar^-1/2) */
+    int window; /* this layer's sliding window (key j visible from i iff i - j < window); 0: none */
+    float scale;   /* scores s = scale * q.k (pt_attn_scale: head_dim^-1/2 or
+                      query_pre_attn_scalar^-1/2) */
     float softcap; /* > 0: s -> softcap * tanh(s / softcap) before the mask (Gemma 2); 0: none */
 } pt_attn_args;
 
@@ -140,8 +141,8 @@ struct pt_backend {
      * [width] shared by the groups ((1 + w) when cfg->norm_plus_one), eps cfg->norm_eps. The q/k
      * norms (per head: groups = heads, width = head_dim; OLMo 2: one group over the whole
      * projection) and the norms after a sublayer (Gemma, OLMo 2: one group of d_model). */
-    void (*rms_norm)(pt_backend *be, const pt_config *cfg, void *x, int n, int row_stride,
-                     int col0, int groups, int width, const float *weight);
+    void (*rms_norm)(pt_backend *be, const pt_config *cfg, void *x, int n, int row_stride, int col0,
+                     int groups, int width, const float *weight);
     /* Rotate q and k heads of fused qkv rows in place (rotate-half over the first
      * pt_rotary_dim(cfg) dims of each head; cos and sin times cfg->rope_attn_factor when it is
      * set), row r at position pos[r] with the table inv_freq, or alt_freq where alt_rows[r] is

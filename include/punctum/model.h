@@ -55,14 +55,14 @@ static inline pt_linear pt_linear_one(pt_tensor w, const float *b, int out, int 
 }
 
 typedef struct {
-    const float *norm1_w, *norm1_b; /* attention input norm (b NULL for RMSNorm; w NULL: none) */
-    const float *norm2_w, *norm2_b; /* MLP input norm */
-    const float *post1_w, *post2_w; /* norms of the attention / MLP output (cfg->post_norms) */
+    const float *norm1_w, *norm1_b;   /* attention input norm (b NULL for RMSNorm; w NULL: none) */
+    const float *norm2_w, *norm2_b;   /* MLP input norm */
+    const float *post1_w, *post2_w;   /* norms of the attention / MLP output (cfg->post_norms) */
     const float *q_norm_w, *k_norm_w; /* q / k RMSNorm weights (cfg->qk_norm), else NULL */
-    pt_linear qkv;                  /* [ (H + 2*KV) * head_dim, d ]: parts q, k, v (or one) */
-    pt_linear o;                    /* [ d, H * head_dim ] */
-    pt_linear up;                   /* swiglu: [2*d_ff, d], parts gate, up; gelu: [d_ff, d] */
-    pt_linear down;                 /* [ d, d_ff ] */
+    pt_linear qkv;                    /* [ (H + 2*KV) * head_dim, d ]: parts q, k, v (or one) */
+    pt_linear o;                      /* [ d, H * head_dim ] */
+    pt_linear up;                     /* swiglu: [2*d_ff, d], parts gate, up; gelu: [d_ff, d] */
+    pt_linear down;                   /* [ d, d_ff ] */
 } pt_layer_weights;
 
 typedef struct {
@@ -70,7 +70,7 @@ typedef struct {
     pt_tensor pos_emb;        /* [max_positions, d] (learned positions), data NULL else */
     pt_layer_weights *layers; /* [n_layers] */
     const float *final_norm_w, *final_norm_b;
-    pt_linear lm_head;          /* [vocab, d]; its tensor is tok_emb when tied */
+    pt_linear lm_head; /* [vocab, d]; its tensor is tok_emb when tied */
     /* RoPE inverse frequencies [rotary_dim / 2], scaling applied (NULL without RoPE): the global
      * table; longrope's long factors (rows of sequences beyond the pretraining length); Gemma 3's
      * local layers (rope_local_base_freq) */

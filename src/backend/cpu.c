@@ -172,7 +172,8 @@ static size_t cpu_mem_available(pt_backend *be) {
  * factor of longrope), tabulated once per position instead of once per layer and row. */
 static int rope_table_build(pt_backend *be, rope_table *t, const float *inv_freq, int half,
                             int positions, float factor) {
-    if (t->freq_of == inv_freq && t->half == half && t->factor == factor && positions <= t->positions)
+    if (t->freq_of == inv_freq && t->half == half && t->factor == factor &&
+        positions <= t->positions)
         return 0;
     const int n = positions < 256 ? 256 : positions;
     free(t->cos);
@@ -198,9 +199,11 @@ static int rope_table_build(pt_backend *be, rope_table *t, const float *inv_freq
 }
 
 /* The table built from inv_freq, NULL if none covers position max_pos. */
-static const rope_table *rope_table_of(const cpu_ctx *c, const float *inv_freq, int half, int max_pos) {
+static const rope_table *rope_table_of(const cpu_ctx *c, const float *inv_freq, int half,
+                                       int max_pos) {
     for (int k = 0; k < ROPE_TABLES; k++)
-        if (c->rope[k].freq_of == inv_freq && c->rope[k].half == half && max_pos < c->rope[k].positions)
+        if (c->rope[k].freq_of == inv_freq && c->rope[k].half == half &&
+            max_pos < c->rope[k].positions)
             return &c->rope[k];
     return NULL;
 }
@@ -220,11 +223,12 @@ static int cpu_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *r
             return -1;
         c->scratch_keys = keys;
     }
-    const float *tabs[ROPE_TABLES] = {r->rope_inv_freq, r->rope_long_inv_freq, r->rope_local_inv_freq};
+    const float *tabs[ROPE_TABLES] = {r->rope_inv_freq, r->rope_long_inv_freq,
+                                      r->rope_local_inv_freq};
     const float factor[ROPE_TABLES] = {rope_factor(cfg), rope_factor(cfg), 1.0f};
     for (int k = 0; k < ROPE_TABLES; k++)
-        if (tabs[k] &&
-            rope_table_build(be, &c->rope[k], tabs[k], pt_rotary_dim(cfg) / 2, (int)keys, factor[k]))
+        if (tabs[k] && rope_table_build(be, &c->rope[k], tabs[k], pt_rotary_dim(cfg) / 2, (int)keys,
+                                        factor[k]))
             return -1;
     return 0;
 }
@@ -409,9 +413,9 @@ static void cpu_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq
     const rope_table *t0 = rope_table_of(c, inv_freq, half, max_pos);
     const rope_table *t1 = alt_freq && alt_rows ? rope_table_of(c, alt_freq, half, max_pos) : NULL;
     if (!t0 || (alt_freq && alt_rows && !t1)) {
-        pt_backend_fail(be, 0, 0,
-                        "cpu backend: rope at position %d without a reserved table (internal error)",
-                        max_pos);
+        pt_backend_fail(
+            be, 0, 0, "cpu backend: rope at position %d without a reserved table (internal error)",
+            max_pos);
         return;
     }
 #pragma omp parallel for schedule(static)

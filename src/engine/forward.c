@@ -145,10 +145,14 @@ int pt_engine_reserve(pt_engine *en, const pt_engine_size *sz) {
     pt_backend *be = en->be;
     const pt_config *c = en->cfg;
     if (be->status.failed) return -1;
-    const pt_reserve r = {sz->rows,          sz->kv_rows,
-                          sz->max_keys,      sz->final_rows,
-                          sz->topk,          en->w.rope_inv_freq,
-                          en->w.rope_long_inv_freq, en->w.rope_local_inv_freq};
+    const pt_reserve r = {sz->rows,
+                          sz->kv_rows,
+                          sz->max_keys,
+                          sz->final_rows,
+                          sz->topk,
+                          en->w.rope_inv_freq,
+                          en->w.rope_long_inv_freq,
+                          en->w.rope_local_inv_freq};
     if (be->reserve(be, c, &r)) return -1;
     if (en->x && fits(&en->cap, sz)) return 0;
     pt_engine_size cap = {grow(sz->rows, en->cap.rows, 0),
@@ -233,7 +237,8 @@ static void qk_norms(pt_engine *en, const pt_layer_weights *lw, int n) {
     const int hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads, stride = (H + 2 * KV) * hd;
     const int head = c->qk_norm == PT_QKNORM_HEAD;
     be->rms_norm(be, c, en->qkv, n, stride, 0, head ? H : 1, head ? hd : H * hd, lw->q_norm_w);
-    be->rms_norm(be, c, en->qkv, n, stride, H * hd, head ? KV : 1, head ? hd : KV * hd, lw->k_norm_w);
+    be->rms_norm(be, c, en->qkv, n, stride, H * hd, head ? KV : 1, head ? hd : KV * hd,
+                 lw->k_norm_w);
 }
 
 /* longrope: which rows rotate with the long factors. A row belongs to a segment whose queries
@@ -283,8 +288,8 @@ int pt_forward(pt_engine *en, pt_fwd *f) {
         if (lw->q_norm_w) PROF(en, PT_PROF_NORM, qk_norms(en, lw, n));
         if (c->rope != PT_ROPE_NONE && !(c->layer_flags[l] & PT_LAYER_NO_ROPE))
             PROF(en, PT_PROF_ROPE,
-                 be->rope(be, c, local ? w->rope_local_inv_freq : w->rope_inv_freq, en->qkv, n, f->pos,
-                          local ? NULL : w->rope_long_inv_freq, local ? NULL : long_rows));
+                 be->rope(be, c, local ? w->rope_local_inv_freq : w->rope_inv_freq, en->qkv, n,
+                          f->pos, local ? NULL : w->rope_long_inv_freq, local ? NULL : long_rows));
         PROF(en, PT_PROF_ATTN,
              be->store_kv(be, c, en->qkv, n, en->k_cache[l], en->v_cache[l], f->kv_rows));
         pt_attn_args a = {
@@ -309,7 +314,8 @@ int pt_forward(pt_engine *en, pt_fwd *f) {
         };
         PROF(en, PT_PROF_ATTN, be->attention(be, &a));
         linear(en, en->attn, n, &lw->o, en->tmp);
-        if (lw->post1_w) PROF(en, PT_PROF_NORM, be->rms_norm(be, c, en->tmp, n, d, 0, 1, d, lw->post1_w));
+        if (lw->post1_w)
+            PROF(en, PT_PROF_NORM, be->rms_norm(be, c, en->tmp, n, d, 0, 1, d, lw->post1_w));
         PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
 
         /* MLP block: [norm] -> gate|up -> activation -> down -> [norm] */
@@ -317,7 +323,8 @@ int pt_forward(pt_engine *en, pt_fwd *f) {
         linear(en, en->h, n, &lw->up, en->ff_in);
         PROF(en, PT_PROF_MLP_ACT, be->mlp_act(be, c, en->ff_in, n, en->ff_act));
         linear(en, en->ff_act, n, &lw->down, en->tmp);
-        if (lw->post2_w) PROF(en, PT_PROF_NORM, be->rms_norm(be, c, en->tmp, n, d, 0, 1, d, lw->post2_w));
+        if (lw->post2_w)
+            PROF(en, PT_PROF_NORM, be->rms_norm(be, c, en->tmp, n, d, 0, 1, d, lw->post2_w));
         PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
         if (be->status.failed) return -1; /* stop at the layer that failed */
     }

@@ -50,7 +50,8 @@ static int get_int(const ctx *c, json_t *obj, const char *key, const char *disp,
         return 0;
     }
     if (!json_is_integer(v))
-        return pt_fail(c->e, "%s: '%s' must be an integer%s", c->name, disp, null_ok ? " or null" : "");
+        return pt_fail(c->e, "%s: '%s' must be an integer%s", c->name, disp,
+                       null_ok ? " or null" : "");
     *out = (long long)json_integer_value(v);
     return 0;
 }
@@ -97,8 +98,8 @@ static int get_range(const ctx *c, json_t *obj, const char *key, long long def, 
     long long v = 0;
     if (get_int(c, obj, key, key, def, null_ok, &v)) return -1;
     if (v < lo || v > hi)
-        return pt_fail(c->e, "%s: '%s' must be between %lld and %lld (got %lld)", c->name, key, lo, hi,
-                       v);
+        return pt_fail(c->e, "%s: '%s' must be between %lld and %lld (got %lld)", c->name, key, lo,
+                       hi, v);
     *out = (int)v;
     return 0;
 }
@@ -125,32 +126,37 @@ static int get_token_id(const ctx *c, json_t *obj, const char *key, long long de
         json_t *x;
         json_array_foreach(v, i, x) {
             if (!json_is_integer(x))
-                return pt_fail(c->e, "%s: '%s' must be an integer, a list of integers, or null", c->name,
-                               key);
+                return pt_fail(c->e, "%s: '%s' must be an integer, a list of integers, or null",
+                               c->name, key);
         }
         id = json_array_size(v) ? (long long)json_integer_value(json_array_get(v, 0)) : -1;
     } else if (v) {
-        return pt_fail(c->e, "%s: '%s' must be an integer, a list of integers, or null", c->name, key);
+        return pt_fail(c->e, "%s: '%s' must be an integer, a list of integers, or null", c->name,
+                       key);
     }
     *out = (id >= 0 && id < vocab) ? (int)id : -1;
     return 0;
 }
 
-/* ---- rope ------------------------------------------------------------------------------------- */
+/* ---- rope -------------------------------------------------------------------------------------
+ */
 
 /* A list of `n` numbers (longrope factors) into out. */
 static int get_factors(const ctx *c, json_t *params, const char *key, const char *pname, int n,
                        float *out) {
     json_t *v = json_object_get(params, key);
-    if (!v) return pt_fail(c->e, "%s: '%s.%s' is required for rope type 'longrope'", c->name, pname, key);
+    if (!v)
+        return pt_fail(c->e, "%s: '%s.%s' is required for rope type 'longrope'", c->name, pname,
+                       key);
     if (!json_is_array(v) || json_array_size(v) != (size_t)n)
-        return pt_fail(c->e, "%s: '%s.%s' must be a list of %d numbers (rotary dimensions / 2)", c->name,
-                       pname, key, n);
+        return pt_fail(c->e, "%s: '%s.%s' must be a list of %d numbers (rotary dimensions / 2)",
+                       c->name, pname, key, n);
     size_t i;
     json_t *x;
     json_array_foreach(v, i, x) {
         if (!json_is_number(x) || !(json_number_value(x) > 0) || !isfinite(json_number_value(x)))
-            return pt_fail(c->e, "%s: '%s.%s[%zu]' must be a positive number", c->name, pname, key, i);
+            return pt_fail(c->e, "%s: '%s.%s[%zu]' must be a positive number", c->name, pname, key,
+                           i);
         out[i] = (float)json_number_value(x);
     }
     return 0;
@@ -163,7 +169,8 @@ static int parse_longrope(const ctx *c, json_t *root, json_t *params, const char
     char k[96];
     long long omp = cfg->max_positions;
     json_t *src = params;
-    if (cfg->arch == PT_ARCH_PHI3) src = root, omp = 4096;
+    if (cfg->arch == PT_ARCH_PHI3)
+        src = root, omp = 4096;
     else if (!json_object_get(params, "original_max_position_embeddings") &&
              json_object_get(root, "original_max_position_embeddings"))
         src = root;
@@ -171,13 +178,13 @@ static int parse_longrope(const ctx *c, json_t *root, json_t *params, const char
              src == root ? "" : ".");
     if (get_int(c, src, "original_max_position_embeddings", k, omp, 0, &omp)) return -1;
     if (omp < 1 || omp > PT_CFG_MAX_POSITIONS)
-        return pt_fail(c->e, "%s: '%s' must be between 1 and %d (got %lld)", c->name, k, PT_CFG_MAX_POSITIONS,
-                       omp);
+        return pt_fail(c->e, "%s: '%s' must be between 1 and %d (got %lld)", c->name, k,
+                       PT_CFG_MAX_POSITIONS, omp);
     cfg->rope_original_max_positions = (int)omp;
     const int nf = cfg->rotary_dim / 2;
     if (nf > PT_CFG_MAX_ROPE_FACTORS)
-        return pt_fail(c->e, "%s: longrope over %d rotary dimensions is not supported (at most %d)", c->name,
-                       cfg->rotary_dim, 2 * PT_CFG_MAX_ROPE_FACTORS);
+        return pt_fail(c->e, "%s: longrope over %d rotary dimensions is not supported (at most %d)",
+                       c->name, cfg->rotary_dim, 2 * PT_CFG_MAX_ROPE_FACTORS);
     if (get_factors(c, params, "short_factor", pname, nf, cfg->rope_short) ||
         get_factors(c, params, "long_factor", pname, nf, cfg->rope_long))
         return -1;
@@ -210,7 +217,8 @@ static int parse_rope_dict(const ctx *c, json_t *root, json_t *params, const cha
     } else if (get_num(c, root, "rope_theta", "rope_theta", theta_def, &theta)) {
         return -1;
     }
-    if (!(theta > 0)) return pt_fail(c->e, "%s: 'rope_theta' must be positive (got %g)", c->name, theta);
+    if (!(theta > 0))
+        return pt_fail(c->e, "%s: 'rope_theta' must be positive (got %g)", c->name, theta);
     cfg->rope_theta = theta;
 
     const char *type = "default";
@@ -218,7 +226,8 @@ static int parse_rope_dict(const ctx *c, json_t *root, json_t *params, const cha
     snprintf(k, sizeof k, "%s.%s", pname, tk);
     if (get_str(c, params, tk, k, "default", &type)) return -1;
     /* Phi-3 reads its older names for longrope */
-    if (cfg->arch == PT_ARCH_PHI3 && (!strcmp(type, "su") || !strcmp(type, "yarn"))) type = "longrope";
+    if (cfg->arch == PT_ARCH_PHI3 && (!strcmp(type, "su") || !strcmp(type, "yarn")))
+        type = "longrope";
 
     cfg->rope_factor = 1.0;
     cfg->rope_low_freq_factor = 0.0;
@@ -236,8 +245,9 @@ static int parse_rope_dict(const ctx *c, json_t *root, json_t *params, const cha
     if (strcmp(type, "linear") && strcmp(type, "llama3")) {
         char t[64];
         printable(t, sizeof t, type);
-        return pt_fail(c->e, "%s: '%s': rope type '%s' is not supported (default, linear, llama3, longrope)", c->name, k,
-                       t);
+        return pt_fail(
+            c->e, "%s: '%s': rope type '%s' is not supported (default, linear, llama3, longrope)",
+            c->name, k, t);
     }
     const int llama3 = type[1] == 'l';
     cfg->rope = llama3 ? PT_ROPE_LLAMA3 : PT_ROPE_LINEAR;
@@ -248,22 +258,25 @@ static int parse_rope_dict(const ctx *c, json_t *root, json_t *params, const cha
         if (!json_object_get(params, need[i]))
             return pt_fail(c->e, "%s: '%s' is required for rope type '%s'", c->name, k, type);
         if (get_num(c, params, need[i], k, 0.0, &got[i])) return -1;
-        if (!(got[i] > 0)) return pt_fail(c->e, "%s: '%s' must be positive (got %g)", c->name, k, got[i]);
+        if (!(got[i] > 0))
+            return pt_fail(c->e, "%s: '%s' must be positive (got %g)", c->name, k, got[i]);
     }
     cfg->rope_factor = got[0];
     if (!llama3) return 0;
     if (!(got[2] > got[1]))
-        return pt_fail(c->e, "%s: '%s.high_freq_factor' (%g) must be greater than 'low_freq_factor' (%g)",
+        return pt_fail(c->e,
+                       "%s: '%s.high_freq_factor' (%g) must be greater than 'low_freq_factor' (%g)",
                        c->name, pname, got[2], got[1]);
     cfg->rope_low_freq_factor = got[1];
     cfg->rope_high_freq_factor = got[2];
     /* absent: max_position_embeddings (transformers 5 ignores a top-level key here) */
     long long omp = 0;
     snprintf(k, sizeof k, "%s.original_max_position_embeddings", pname);
-    if (get_int(c, params, "original_max_position_embeddings", k, cfg->max_positions, 0, &omp)) return -1;
+    if (get_int(c, params, "original_max_position_embeddings", k, cfg->max_positions, 0, &omp))
+        return -1;
     if (omp < 1 || omp > PT_CFG_MAX_POSITIONS)
-        return pt_fail(c->e, "%s: '%s' must be between 1 and %d (got %lld)", c->name, k, PT_CFG_MAX_POSITIONS,
-                       omp);
+        return pt_fail(c->e, "%s: '%s' must be between 1 and %d (got %lld)", c->name, k,
+                       PT_CFG_MAX_POSITIONS, omp);
     cfg->rope_original_max_positions = (int)omp;
     return 0;
 }
@@ -274,15 +287,20 @@ static int parse_rotary_dim(const ctx *c, json_t *root, json_t *params, pt_confi
     json_t *src = params && json_object_get(params, "partial_rotary_factor") ? params : root;
     json_t *pv = json_object_get(src, "partial_rotary_factor");
     if (!pv || json_is_null(pv)) return 0;
-    if (!json_is_number(pv)) return pt_fail(c->e, "%s: 'partial_rotary_factor' must be a number", c->name);
+    if (!json_is_number(pv))
+        return pt_fail(c->e, "%s: 'partial_rotary_factor' must be a number", c->name);
     const double f = json_number_value(pv);
     if (f == 1.0) return 0;
     if (cfg->arch != PT_ARCH_PHI3)
-        return pt_fail(c->e, "%s: 'partial_rotary_factor' %g is not supported (only 1.0)", c->name, f);
+        return pt_fail(c->e, "%s: 'partial_rotary_factor' %g is not supported (only 1.0)", c->name,
+                       f);
     const int dim = (int)(cfg->head_dim * f); /* int(head_dim * factor), as transformers */
     if (!(f > 0 && f <= 1) || dim < 2 || dim % 2)
-        return pt_fail(c->e, "%s: 'partial_rotary_factor' %g gives %d rotary dimensions of %d (must be even, "
-                       "at least 2)", c->name, f, dim, cfg->head_dim);
+        return pt_fail(
+            c->e,
+            "%s: 'partial_rotary_factor' %g gives %d rotary dimensions of %d (must be even, "
+            "at least 2)",
+            c->name, f, dim, cfg->head_dim);
     cfg->rotary_dim = dim;
     return 0;
 }
@@ -294,17 +312,23 @@ static int parse_rope_local(const ctx *c, json_t *root, json_t *local, pt_config
     if (get_num(c, root, "rope_local_base_freq", "rope_local_base_freq", theta, &theta)) return -1;
     if (local) {
         const char *type = "default";
-        if (get_str(c, local, "rope_type", "rope_parameters.sliding_attention.rope_type", "default", &type) ||
-            get_num(c, local, "rope_theta", "rope_parameters.sliding_attention.rope_theta", theta, &theta))
+        if (get_str(c, local, "rope_type", "rope_parameters.sliding_attention.rope_type", "default",
+                    &type) ||
+            get_num(c, local, "rope_theta", "rope_parameters.sliding_attention.rope_theta", theta,
+                    &theta))
             return -1;
         if (strcmp(type, "default")) {
             char t[64];
             printable(t, sizeof t, type);
-            return pt_fail(c->e, "%s: 'rope_parameters.sliding_attention.rope_type' '%s' is not supported "
-                           "(default)", c->name, t);
+            return pt_fail(
+                c->e,
+                "%s: 'rope_parameters.sliding_attention.rope_type' '%s' is not supported "
+                "(default)",
+                c->name, t);
         }
     }
-    if (!(theta > 0)) return pt_fail(c->e, "%s: the local rope_theta must be positive (got %g)", c->name, theta);
+    if (!(theta > 0))
+        return pt_fail(c->e, "%s: the local rope_theta must be positive (got %g)", c->name, theta);
     cfg->rope_local_theta = theta;
     return 0;
 }
@@ -317,7 +341,8 @@ static int parse_rope(const ctx *c, json_t *root, double theta_def, pt_config *c
     json_t *params = NULL, *local = NULL;
     const char *pname = NULL;
     if (rs && !json_is_null(rs)) {
-        if (!json_is_object(rs)) return pt_fail(c->e, "%s: 'rope_scaling' must be an object or null", c->name);
+        if (!json_is_object(rs))
+            return pt_fail(c->e, "%s: 'rope_scaling' must be an object or null", c->name);
         if (json_object_size(rs) > 0) params = rs, pname = "rope_scaling";
     }
     if (rp && !json_is_null(rp) && !json_is_object(rp))
@@ -326,7 +351,8 @@ static int parse_rope(const ctx *c, json_t *root, double theta_def, pt_config *c
     json_t *full = rp && json_is_object(rp) ? json_object_get(rp, "full_attention") : NULL;
     local = rp && json_is_object(rp) ? json_object_get(rp, "sliding_attention") : NULL;
     if (gemma3 && (full || local)) { /* nested by layer type (transformers 5) */
-        if ((full && !json_is_object(full)) || (local && !json_is_null(local) && !json_is_object(local)))
+        if ((full && !json_is_object(full)) ||
+            (local && !json_is_null(local) && !json_is_object(local)))
             return pt_fail(c->e, "%s: 'rope_parameters' by layer type must hold objects", c->name);
         if (local && json_is_null(local)) local = NULL;
         if (!params && full) params = full, pname = "rope_parameters.full_attention";
@@ -343,11 +369,13 @@ static int parse_rope(const ctx *c, json_t *root, double theta_def, pt_config *c
         if (json_is_object(val)) {
             char pk[64];
             printable(pk, sizeof pk, key);
-            pt_fail(c->e, "%s: '%s' nested by layer type ('%s') is not supported", c->name, pname, pk);
+            pt_fail(c->e, "%s: '%s' nested by layer type ('%s') is not supported", c->name, pname,
+                    pk);
             goto out;
         }
     }
-    if (parse_rotary_dim(c, root, params, cfg) || parse_rope_dict(c, root, params, pname, theta_def, cfg))
+    if (parse_rotary_dim(c, root, params, cfg) ||
+        parse_rope_dict(c, root, params, pname, theta_def, cfg))
         goto out;
     if (gemma3 && parse_rope_local(c, root, local, cfg)) goto out;
     rc = 0;
@@ -356,7 +384,8 @@ out:
     return rc;
 }
 
-/* ---- per architecture ------------------------------------------------------------------------- */
+/* ---- per architecture -------------------------------------------------------------------------
+ */
 
 static int parse_gpt2(const ctx *c, json_t *r, pt_config *cfg) {
     cfg->arch = PT_ARCH_GPT2;
@@ -377,29 +406,33 @@ static int parse_gpt2(const ctx *c, json_t *r, pt_config *cfg) {
         return pt_fail(c->e, "%s: 'n_inner' must be between 1 and %d (got %lld)", c->name, M, d_ff);
     cfg->d_ff = (int)d_ff;
     if (cfg->d_model % cfg->n_heads != 0)
-        return pt_fail(c->e, "%s: 'n_embd' (%d) is not divisible by 'n_head' (%d)", c->name, cfg->d_model,
-                       cfg->n_heads);
+        return pt_fail(c->e, "%s: 'n_embd' (%d) is not divisible by 'n_head' (%d)", c->name,
+                       cfg->d_model, cfg->n_heads);
     cfg->n_kv_heads = cfg->n_heads;
     cfg->head_dim = cfg->d_model / cfg->n_heads;
     if (get_num(c, r, "layer_norm_epsilon", "layer_norm_epsilon", 1e-5, &cfg->norm_eps)) return -1;
     if (!(cfg->norm_eps > 0))
-        return pt_fail(c->e, "%s: 'layer_norm_epsilon' must be positive (got %g)", c->name, cfg->norm_eps);
+        return pt_fail(c->e, "%s: 'layer_norm_epsilon' must be positive (got %g)", c->name,
+                       cfg->norm_eps);
 
     const char *act = "";
     if (get_str(c, r, "activation_function", "activation_function", "gelu_new", &act)) return -1;
     if (strcmp(act, "gelu_new") && strcmp(act, "gelu_pytorch_tanh") && strcmp(act, "gelu_fast")) {
         char a[64];
         printable(a, sizeof a, act);
-        return pt_fail(c->e,
-                       "%s: activation_function '%s' is not supported (gelu_new, gelu_pytorch_tanh, "
-                       "gelu_fast)",
-                       c->name, a);
+        return pt_fail(
+            c->e,
+            "%s: activation_function '%s' is not supported (gelu_new, gelu_pytorch_tanh, "
+            "gelu_fast)",
+            c->name, a);
     }
     int b = 0;
     if (get_bool(c, r, "scale_attn_weights", 1, &b)) return -1;
     if (!b) return pt_fail(c->e, "%s: 'scale_attn_weights' false is not supported", c->name);
     if (get_bool(c, r, "scale_attn_by_inverse_layer_idx", 0, &b)) return -1;
-    if (b) return pt_fail(c->e, "%s: 'scale_attn_by_inverse_layer_idx' true is not supported", c->name);
+    if (b)
+        return pt_fail(c->e, "%s: 'scale_attn_by_inverse_layer_idx' true is not supported",
+                       c->name);
     if (get_bool(c, r, "tie_word_embeddings", 1, &cfg->tied_embeddings)) return -1;
     if (get_token_id(c, r, "bos_token_id", 50256, cfg->vocab_size, &cfg->bos_token_id) ||
         get_token_id(c, r, "eos_token_id", 50256, cfg->vocab_size, &cfg->eos_token_id))
@@ -423,9 +456,9 @@ static int parse_gpt2(const ctx *c, json_t *r, pt_config *cfg) {
 
 typedef struct {
     long long vocab, hidden, inter, layers, heads, kv, maxpos, bos, eos;
-    int head_dim;        /* class default head_dim (0: hidden / heads) */
-    double eps;          /* rms_norm_eps default */
-    int tied;            /* tie_word_embeddings default */
+    int head_dim; /* class default head_dim (0: hidden / heads) */
+    double eps;   /* rms_norm_eps default */
+    int tied;     /* tie_word_embeddings default */
 } family_defaults;
 
 /* The transformers config classes' defaults (kv -1: num_attention_heads). */
@@ -465,7 +498,8 @@ static int parse_shapes(const ctx *c, json_t *r, pt_config *cfg) {
     long long kv_def = (d->kv < 0 || (kvj && json_is_null(kvj))) ? cfg->n_heads : d->kv;
     if (get_range(c, r, "num_key_value_heads", kv_def, 1, 1, M, &cfg->n_kv_heads)) return -1;
     if (cfg->n_kv_heads > cfg->n_heads || cfg->n_heads % cfg->n_kv_heads != 0)
-        return pt_fail(c->e, "%s: 'num_key_value_heads' (%d) does not divide 'num_attention_heads' (%d)",
+        return pt_fail(c->e,
+                       "%s: 'num_key_value_heads' (%d) does not divide 'num_attention_heads' (%d)",
                        c->name, cfg->n_kv_heads, cfg->n_heads);
     long long hd = 0;
     json_t *hdj = json_object_get(r, "head_dim");
@@ -475,23 +509,26 @@ static int parse_shapes(const ctx *c, json_t *r, pt_config *cfg) {
         cfg->head_dim = d->head_dim;
     } else if (!hd_given) {
         if (cfg->d_model % cfg->n_heads != 0)
-            return pt_fail(c->e, "%s: 'hidden_size' (%d) is not divisible by 'num_attention_heads' (%d)",
+            return pt_fail(c->e,
+                           "%s: 'hidden_size' (%d) is not divisible by 'num_attention_heads' (%d)",
                            c->name, cfg->d_model, cfg->n_heads);
         cfg->head_dim = cfg->d_model / cfg->n_heads;
     } else {
         if (hd < 1 || hd > M)
-            return pt_fail(c->e, "%s: 'head_dim' must be between 1 and %d (got %lld)", c->name, M, hd);
+            return pt_fail(c->e, "%s: 'head_dim' must be between 1 and %d (got %lld)", c->name, M,
+                           hd);
         cfg->head_dim = (int)hd;
     }
     if (cfg->head_dim % 2 != 0)
         return pt_fail(c->e, "%s: head dimension %d must be even for rotary embeddings", c->name,
                        cfg->head_dim);
     if ((long long)cfg->n_heads * cfg->head_dim > M)
-        return pt_fail(c->e, "%s: 'num_attention_heads' x head dimension (%d x %d) is too large", c->name,
-                       cfg->n_heads, cfg->head_dim);
+        return pt_fail(c->e, "%s: 'num_attention_heads' x head dimension (%d x %d) is too large",
+                       c->name, cfg->n_heads, cfg->head_dim);
     if (get_num(c, r, "rms_norm_eps", "rms_norm_eps", d->eps, &cfg->norm_eps)) return -1;
     if (!(cfg->norm_eps > 0))
-        return pt_fail(c->e, "%s: 'rms_norm_eps' must be positive (got %g)", c->name, cfg->norm_eps);
+        return pt_fail(c->e, "%s: 'rms_norm_eps' must be positive (got %g)", c->name,
+                       cfg->norm_eps);
     if (get_bool(c, r, "tie_word_embeddings", d->tied, &cfg->tied_embeddings)) return -1;
     if (get_token_id(c, r, "bos_token_id", d->bos, cfg->vocab_size, &cfg->bos_token_id) ||
         get_token_id(c, r, "eos_token_id", d->eos, cfg->vocab_size, &cfg->eos_token_id))
@@ -504,7 +541,8 @@ static int parse_activation(const ctx *c, json_t *r, pt_config *cfg) {
     const int gemma = is_gemma(cfg);
     const char *key = gemma ? "hidden_activation" : "hidden_act", *act = "";
     if (get_str(c, r, key, key, gemma ? "gelu_pytorch_tanh" : "silu", &act)) return -1;
-    const int ok = gemma ? !strcmp(act, "gelu_pytorch_tanh") || !strcmp(act, "gelu_new") : !strcmp(act, "silu");
+    const int ok = gemma ? !strcmp(act, "gelu_pytorch_tanh") || !strcmp(act, "gelu_new")
+                         : !strcmp(act, "silu");
     if (!ok) {
         char a[64];
         printable(a, sizeof a, act);
@@ -524,7 +562,8 @@ static int get_pos_or_null(const ctx *c, json_t *r, const char *key, double def,
     }
     if (get_num(c, r, key, key, def, out)) return -1;
     if (def != 0 || v) {
-        if (!(*out > 0)) return pt_fail(c->e, "%s: '%s' must be positive or null (got %g)", c->name, key, *out);
+        if (!(*out > 0))
+            return pt_fail(c->e, "%s: '%s' must be positive or null (got %g)", c->name, key, *out);
     }
     return 0;
 }
@@ -538,22 +577,25 @@ static int get_window(const ctx *c, json_t *r, long long def, int *out) {
     }
     if (get_range(c, r, "sliding_window", def, 1, 0, PT_CFG_MAX_POSITIONS, out)) return -1;
     if (sw && *out < 1)
-        return pt_fail(c->e, "%s: 'sliding_window' must be a positive integer or null (got %d)", c->name, *out);
+        return pt_fail(c->e, "%s: 'sliding_window' must be a positive integer or null (got %d)",
+                       c->name, *out);
     return 0;
 }
 
 /* layer_types (a list of "full_attention" / "sliding_attention" per layer) into the
  * PT_LAYER_SLIDING flags; 0 and nothing set when absent. `allow_sliding` 0: only full layers. */
-static int parse_layer_types(const ctx *c, json_t *r, pt_config *cfg, int allow_sliding, int *given) {
+static int parse_layer_types(const ctx *c, json_t *r, pt_config *cfg, int allow_sliding,
+                             int *given) {
     json_t *lt = json_object_get(r, "layer_types");
     *given = 0;
     if (!lt || json_is_null(lt)) return 0;
     size_t i;
     json_t *x;
-    if (!json_is_array(lt)) return pt_fail(c->e, "%s: 'layer_types' must be a list of strings", c->name);
+    if (!json_is_array(lt))
+        return pt_fail(c->e, "%s: 'layer_types' must be a list of strings", c->name);
     if (json_array_size(lt) != (size_t)cfg->n_layers)
-        return pt_fail(c->e, "%s: 'layer_types' has %zu entries but 'num_hidden_layers' is %d", c->name,
-                       json_array_size(lt), cfg->n_layers);
+        return pt_fail(c->e, "%s: 'layer_types' has %zu entries but 'num_hidden_layers' is %d",
+                       c->name, json_array_size(lt), cfg->n_layers);
     json_array_foreach(lt, i, x) {
         const char *t = json_is_string(x) ? json_string_value(x) : NULL;
         if (!t) return pt_fail(c->e, "%s: 'layer_types' must be a list of strings", c->name);
@@ -583,7 +625,8 @@ static int parse_smollm3_layers(const ctx *c, json_t *r, pt_config *cfg) {
         size_t i;
         json_t *x;
         if (!json_is_array(nr) || json_array_size(nr) != (size_t)cfg->n_layers)
-            return pt_fail(c->e, "%s: 'no_rope_layers' must be a list of %d integers (1: RoPE, 0: none)",
+            return pt_fail(c->e,
+                           "%s: 'no_rope_layers' must be a list of %d integers (1: RoPE, 0: none)",
                            c->name, cfg->n_layers);
         json_array_foreach(nr, i, x) {
             if (!json_is_integer(x) || (json_integer_value(x) != 0 && json_integer_value(x) != 1))
@@ -592,7 +635,8 @@ static int parse_smollm3_layers(const ctx *c, json_t *r, pt_config *cfg) {
         }
     } else {
         int every = 4;
-        if (get_range(c, r, "no_rope_layer_interval", 4, 0, 1, PT_CFG_MAX_LAYERS, &every)) return -1;
+        if (get_range(c, r, "no_rope_layer_interval", 4, 0, 1, PT_CFG_MAX_LAYERS, &every))
+            return -1;
         for (int l = 0; l < cfg->n_layers; l++)
             if ((l + 1) % every == 0) cfg->layer_flags[l] |= PT_LAYER_NO_ROPE;
     }
@@ -612,7 +656,8 @@ static int parse_layers(const ctx *c, json_t *r, pt_config *cfg) {
     switch (cfg->arch) {
     case PT_ARCH_MISTRAL:
     case PT_ARCH_PHI3:
-        if (get_window(c, r, cfg->arch == PT_ARCH_MISTRAL ? 4096 : 0, &cfg->sliding_window)) return -1;
+        if (get_window(c, r, cfg->arch == PT_ARCH_MISTRAL ? 4096 : 0, &cfg->sliding_window))
+            return -1;
         all_sliding(cfg);
         return 0;
     case PT_ARCH_QWEN2:
@@ -620,7 +665,8 @@ static int parse_layers(const ctx *c, json_t *r, pt_config *cfg) {
         if (usw) return pt_fail(c->e, "%s: 'use_sliding_window' true is not supported", c->name);
         return parse_layer_types(c, r, cfg, 0, &given);
     case PT_ARCH_QWEN3: {
-        if (get_bool(c, r, "use_sliding_window", 0, &usw) || parse_layer_types(c, r, cfg, 1, &given))
+        if (get_bool(c, r, "use_sliding_window", 0, &usw) ||
+            parse_layer_types(c, r, cfg, 1, &given))
             return -1;
         int mwl = 28;
         if (usw && (get_window(c, r, 4096, &cfg->sliding_window) ||
@@ -634,9 +680,13 @@ static int parse_layers(const ctx *c, json_t *r, pt_config *cfg) {
     case PT_ARCH_GEMMA3: {
         int bidir = 0, pattern = cfg->arch == PT_ARCH_GEMMA2 ? 2 : 6;
         json_t *bj = json_object_get(r, "use_bidirectional_attention");
-        if (bj && !json_is_null(bj) && get_bool(c, r, "use_bidirectional_attention", 0, &bidir)) return -1;
-        if (bidir) return pt_fail(c->e, "%s: 'use_bidirectional_attention' true is not supported", c->name);
-        if (get_window(c, r, 4096, &cfg->sliding_window) || parse_layer_types(c, r, cfg, 1, &given) ||
+        if (bj && !json_is_null(bj) && get_bool(c, r, "use_bidirectional_attention", 0, &bidir))
+            return -1;
+        if (bidir)
+            return pt_fail(c->e, "%s: 'use_bidirectional_attention' true is not supported",
+                           c->name);
+        if (get_window(c, r, 4096, &cfg->sliding_window) ||
+            parse_layer_types(c, r, cfg, 1, &given) ||
             (cfg->arch == PT_ARCH_GEMMA3 &&
              get_range(c, r, "sliding_window_pattern", 6, 0, 1, PT_CFG_MAX_LAYERS, &pattern)))
             return -1;
@@ -644,7 +694,8 @@ static int parse_layers(const ctx *c, json_t *r, pt_config *cfg) {
             if ((l + 1) % pattern) cfg->layer_flags[l] |= PT_LAYER_SLIDING;
         if (cfg->arch == PT_ARCH_GEMMA3)
             for (int l = 0; l < cfg->n_layers; l++)
-                if (cfg->layer_flags[l] & PT_LAYER_SLIDING) cfg->layer_flags[l] |= PT_LAYER_LOCAL_ROPE;
+                if (cfg->layer_flags[l] & PT_LAYER_SLIDING)
+                    cfg->layer_flags[l] |= PT_LAYER_LOCAL_ROPE;
         return 0;
     }
     case PT_ARCH_SMOLLM3:
@@ -690,7 +741,8 @@ static int parse_flags(const ctx *c, json_t *r, pt_config *cfg) {
                             &cfg->final_softcap))
             return -1;
         if (!(qs > 0))
-            return pt_fail(c->e, "%s: 'query_pre_attn_scalar' must be positive (got %g)", c->name, qs);
+            return pt_fail(c->e, "%s: 'query_pre_attn_scalar' must be positive (got %g)", c->name,
+                           qs);
         cfg->attn_scale = pow(qs, -0.5);
         break;
     }
@@ -708,8 +760,7 @@ static int parse_flags(const ctx *c, json_t *r, pt_config *cfg) {
 static int parse_decoder(const ctx *c, json_t *r, pt_config *cfg) {
     const int gemma3 = cfg->arch == PT_ARCH_GEMMA3;
     if (parse_shapes(c, r, cfg) || parse_activation(c, r, cfg) || parse_flags(c, r, cfg) ||
-        parse_layers(c, r, cfg) ||
-        parse_rope(c, r, gemma3 ? 1000000.0 : 10000.0, cfg))
+        parse_layers(c, r, cfg) || parse_rope(c, r, gemma3 ? 1000000.0 : 10000.0, cfg))
         return -1;
     if (cfg->rope == PT_ROPE_LONGROPE && cfg->rope_local_theta > 0)
         return pt_fail(c->e, "%s: longrope on Gemma 3's global layers is not supported", c->name);
@@ -720,7 +771,8 @@ float pt_attn_scale(const pt_config *c) {
     return (float)(c->attn_scale > 0 ? c->attn_scale : pow((double)c->head_dim, -0.5));
 }
 
-/* ---- entry points ----------------------------------------------------------------------------- */
+/* ---- entry points -----------------------------------------------------------------------------
+ */
 
 int pt_config_parse(const char *json, size_t len, const char *name, pt_config *cfg, pt_error *e) {
     memset(cfg, 0, sizeof *cfg);
@@ -732,7 +784,8 @@ int pt_config_parse(const char *json, size_t len, const char *name, pt_config *c
     json_t *r = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!r) {
         static const char dup[] = "duplicate object key near '\"";
-        if (json_error_code(&je) == json_error_duplicate_key && !strncmp(je.text, dup, sizeof dup - 1)) {
+        if (json_error_code(&je) == json_error_duplicate_key &&
+            !strncmp(je.text, dup, sizeof dup - 1)) {
             char k[JSON_ERROR_TEXT_LENGTH], kp[JSON_ERROR_TEXT_LENGTH + 8];
             snprintf(k, sizeof k, "%s", je.text + sizeof dup - 1);
             char *q = strrchr(k, '"');
@@ -742,7 +795,8 @@ int pt_config_parse(const char *json, size_t len, const char *name, pt_config *c
         }
         char why[192];
         printable(why, sizeof why, je.text);
-        return pt_fail(e, "%s: not valid JSON (line %d, column %d): %s", name, je.line, je.column, why);
+        return pt_fail(e, "%s: not valid JSON (line %d, column %d): %s", name, je.line, je.column,
+                       why);
     }
     int rc = -1;
     if (!json_is_object(r)) {
@@ -761,10 +815,11 @@ int pt_config_parse(const char *json, size_t len, const char *name, pt_config *c
     static const struct {
         const char *name;
         pt_arch arch;
-    } types[] = {{"gpt2", PT_ARCH_GPT2},       {"llama", PT_ARCH_LLAMA},     {"mistral", PT_ARCH_MISTRAL},
-                 {"qwen2", PT_ARCH_QWEN2},     {"qwen3", PT_ARCH_QWEN3},     {"gemma2", PT_ARCH_GEMMA2},
-                 {"gemma3_text", PT_ARCH_GEMMA3}, {"gemma3", PT_ARCH_GEMMA3}, {"olmo2", PT_ARCH_OLMO2},
-                 {"phi3", PT_ARCH_PHI3},       {"smollm3", PT_ARCH_SMOLLM3}};
+    } types[] = {
+        {"gpt2", PT_ARCH_GPT2},          {"llama", PT_ARCH_LLAMA},    {"mistral", PT_ARCH_MISTRAL},
+        {"qwen2", PT_ARCH_QWEN2},        {"qwen3", PT_ARCH_QWEN3},    {"gemma2", PT_ARCH_GEMMA2},
+        {"gemma3_text", PT_ARCH_GEMMA3}, {"gemma3", PT_ARCH_GEMMA3},  {"olmo2", PT_ARCH_OLMO2},
+        {"phi3", PT_ARCH_PHI3},          {"smollm3", PT_ARCH_SMOLLM3}};
     const char *t = json_string_value(mt);
     size_t k = 0;
     while (k < sizeof types / sizeof types[0] && strcmp(t, types[k].name)) k++;

@@ -274,7 +274,8 @@ static int load_layer(loader *L, int l, pt_layer_weights *lw) {
  * as transformers 5 saves it or as the Hub's originals name it). */
 static const char *text_prefix(pt_model *m) {
     if (strcmp(m->cfg.model_type, "gemma3") != 0) return "model.";
-    if (pt_st_find(&m->files, "language_model.model.embed_tokens.weight")) return "language_model.model.";
+    if (pt_st_find(&m->files, "language_model.model.embed_tokens.weight"))
+        return "language_model.model.";
     return "model.language_model.";
 }
 
