@@ -235,7 +235,10 @@ def test_phi3_longrope_mixed_batch(binary, tiny_model, reference, punctum, tmp_p
 # model.language_model.* (as transformers 5 saves Gemma3ForConditionalGeneration)
 # ---------------------------------------------------------------------------------------
 
-def test_gemma3_multimodal_layout(tiny_model, punctum, tmp_path):
+@pytest.mark.parametrize("prefix", ["model.language_model.", "language_model.model."])
+def test_gemma3_multimodal_layout(prefix, tiny_model, punctum, tmp_path):
+    """transformers 5's names (model.language_model.*) and the Hub originals'
+    (language_model.model.*)."""
     from safetensors.torch import load_file, save_file
     m = tiny_model("gemma3")
     d = tmp_path / "gemma3_mm"
@@ -250,7 +253,7 @@ def test_gemma3_multimodal_layout(tiny_model, punctum, tmp_path):
     with open(d / "config.json", "w") as f:
         json.dump(outer, f)
     sd = load_file(os.path.join(m.path, "model.safetensors"))
-    out = {("model.language_model." + k[len("model."):] if k.startswith("model.") else k): v
+    out = {(prefix + k[len("model."):] if k.startswith("model.") else k): v
            for k, v in sd.items()}
     out["model.vision_tower.dummy.weight"] = sd["model.norm.weight"].clone()  # ignored
     save_file(out, str(d / "model.safetensors"), metadata={"format": "pt"})
