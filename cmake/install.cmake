@@ -144,7 +144,7 @@ set(CPACK_DEBIAN_PACKAGE_DEPENDS "${_pt_depends}")
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "python3-h5py, python3-numpy, python3-pandas")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "python3-xarray, python3-matplotlib, openmpi-bin")
 set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "punctum runs a decoder-only transformer (a Hugging Face model directory: gpt2,
-llama, mistral, qwen2) over the prompt pairs of a JSONL file and writes one HDF5 dataset:
+llama, mistral, qwen2, qwen3, gemma2, gemma3, olmo2, phi3, smollm3) over the prompt pairs of a JSONL file and writes one HDF5 dataset:
 attention mass per token, layer and head, divergences between the two prompts of a pair,
 attention knockout, residual patching and the logit lens.
 

@@ -17,7 +17,7 @@
  * Two implementations of each pass:
  * - plain (every dtype; the only one for f32): float FMAs, one key per lane for scores and
  *   one head dimension per lane (strided) for the output; HD = head_dim rounded up to 32..256.
- * - mma (bf16/f16 compute dtypes, head_dim <= 128, PT_CUDA_MMA): tensor-core tiles
+ * - mma (bf16/f16 compute dtypes, head_dim <= 256, PT_CUDA_MMA): tensor-core tiles
  *   (mma.sync m16n8k16; q, k, v and p rounded to f16, or bf16 with PUNCTUM_CUDA_MMA=bf16;
  *   float accumulation), FlashAttention-2 style register-resident softmax and output. */
 #ifndef PUNCTUM_KERNELS_ATTENTION_CUH
@@ -55,7 +55,14 @@ struct pt_attn_params {
     int LH, layer_off; /* n_layers * H, layer * H */
     int H, group, hd, kvd, window;
     float scale;
+    float softcap; /* > 0: scores -> softcap * tanh(s / softcap) */
 };
+
+/* The score of a dot product q.k: scaled, then soft-capped, as cpu.c (both passes use it). */
+PT_DEV float pt_score(const pt_attn_params &P, float dot) {
+    const float s = dot * P.scale;
+    return P.softcap > 0.0f ? P.softcap * tanhf(s / P.softcap) : s;
+}
 
 PT_DEV int pt_kv_row(const pt_attn_seg &s, int j) {
     return j < s.pos0 ? s.prefix_kv + j : s.own_kv + (j - s.pos0);
@@ -136,7 +143,7 @@ PT_UNROLL
             for (int r = 0; r < RW; r++) {
                 const int i = wi0 + r;
                 const bool ok = i <= i_last && lane < nk && pt_visible(i, j, P.window, s.ko);
-                const float x = ok ? sc[r] * P.scale : -INFINITY;
+                const float x = ok ? pt_score(P, sc[r]) : -INFINITY;
                 const float mt = pt_warp_max(x);
                 const float mn = mt > m[r] ? mt : m[r];
                 const float p = ok ? expf(x - mn) : 0.0f;
@@ -233,7 +240,7 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
             if (j > i) continue;
             float dot = 0.0f;
             for (int d = 0; d < hd; d++) dot += Qs[r][d] * Ks[tid][d];
-            const float p = pt_visible(i, j, P.window, s.ko) ? expf(dot * P.scale - Ls[r]) : 0.0f;
+            const float p = pt_visible(i, j, P.window, s.ko) ? expf(pt_score(P, dot) - Ls[r]) : 0.0f;
             acc += p;
             if (want_pat) P.pattern[(size_t)(s.pattern_row + (long long)i * (i + 1) / 2 + j) * P.LH + lh] = p;
             if (want_last && i == s.final_pos) P.last[(size_t)(s.last_row + j) * P.LH + lh] = p;
@@ -248,7 +255,10 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
 
 template <int HDP> struct pt_mma_cfg {
     static constexpr int BQ = 64;       /* queries per block (pass 1): 16 per warp */
-    static constexpr int BK = 64;       /* keys per tile (pass 1) */
+    /* keys per tile (pass 1): head_dim 256 halves it so that the key and value tiles share
+     * the Q tile's 64 rows of shared memory (static shared memory stays under 48 KiB) */
+    static constexpr int BK = HDP > 128 ? 32 : 64;
+    static constexpr int SROWS = HDP > 128 ? 64 : 128; /* pass 1's shared rows: Q / K, V */
     static constexpr int KB = 64;       /* keys per block (pass 2): 16 per warp */
     static constexpr int QB = 64;       /* queries per tile (pass 2) */
     static constexpr int LD = HDP + 8;  /* smem row stride in elements: conflict-free fragments */
@@ -256,10 +266,10 @@ template <int HDP> struct pt_mma_cfg {
     static constexpr int ND = HDP / 8;  /* 8-wide n-blocks over the head dimension */
 };
 
-/* Fill rows [0, nrows) x [0, HDP) of a [64][LD] T tile from float source rows (zero padding). */
-template <int HDP, class T, class RowFn>
+/* Fill rows [0, nrows) x [0, HDP) of a [ROWS][LD] T tile from float source rows (zero padding). */
+template <int HDP, int ROWS = 64, class T, class RowFn>
 PT_DEV void pt_load_tile(T (*dst)[pt_mma_cfg<HDP>::LD], int nrows, int hd, RowFn src_row) {
-    for (int x = threadIdx.x; x < 64 * HDP; x += blockDim.x) {
+    for (int x = threadIdx.x; x < ROWS * HDP; x += blockDim.x) {
         const int r = x / HDP, d = x % HDP;
         float v = 0.0f;
         if (r < nrows && d < hd) v = src_row(r)[d];
@@ -282,9 +292,10 @@ template <class T> PT_DEV uint32_t pt_ld2x16(const T *lo, const T *hi) {
 template <int HDP, class T>
 __global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
     using C = pt_mma_cfg<HDP>;
-    constexpr int BK = C::BK, LD = C::LD, KS = C::KS, ND = C::ND;
-    PT_SHARED(T, Ks, [64][LD]); /* the Q tile first, then each tile's keys */
-    PT_SHARED(T, Vs, [64][LD]);
+    constexpr int BK = C::BK, LD = C::LD, KS = C::KS, ND = C::ND, NB = BK / 8, KK = BK / 16;
+    PT_SHARED(T, Sm, [C::SROWS][LD]); /* the Q tile first, then each tile's keys and values */
+    T(*Ks)[LD] = Sm;
+    T(*Vs)[LD] = Sm + (C::SROWS == 64 ? BK : 64);
 
     const pt_attn_item it = P.items[blockIdx.x];
     const pt_attn_seg s = P.segs[it.seg];
@@ -321,15 +332,15 @@ PT_UNROLL
         const int nk = i_last - j0 + 1 < BK ? i_last - j0 + 1 : BK;
         __syncthreads(); /* the Q tile / previous keys and values consumed */
         const float *kbase = P.k + (size_t)kvh * hd, *vbase = P.v + (size_t)kvh * hd;
-        pt_load_tile<HDP>(Ks, nk, hd, [&](int r) { return kbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
-        pt_load_tile<HDP>(Vs, nk, hd, [&](int r) { return vbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
+        pt_load_tile<HDP, BK>(Ks, nk, hd, [&](int r) { return kbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
+        pt_load_tile<HDP, BK>(Vs, nk, hd, [&](int r) { return vbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
         __syncthreads();
         const bool active = warp_live && j0 <= wi1 && (P.window <= 0 || j0 + nk - 1 > wi0 - P.window);
         if (!active) continue; /* warp-uniform; the next __syncthreads is at the loop top */
-        /* S = Q K^T for 16 rows x 64 keys */
-        float sc[8][4];
+        /* S = Q K^T for 16 rows x BK keys */
+        float sc[NB][4];
 PT_UNROLL
-        for (int nb = 0; nb < 8; nb++) {
+        for (int nb = 0; nb < NB; nb++) {
             sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
 PT_UNROLL
             for (int ks = 0; ks < KS; ks++) {
@@ -342,13 +353,13 @@ PT_UNROLL
         /* mask, scale, online softmax (rows g: elements 0,1; g + 8: elements 2,3) */
         float mx[2] = {-INFINITY, -INFINITY};
 PT_UNROLL
-        for (int nb = 0; nb < 8; nb++)
+        for (int nb = 0; nb < NB; nb++)
 PT_UNROLL
             for (int e = 0; e < 4; e++) {
                 const int jj = nb * 8 + 2 * t + (e & 1), j = j0 + jj;
                 const int i = e < 2 ? ia : ib;
                 const bool ok = (e < 2 ? va : vb) && jj < nk && pt_visible(i, j, P.window, s.ko);
-                const float x = ok ? sc[nb][e] * P.scale : -INFINITY;
+                const float x = ok ? pt_score(P, sc[nb][e]) : -INFINITY;
                 sc[nb][e] = x;
                 mx[e >> 1] = x > mx[e >> 1] ? x : mx[e >> 1];
             }
@@ -362,9 +373,9 @@ PT_UNROLL
             m[rr] = mn;
             l[rr] *= corr[rr];
         }
-        uint32_t pa[4][4]; /* P as the A operand of 4 k-steps of 16 keys */
+        uint32_t pa[KK][4]; /* P as the A operand of KK k-steps of 16 keys */
 PT_UNROLL
-        for (int nb = 0; nb < 8; nb++) {
+        for (int nb = 0; nb < NB; nb++) {
             float p[4];
 PT_UNROLL
             for (int e = 0; e < 4; e++) {
@@ -382,7 +393,7 @@ PT_UNROLL
         }
         /* O += P V */
 PT_UNROLL
-        for (int kk = 0; kk < 4; kk++) {
+        for (int kk = 0; kk < KK; kk++) {
             const int r0 = kk * 16 + 2 * t;
 PT_UNROLL
             for (int n = 0; n < ND; n++) {
@@ -485,7 +496,7 @@ PT_UNROLL
                 const int j = e < 2 ? ja : jb;
                 const bool kok = e < 2 ? ka_ok : kb_ok;
                 if (!kok || qq >= nq || j > i) continue;
-                const float p = pt_visible(i, j, P.window, s.ko) ? expf(sc[e] * P.scale - Ls[qq]) : 0.0f;
+                const float p = pt_visible(i, j, P.window, s.ko) ? expf(pt_score(P, sc[e]) - Ls[qq]) : 0.0f;
                 if (e < 2) /* (not acc[e >> 1]: keeps the accumulators in registers) */
                     acc0 += p;
                 else

@@ -194,6 +194,14 @@ static const int32_t *stage_idx(cu_ctx *c, int slot, const int32_t *host, size_t
     return d;
 }
 
+/* The same for n host bytes (row flags). */
+static const uint8_t *stage_bytes(cu_ctx *c, int slot, const uint8_t *host, size_t n) {
+    uint8_t *d = (uint8_t *)cu_ensure(c, &c->idx[slot], n + 4, "index staging");
+    if (!d) return NULL;
+    if (n && CU(cudaMemcpyAsync(d, host, n, cudaMemcpyHostToDevice, c->stream))) return NULL;
+    return d;
+}
+
 static unsigned grid_for(size_t n, unsigned threads) {
     size_t b = (n + threads - 1) / threads;
     if (b > 65535u * 8u) b = 65535u * 8u;
@@ -379,6 +387,12 @@ static void load_layers(pt_backend *be, const pt_config *cfg, const pt_weights *
         L[l].norm1_b = up_vec(c, hl->norm1_b, d);
         L[l].norm2_w = up_vec(c, hl->norm2_w, d);
         L[l].norm2_b = up_vec(c, hl->norm2_b, d);
+        L[l].post1_w = up_vec(c, hl->post1_w, d);
+        L[l].post2_w = up_vec(c, hl->post2_w, d);
+        const size_t qn = cfg->qk_norm == PT_QKNORM_PROJ ? (size_t)cfg->n_heads * cfg->head_dim : (size_t)cfg->head_dim;
+        const size_t kn = cfg->qk_norm == PT_QKNORM_PROJ ? (size_t)cfg->n_kv_heads * cfg->head_dim : (size_t)cfg->head_dim;
+        L[l].q_norm_w = up_vec(c, hl->q_norm_w, qn);
+        L[l].k_norm_w = up_vec(c, hl->k_norm_w, kn);
         L[l].qkv = up_linear(be, &hl->qkv, st);
         L[l].o = up_linear(be, &hl->o, st);
         L[l].up = up_linear(be, &hl->up, st);
@@ -421,7 +435,10 @@ static int cuda_load_weights(pt_backend *be, const pt_config *cfg, const pt_weig
     } else {
         dev->lm_head = up_linear(be, &host->lm_head, &st);
     }
-    if (host->rope_inv_freq) dev->rope_inv_freq = up_vec(c, host->rope_inv_freq, (size_t)cfg->head_dim / 2);
+    const size_t half = (size_t)pt_rotary_dim(cfg) / 2;
+    dev->rope_inv_freq = up_vec(c, host->rope_inv_freq, half);
+    dev->rope_long_inv_freq = up_vec(c, host->rope_long_inv_freq, half);
+    dev->rope_local_inv_freq = up_vec(c, host->rope_local_inv_freq, half);
     CU(cudaStreamSynchronize(c->stream));
     cudaFreeHost(st.host); /* the staging is not needed any more */
     if (pt_backend_take_error(be, e, NULL)) {
@@ -443,18 +460,19 @@ static void cuda_embed(pt_backend *be, const pt_config *cfg, const pt_weights *w
     const int32_t *dp = w->pos_emb.data ? stage_idx(c, 1, pos, (size_t)n) : NULL;
     if (!di || (w->pos_emb.data && !dp)) return;
     const int d = cfg->d_model;
+    const float sc = pt_embed_scale(cfg);
     switch (be->dtype) {
     case PT_DTYPE_F32:
         PT_LAUNCH(k_embed<float>, n, 128, c->stream, x, (const float *)w->tok_emb.data,
-                  (const float *)w->pos_emb.data, di, dp, d);
+                  (const float *)w->pos_emb.data, di, dp, d, sc);
         break;
     case PT_DTYPE_BF16:
         PT_LAUNCH(k_embed<__nv_bfloat16>, n, 128, c->stream, x, (const __nv_bfloat16 *)w->tok_emb.data,
-                  (const __nv_bfloat16 *)w->pos_emb.data, di, dp, d);
+                  (const __nv_bfloat16 *)w->pos_emb.data, di, dp, d, sc);
         break;
     default:
         PT_LAUNCH(k_embed<__half>, n, 128, c->stream, x, (const __half *)w->tok_emb.data,
-                  (const __half *)w->pos_emb.data, di, dp, d);
+                  (const __half *)w->pos_emb.data, di, dp, d, sc);
         break;
     }
     CU_LAUNCHED("k_embed");
@@ -467,21 +485,42 @@ static void cuda_norm(pt_backend *be, const pt_config *cfg, const void *x, int n
     if (n <= 0) return;
     const int rms = cfg->norm == PT_NORM_RMSNORM;
     PT_LAUNCH(k_norm, n, 256, c->stream, (const float *)x, (float *)y, weight, bias, cfg->d_model,
-              cfg->norm_eps, rms);
+              cfg->norm_eps, rms, cfg->norm_plus_one);
     CU_LAUNCHED("k_norm");
 }
 
+static void cuda_rms_norm(pt_backend *be, const pt_config *cfg, void *x, int n, int row_stride, int col0,
+                          int groups, int width, const float *weight) {
+    PT_BE_GUARD(be);
+    cu_ctx *c = ctx_of(be);
+    if (n <= 0 || groups <= 0) return;
+    PT_LAUNCH(k_rms_groups, (unsigned)n * (unsigned)groups, 128, c->stream, (float *)x, row_stride, col0,
+              groups, width, weight, cfg->norm_eps, cfg->norm_plus_one);
+    CU_LAUNCHED("k_rms_groups");
+}
+
+static void cuda_softcap(pt_backend *be, float *x, size_t n, float cap) {
+    PT_BE_GUARD(be);
+    cu_ctx *c = ctx_of(be);
+    if (!n) return;
+    PT_LAUNCH(k_softcap, grid_for(n, 256), 256, c->stream, x, n, cap);
+    CU_LAUNCHED("k_softcap");
+}
+
 static void cuda_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkv, int n,
-                      const int32_t *pos) {
+                      const int32_t *pos, const float *alt_freq, const uint8_t *alt_rows) {
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
     const int32_t *dp = stage_idx(c, 0, pos, (size_t)n);
-    if (!dp) return;
+    const bool alt = alt_freq && alt_rows;
+    const uint8_t *da = alt ? stage_bytes(c, 1, alt_rows, (size_t)n) : NULL;
+    if (!dp || (alt && !da)) return;
     const int hd = cfg->head_dim;
     const int stride = (cfg->n_heads + 2 * cfg->n_kv_heads) * hd;
-    PT_LAUNCH(k_rope, n, 128, c->stream, (float *)qkv, inv_freq, dp, hd / 2,
-              cfg->n_heads + cfg->n_kv_heads, stride);
+    const float factor = cfg->rope_attn_factor > 0 ? (float)cfg->rope_attn_factor : 1.0f;
+    PT_LAUNCH(k_rope, n, 128, c->stream, (float *)qkv, inv_freq, alt ? alt_freq : (const float *)NULL, da, dp,
+              pt_rotary_dim(cfg) / 2, hd, cfg->n_heads + cfg->n_kv_heads, stride, factor);
     CU_LAUNCHED("k_rope");
 }
 
@@ -507,6 +546,8 @@ static void cuda_mlp_act(pt_backend *be, const pt_config *cfg, const void *hv, i
     const size_t total = (size_t)n * cfg->d_ff;
     if (cfg->mlp == PT_MLP_SWIGLU)
         PT_LAUNCH(k_swiglu, grid_for(total, 256), 256, c->stream, h, out, n, cfg->d_ff);
+    else if (cfg->mlp == PT_MLP_GEGLU)
+        PT_LAUNCH(k_geglu, grid_for(total, 256), 256, c->stream, h, out, n, cfg->d_ff);
     else
         PT_LAUNCH(k_gelu_tanh, grid_for(total, 256), 256, c->stream, h, out, total);
     CU_LAUNCHED("mlp activation");
@@ -694,7 +735,7 @@ static void cuda_logits(pt_backend *be, const void *x, int n, const pt_linear *l
 /* ---- attention -------------------------------------------------------------------------------- */
 
 static int plain_hd(int hd) { return hd <= 32 ? 32 : hd <= 64 ? 64 : hd <= 128 ? 128 : 256; }
-static int mma_hd(int hd) { return hd <= 16 ? 16 : hd <= 32 ? 32 : hd <= 64 ? 64 : 128; }
+static int mma_hd(int hd) { return hd <= 16 ? 16 : hd <= 32 ? 32 : hd <= 64 ? 64 : hd <= 128 ? 128 : 256; }
 
 typedef void (*attn_kernel)(pt_attn_params);
 
@@ -736,7 +777,8 @@ template <class T> static attn_kernel mma_fwd(int HDP) {
     case 16: return k_attn_fwd_mma<16, T>;
     case 32: return k_attn_fwd_mma<32, T>;
     case 64: return k_attn_fwd_mma<64, T>;
-    default: return k_attn_fwd_mma<128, T>;
+    case 128: return k_attn_fwd_mma<128, T>;
+    default: return k_attn_fwd_mma<256, T>; /* Gemma */
     }
 }
 template <class T> static attn_kernel mma_stats(int HDP) {
@@ -744,7 +786,8 @@ template <class T> static attn_kernel mma_stats(int HDP) {
     case 16: return k_attn_stats_mma<16, T>;
     case 32: return k_attn_stats_mma<32, T>;
     case 64: return k_attn_stats_mma<64, T>;
-    default: return k_attn_stats_mma<128, T>;
+    case 128: return k_attn_stats_mma<128, T>;
+    default: return k_attn_stats_mma<256, T>;
     }
 }
 #endif
@@ -757,7 +800,7 @@ struct attn_shape {
 static attn_shape attn_shape_of(const pt_backend *be, int hd) {
     attn_shape s;
 #if PT_CUDA_MMA
-    s.mma = ((const cu_ctx *)be->ctx)->use_mma && be->dtype != PT_DTYPE_F32 && hd <= 128;
+    s.mma = ((const cu_ctx *)be->ctx)->use_mma && be->dtype != PT_DTYPE_F32 && hd <= 256;
 #else
     (void)be;
     s.mma = false; /* tensor-core path compiled out */
@@ -850,7 +893,8 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     P.hd = hd;
     P.kvd = a->n_kv_heads * hd;
     P.window = a->window;
-    P.scale = 1.0f / sqrtf((float)hd);
+    P.scale = a->scale > 0 ? a->scale : 1.0f / sqrtf((float)hd);
+    P.softcap = a->softcap;
 
     attn_kernel fwd, stats;
     unsigned stats_threads;
@@ -1116,6 +1160,8 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->sync = cuda_sync;
     be->embed = cuda_embed;
     be->norm = cuda_norm;
+    be->rms_norm = cuda_rms_norm;
+    be->softcap = cuda_softcap;
     be->linear = cuda_linear;
     be->logits = cuda_logits;
     be->rope = cuda_rope;

@@ -33,31 +33,42 @@ __global__ void k_bias(float *y, const float *b, int n, int out) {
 /* x[r] = tok[ids[r]] (+ pos[pos[r]]); one block per row. */
 template <class T>
 __global__ void k_embed(float *x, const T *tok, const T *pos_emb, const int32_t *ids,
-                        const int32_t *pos, int d) {
+                        const int32_t *pos, int d, float scale) {
     const int r = blockIdx.x;
     const T *t = tok + (size_t)ids[r] * d;
     const T *p = pos_emb ? pos_emb + (size_t)pos[r] * d : nullptr;
     float *xr = x + (size_t)r * d;
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
         float v = pt_ld(t + i);
+        if (scale != 1.0f) v *= scale; /* Gemma: x float32(sqrt(d)) */
         if (p) v += pt_ld(p + i);
         xr[i] = v;
     }
 }
 
-/* LayerNorm / RMSNorm of one row per block, sums in double as the CPU reference. */
+/* RMSNorm of the block's group of n floats (xr -> yr, may alias): times g, or (1 + g). */
+PT_DEV void pt_rms_group(const float *xr, float *yr, int n, const float *g, double eps, int plus_one,
+                         double *red) {
+    double ss = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += (double)xr[i] * xr[i];
+    ss = pt_block_sum(ss, red);
+    const float inv = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        yr[i] = (plus_one ? 1.0f + g[i] : g[i]) * (xr[i] * inv);
+}
+
+/* LayerNorm / RMSNorm of one row per block, sums in double as the CPU reference; g NULL: the
+ * row copied as it is (no norm). */
 __global__ void k_norm(const float *x, float *y, const float *g, const float *b, int d, double eps,
-                       int rms) {
+                       int rms, int plus_one) {
     PT_SHARED(double, red, [32]);
     const int r = blockIdx.x;
     const float *xr = x + (size_t)r * d;
     float *yr = y + (size_t)r * d;
-    if (rms) {
-        double ss = 0;
-        for (int i = threadIdx.x; i < d; i += blockDim.x) ss += (double)xr[i] * xr[i];
-        ss = pt_block_sum(ss, red);
-        const float inv = (float)(1.0 / sqrt(ss / d + eps));
-        for (int i = threadIdx.x; i < d; i += blockDim.x) yr[i] = g[i] * (xr[i] * inv);
+    if (!g) {
+        for (int i = threadIdx.x; i < d; i += blockDim.x) yr[i] = xr[i];
+    } else if (rms) {
+        pt_rms_group(xr, yr, d, g, eps, plus_one, red);
     } else {
         double s = 0;
         for (int i = threadIdx.x; i < d; i += blockDim.x) s += xr[i];
@@ -74,20 +85,35 @@ __global__ void k_norm(const float *x, float *y, const float *g, const float *b,
     }
 }
 
-/* Rotate-half RoPE of the q and k heads of fused qkv row r (one block per row). cos/sin of the
- * float32 angle evaluated in double, as the CPU reference does. half <= 256. */
-__global__ void k_rope(float *qkv, const float *inv_freq, const int32_t *pos, int half,
-                       int heads, int stride) {
+/* RMSNorm in place of group g of row r: block (r * groups + g); see backend.h rms_norm. */
+__global__ void k_rms_groups(float *x, int row_stride, int col0, int groups, int width,
+                             const float *g, double eps, int plus_one) {
+    PT_SHARED(double, red, [32]);
+    const int r = blockIdx.x / groups, k = blockIdx.x % groups;
+    float *v = x + (size_t)r * row_stride + col0 + (size_t)k * width;
+    pt_rms_group(v, v, width, g, eps, plus_one, red);
+}
+
+/* x = cap * tanh(x / cap) (final-logit soft-capping) */
+__global__ void k_softcap(float *x, size_t n, float cap) {
+    PT_FOR_N(i, n) x[i] = cap * tanhf(x[i] / cap);
+}
+
+/* Rotate-half RoPE of the first 2*half dims of the q and k heads (head_dim hd) of fused qkv row r
+ * (one block per row), with table inv_freq, or alt_freq where alt[r] (longrope). cos/sin of the
+ * float32 angle evaluated in double and times `factor`, as the CPU reference does. half <= 256. */
+__global__ void k_rope(float *qkv, const float *inv_freq, const float *alt_freq, const uint8_t *alt,
+                       const int32_t *pos, int half, int hd, int heads, int stride, float factor) {
     PT_SHARED(float, cs, [2][256]);
     const int r = blockIdx.x;
+    const float *f = alt && alt[r] ? alt_freq : inv_freq;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const float ang = (float)pos[r] * inv_freq[i];
-        cs[0][i] = (float)cos((double)ang);
-        cs[1][i] = (float)sin((double)ang);
+        const float ang = (float)pos[r] * f[i];
+        cs[0][i] = (float)cos((double)ang) * factor;
+        cs[1][i] = (float)sin((double)ang) * factor;
     }
     __syncthreads();
     float *row = qkv + (size_t)r * stride;
-    const int hd = 2 * half;
     for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
         const int h = k / half, i = k % half;
         float *v = row + (size_t)h * hd;
@@ -118,11 +144,21 @@ __global__ void k_swiglu(const float *h, float *out, int n, int ff) {
     }
 }
 
-__global__ void k_gelu_tanh(const float *h, float *out, size_t n) {
+PT_DEV float pt_gelu_tanh(float x) {
     const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    PT_FOR_N(i, n) {
-        const float x = h[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+__global__ void k_gelu_tanh(const float *h, float *out, size_t n) {
+    PT_FOR_N(i, n) out[i] = pt_gelu_tanh(h[i]);
+}
+
+/* GeGLU: out[r, c] = gelu_tanh(gate) * up of h[r] = [gate | up] */
+__global__ void k_geglu(const float *h, float *out, int n, int ff) {
+    const size_t total = (size_t)n * ff;
+    PT_FOR_N(i, total) {
+        const size_t r = i / (size_t)ff, c = i % (size_t)ff;
+        out[i] = pt_gelu_tanh(h[r * 2 * ff + c]) * h[r * 2 * ff + ff + c];
     }
 }
 

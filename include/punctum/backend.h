@@ -58,7 +58,10 @@ typedef struct {
     int n_segs;
     float *mass, *last, *pattern; /* device, [rows, n_layers, n_heads]; NULL: not wanted */
     int n_layers, n_heads, n_kv_heads, head_dim;
-    int window; /* sliding window (key j visible from i iff i - j < window); 0: none */
+    int window; /* this layer's sliding window (key j visible from i iff i - j < window); 0: none */
+    float scale;   /* scores s = scale * q.k (pt_attn_scale: head_dim^-1/2 or
+                      query_pre_attn_scalar^-1/2) */
+    float softcap; /* > 0: s -> softcap * tanh(s / softcap) before the mask (Gemma 2); 0: none */
 } pt_attn_args;
 
 typedef enum { PT_DTYPE_F32 = 0, PT_DTYPE_BF16, PT_DTYPE_F16 } pt_compute_dtype;
@@ -74,7 +77,8 @@ typedef struct {
     int max_keys;               /* longest sequence (keys one query can see, positions + 1) */
     int logit_rows;             /* rows of log_softmax / divergence / pick / logits at once */
     int topk;                   /* K of log_softmax */
-    const float *rope_inv_freq; /* the backend weights' table rope will be called with */
+    const float *rope_inv_freq; /* the backend weights' tables rope will be called with ... */
+    const float *rope_long_inv_freq, *rope_local_inv_freq; /* ... (NULL: none) */
 } pt_reserve;
 
 /* The first failure since the status was last taken (see "Errors" above). */
@@ -119,26 +123,39 @@ struct pt_backend {
     void (*fill)(pt_backend *be, float *dst, float value, size_t n);
     void (*sync)(pt_backend *be);
 
-    /* x[r] = tok_emb[ids[r]] (+ pos_emb[pos[r]]) into the residual stream. */
+    /* x[r] = tok_emb[ids[r]] * pt_embed_scale(cfg) (+ pos_emb[pos[r]]) into the residual stream. */
     void (*embed)(pt_backend *be, const pt_config *cfg, const pt_weights *w, const int32_t *ids,
                   const int32_t *pos, int n, void *x);
     /* LayerNorm or RMSNorm of residual rows of width d_model into activations (bias NULL for
-     * RMSNorm); weight and bias are float32 vectors in the backend's memory. */
+     * RMSNorm; RMSNorm scales by (1 + w) when cfg->norm_plus_one); weight and bias are float32
+     * vectors in the backend's memory. weight NULL: no norm, the rows are copied into the
+     * activations as they are (OLMo 2 has no norm before its sublayers). */
     void (*norm)(pt_backend *be, const pt_config *cfg, const void *x, int n, const float *weight,
                  const float *bias, void *y);
     /* y[n, out] = x[n, in] W^T + b (activations in and out). */
     void (*linear)(pt_backend *be, const void *x, int n, const pt_linear *lin, void *y);
     /* The same with float32 output: the LM head. */
     void (*logits)(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y);
-    /* Rotate q and k heads of fused qkv rows in place (rotate-half), row r at position pos[r]. */
+    /* In place on activation rows x[r * row_stride + col0 + g * width + i], i < width, for the
+     * `groups` groups of each of the n rows: RMSNorm over each group, times the float32 weight
+     * [width] shared by the groups ((1 + w) when cfg->norm_plus_one), eps cfg->norm_eps. The q/k
+     * norms (per head: groups = heads, width = head_dim; OLMo 2: one group over the whole
+     * projection) and the norms after a sublayer (Gemma, OLMo 2: one group of d_model). */
+    void (*rms_norm)(pt_backend *be, const pt_config *cfg, void *x, int n, int row_stride, int col0,
+                     int groups, int width, const float *weight);
+    /* Rotate q and k heads of fused qkv rows in place (rotate-half over the first
+     * pt_rotary_dim(cfg) dims of each head; cos and sin times cfg->rope_attn_factor when it is
+     * set), row r at position pos[r] with the table inv_freq, or alt_freq where alt_rows[r] is
+     * set (host; NULL: none): longrope's long factors for the rows of long sequences. */
     void (*rope)(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkv, int n,
-                 const int32_t *pos);
+                 const int32_t *pos, const float *alt_freq, const uint8_t *alt_rows);
     /* Copy the k and v parts of fused qkv row r into cache row kv_rows[r] (host). */
     void (*store_kv)(pt_backend *be, const pt_config *cfg, const void *qkv, int n, void *k_cache,
                      void *v_cache, const int32_t *kv_rows);
     /* Causal (windowed, knocked-out) softmax attention with statistics; see pt_attn_args. */
     void (*attention)(pt_backend *be, const pt_attn_args *a);
-    /* swiglu: h[n, 2*d_ff] = [gate|up] -> out[n, d_ff] = silu(gate) * up; gelu: tanh approx. */
+    /* swiglu: h[n, 2*d_ff] = [gate|up] -> out[n, d_ff] = silu(gate) * up; geglu: the same with
+     * gelu (tanh approximation) for silu; gelu: out = gelu_tanh(h[n, d_ff]). */
     void (*mlp_act)(pt_backend *be, const pt_config *cfg, const void *h, int n, void *out);
     /* Residual stream x += activations y (n elements). */
     void (*add)(pt_backend *be, void *x, const void *y, size_t n);
@@ -156,6 +173,8 @@ struct pt_backend {
                         void *dst);
     /* n residual-stream elements at src as float32 into host dst. */
     void (*resid_to_host)(pt_backend *be, float *dst, const void *src, size_t n);
+    /* In place on float32 x[n]: x = cap * tanh(x / cap) (final-logit soft-capping). */
+    void (*softcap)(pt_backend *be, float *x, size_t n, float cap);
     /* In place: logits[m, V] -> log-softmax. Host outputs (any may be NULL): entropy[m];
      * top-k ids/log-probs [m, K], ties broken by lower id. Sums in float64. */
     void (*log_softmax)(pt_backend *be, float *logits, int m, int V, double *entropy, int K,

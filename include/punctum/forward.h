@@ -49,6 +49,8 @@ typedef struct {
     void **k_cache, **v_cache;
     /* final rows: residual (final_x) and normed (final_h), cap.final_rows rows */
     void *final_x, *final_h;
+    /* host, cap.rows: rows rotated with longrope's long factors in the current forward */
+    uint8_t *rope_long_rows;
 } pt_engine;
 
 typedef struct {

@@ -55,12 +55,14 @@ static inline pt_linear pt_linear_one(pt_tensor w, const float *b, int out, int 
 }
 
 typedef struct {
-    const float *norm1_w, *norm1_b; /* attention input norm (b NULL for RMSNorm) */
-    const float *norm2_w, *norm2_b; /* MLP input norm */
-    pt_linear qkv;                  /* [ (H + 2*KV) * head_dim, d ]: parts q, k, v (or one) */
-    pt_linear o;                    /* [ d, H * head_dim ] */
-    pt_linear up;                   /* swiglu: [2*d_ff, d], parts gate, up; gelu: [d_ff, d] */
-    pt_linear down;                 /* [ d, d_ff ] */
+    const float *norm1_w, *norm1_b;   /* attention input norm (b NULL for RMSNorm; w NULL: none) */
+    const float *norm2_w, *norm2_b;   /* MLP input norm */
+    const float *post1_w, *post2_w;   /* norms of the attention / MLP output (cfg->post_norms) */
+    const float *q_norm_w, *k_norm_w; /* q / k RMSNorm weights (cfg->qk_norm), else NULL */
+    pt_linear qkv;                    /* [ (H + 2*KV) * head_dim, d ]: parts q, k, v (or one) */
+    pt_linear o;                      /* [ d, H * head_dim ] */
+    pt_linear up;                     /* swiglu: [2*d_ff, d], parts gate, up; gelu: [d_ff, d] */
+    pt_linear down;                   /* [ d, d_ff ] */
 } pt_layer_weights;
 
 typedef struct {
@@ -68,8 +70,11 @@ typedef struct {
     pt_tensor pos_emb;        /* [max_positions, d] (learned positions), data NULL else */
     pt_layer_weights *layers; /* [n_layers] */
     const float *final_norm_w, *final_norm_b;
-    pt_linear lm_head;          /* [vocab, d]; its tensor is tok_emb when tied */
-    const float *rope_inv_freq; /* [head_dim / 2], scaling applied; NULL without RoPE */
+    pt_linear lm_head; /* [vocab, d]; its tensor is tok_emb when tied */
+    /* RoPE inverse frequencies [rotary_dim / 2], scaling applied (NULL without RoPE): the global
+     * table; longrope's long factors (rows of sequences beyond the pretraining length); Gemma 3's
+     * local layers (rope_local_base_freq) */
+    const float *rope_inv_freq, *rope_long_inv_freq, *rope_local_inv_freq;
 } pt_weights;
 
 typedef struct {
@@ -84,13 +89,19 @@ typedef struct {
 } pt_model;
 
 /* Load DIR/config.json and the safetensors weights, validate every tensor's presence, dtype
- * and shape against the config, and build the weight views. Errors name file and tensor. */
+ * and shape against the config, and build the weight views. Errors name file and tensor.
+ * Returns 0; 2 when config.json is invalid or describes a model the engine does not implement
+ * (a usage error: exit 2); -1 on any other failure. */
 int pt_model_load(const char *dir, pt_model *m, pt_error *e);
 void pt_model_free(pt_model *m);
 
 /* RoPE inverse frequencies exactly as Hugging Face computes them (float32), with linear /
- * llama3 scaling applied. out has head_dim/2 entries. */
+ * llama3 / longrope (short factors) scaling applied. out has rotary_dim/2 entries. */
 void pt_rope_inv_freq(const pt_config *cfg, float *out);
+/* The same for one table: PT_ROPE_GLOBAL (as above), PT_ROPE_LONG (longrope's long factors),
+ * PT_ROPE_LOCAL (Gemma 3's local layers: rope_local_theta, no scaling). */
+enum { PT_ROPE_GLOBAL = 0, PT_ROPE_LONG, PT_ROPE_LOCAL };
+void pt_rope_inv_freq_table(const pt_config *cfg, int table, float *out);
 
 /* `--model` (SPEC §4): an existing directory is used as is; an argument shaped like a Hugging
  * Face model id (`org/name`) that is not a directory is looked up in the local Hugging Face

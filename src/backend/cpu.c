@@ -26,6 +26,15 @@ enum { ATTN_QBLOCK = 64 }; /* queries per score block: bounds scratch to 64 x T 
  * costs what the F32 one does (benchmarks/bench_bf16.py; blocks of 0.5 MiB cost 10-30% more). */
 enum { WBLOCK_BYTES = 8 << 20, WBLOCK_MIN_ROWS = 16 };
 
+/* cos/sin of one RoPE table by position: [positions][half] each */
+typedef struct {
+    float *cos, *sin;
+    const float *freq_of; /* the inv_freq it was built from */
+    int positions, half;
+    float factor; /* the attention factor they include */
+} rope_table;
+enum { ROPE_TABLES = 3 };
+
 typedef struct {
     int n_threads;
     /* per-thread scratch (reserve / load_weights): attention scores and mass sums ... */
@@ -38,10 +47,9 @@ typedef struct {
     /* converted weight blocks (shared: the threads convert a block together) */
     float *wblock;
     size_t wblock_floats;
-    /* RoPE cos/sin by position, shared by every layer: [rope_positions][head_dim/2] each */
-    float *rope_cos, *rope_sin;
-    const float *rope_freq_of; /* the inv_freq the table was built from */
-    int rope_positions, rope_half;
+    /* RoPE cos/sin by position for each inv_freq table (model.h: global, long, local), shared
+     * by the layers */
+    rope_table rope[ROPE_TABLES];
 } cpu_ctx;
 
 static void *cpu_alloc(pt_backend *be, size_t bytes);
@@ -69,8 +77,7 @@ static void cpu_destroy(pt_backend *be) {
     free(c->mass_acc);
     free(c->rowbuf);
     free(c->wblock);
-    free(c->rope_cos);
-    free(c->rope_sin);
+    for (int k = 0; k < ROPE_TABLES; k++) free(c->rope[k].cos), free(c->rope[k].sin);
     free(c);
     free(be);
 }
@@ -167,30 +174,48 @@ static size_t cpu_mem_available(pt_backend *be) {
     return pt_host_mem_available();
 }
 
-/* cos/sin of a float32 angle pos * inv_freq, as transformers computes them, tabulated once
- * per position instead of once per layer and row. */
-static int rope_table(pt_backend *be, const float *inv_freq, int half, int positions) {
-    cpu_ctx *c = be->ctx;
-    if (c->rope_freq_of == inv_freq && c->rope_half == half && positions <= c->rope_positions)
+/* cos/sin of a float32 angle pos * inv_freq, as transformers computes them (times the attention
+ * factor of longrope), tabulated once per position instead of once per layer and row. */
+static int rope_table_build(pt_backend *be, rope_table *t, const float *inv_freq, int half,
+                            int positions, float factor) {
+    if (t->freq_of == inv_freq && t->half == half && t->factor == factor &&
+        positions <= t->positions)
         return 0;
     const int n = positions < 256 ? 256 : positions;
-    free(c->rope_cos);
-    free(c->rope_sin);
-    c->rope_positions = 0;
-    c->rope_cos = cpu_alloc(be, (size_t)n * half * sizeof(float));
-    c->rope_sin = cpu_alloc(be, (size_t)n * half * sizeof(float));
-    if (!c->rope_cos || !c->rope_sin) return -1;
+    free(t->cos);
+    free(t->sin);
+    t->positions = 0;
+    t->freq_of = NULL;
+    t->cos = cpu_alloc(be, (size_t)n * half * sizeof(float));
+    t->sin = cpu_alloc(be, (size_t)n * half * sizeof(float));
+    if (!t->cos || !t->sin) return -1;
+    float *cs = t->cos, *sn = t->sin;
 #pragma omp parallel for schedule(static)
     for (int p = 0; p < n; p++)
         for (int i = 0; i < half; i++) {
             const float ang = (float)p * inv_freq[i];
-            c->rope_cos[(size_t)p * half + i] = (float)cos((double)ang);
-            c->rope_sin[(size_t)p * half + i] = (float)sin((double)ang);
+            cs[(size_t)p * half + i] = (float)cos((double)ang) * factor;
+            sn[(size_t)p * half + i] = (float)sin((double)ang) * factor;
         }
-    c->rope_positions = n;
-    c->rope_half = half;
-    c->rope_freq_of = inv_freq;
+    t->positions = n;
+    t->half = half;
+    t->factor = factor;
+    t->freq_of = inv_freq;
     return 0;
+}
+
+/* The table built from inv_freq, NULL if none covers position max_pos. */
+static const rope_table *rope_table_of(const cpu_ctx *c, const float *inv_freq, int half,
+                                       int max_pos) {
+    for (int k = 0; k < ROPE_TABLES; k++)
+        if (c->rope[k].freq_of == inv_freq && c->rope[k].half == half &&
+            max_pos < c->rope[k].positions)
+            return &c->rope[k];
+    return NULL;
+}
+
+static float rope_factor(const pt_config *cfg) {
+    return cfg->rope_attn_factor > 0 ? (float)cfg->rope_attn_factor : 1.0f;
 }
 
 static int cpu_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *r) {
@@ -204,8 +229,13 @@ static int cpu_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *r
             return -1;
         c->scratch_keys = keys;
     }
-    if (r->rope_inv_freq && rope_table(be, r->rope_inv_freq, cfg->head_dim / 2, (int)keys))
-        return -1;
+    const float *tabs[ROPE_TABLES] = {r->rope_inv_freq, r->rope_long_inv_freq,
+                                      r->rope_local_inv_freq};
+    const float factor[ROPE_TABLES] = {rope_factor(cfg), rope_factor(cfg), 1.0f};
+    for (int k = 0; k < ROPE_TABLES; k++)
+        if (tabs[k] && rope_table_build(be, &c->rope[k], tabs[k], pt_rotary_dim(cfg) / 2, (int)keys,
+                                        factor[k]))
+            return -1;
     return rowbuf_fit(be, cfg->d_model);
 }
 
@@ -218,11 +248,11 @@ static void cpu_release_scratch(pt_backend *be) {
         c->mass_acc[t] = NULL;
     }
     c->scratch_keys = 0;
-    free(c->rope_cos);
-    free(c->rope_sin);
-    c->rope_cos = c->rope_sin = NULL;
-    c->rope_positions = 0;
-    c->rope_freq_of = NULL;
+    for (int k = 0; k < ROPE_TABLES; k++) {
+        free(c->rope[k].cos);
+        free(c->rope[k].sin);
+        memset(&c->rope[k], 0, sizeof c->rope[k]);
+    }
 }
 
 static void cpu_embed(pt_backend *be, const pt_config *cfg, const pt_weights *w, const int32_t *ids,
@@ -232,16 +262,31 @@ static void cpu_embed(pt_backend *be, const pt_config *cfg, const pt_weights *w,
     const int d = cfg->d_model;
     float *x = xv;
     const pt_tensor *tok = &w->tok_emb, *pe = &w->pos_emb;
+    const float scale = pt_embed_scale(cfg);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
         float *xr = x + (size_t)r * d;
         pt_tensor_to_f32(tok, (size_t)ids[r] * d, 1, (size_t)d, xr); /* rows converted on gather */
+        if (scale != 1.0f) /* Gemma: embedding x float32(sqrt(d)), as transformers */
+            for (int i = 0; i < d; i++) xr[i] *= scale;
         if (pe->data) {
             float *p = c->rowbuf[omp_get_thread_num()];
             pt_tensor_to_f32(pe, (size_t)pos[r] * d, 1, (size_t)d, p);
             for (int i = 0; i < d; i++) xr[i] += p[i];
         }
     }
+}
+
+/* RMSNorm of one group of n floats in place or into y (transformers: x * rsqrt(mean(x^2) + eps)
+ * in float32, then * w, or * (1 + w) for Gemma). */
+static void rms_group(const float *x, float *y, int n, const float *g, double eps, int plus_one) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float inv = (float)(1.0 / sqrt(ss / n + eps));
+    if (plus_one)
+        for (int i = 0; i < n; i++) y[i] = (1.0f + g[i]) * (x[i] * inv);
+    else
+        for (int i = 0; i < n; i++) y[i] = g[i] * (x[i] * inv);
 }
 
 static void cpu_norm(pt_backend *be, const pt_config *cfg, const void *xv, int n, const float *g,
@@ -252,16 +297,16 @@ static void cpu_norm(pt_backend *be, const pt_config *cfg, const void *xv, int n
     float *y = yv;
     const double eps = cfg->norm_eps;
     const int rms = cfg->norm == PT_NORM_RMSNORM;
+    if (!g) { /* no norm (OLMo 2): the rows as they are */
+        if (n > 0) memcpy(y, x, (size_t)n * d * sizeof(float));
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
         const float *xr = x + (size_t)r * d;
         float *yr = y + (size_t)r * d;
         if (rms) {
-            /* HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps), in float32, then * weight. */
-            double ss = 0;
-            for (int i = 0; i < d; i++) ss += (double)xr[i] * xr[i];
-            const float inv = (float)(1.0 / sqrt(ss / d + eps));
-            for (int i = 0; i < d; i++) yr[i] = g[i] * (xr[i] * inv);
+            rms_group(xr, yr, d, g, eps, cfg->norm_plus_one);
         } else {
             double mean = 0, var = 0;
             for (int i = 0; i < d; i++) mean += xr[i];
@@ -274,6 +319,18 @@ static void cpu_norm(pt_backend *be, const pt_config *cfg, const void *xv, int n
             const double inv = 1.0 / sqrt(var + eps);
             for (int i = 0; i < d; i++) yr[i] = (float)((xr[i] - mean) * inv) * g[i] + b[i];
         }
+    }
+}
+
+static void cpu_rms_norm(pt_backend *be, const pt_config *cfg, void *xv, int n, int row_stride,
+                         int col0, int groups, int width, const float *g) {
+    PT_BE_GUARD(be);
+    float *x = xv;
+    const int tasks = n * groups;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < tasks; t++) {
+        float *v = x + (size_t)(t / groups) * row_stride + col0 + (size_t)(t % groups) * width;
+        rms_group(v, v, width, g, cfg->norm_eps, cfg->norm_plus_one);
     }
 }
 
@@ -349,30 +406,31 @@ static void cpu_logits(pt_backend *be, const void *x, int n, const pt_linear *li
 }
 
 static void cpu_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkvv, int n,
-                     const int32_t *pos) {
+                     const int32_t *pos, const float *alt_freq, const uint8_t *alt_rows) {
     PT_BE_GUARD(be);
     cpu_ctx *c = be->ctx;
-    const int hd = cfg->head_dim, half = hd / 2;
+    const int hd = cfg->head_dim, half = pt_rotary_dim(cfg) / 2;
     const int heads = cfg->n_heads + cfg->n_kv_heads; /* q heads then k heads */
     const int stride = (cfg->n_heads + 2 * cfg->n_kv_heads) * hd;
     float *qkv = qkvv;
     int max_pos = 0;
     for (int r = 0; r < n; r++)
         if (pos[r] > max_pos) max_pos = pos[r];
-    if (c->rope_freq_of != inv_freq || c->rope_half != half || max_pos >= c->rope_positions) {
-        pt_backend_fail(be, 0, 0,
-                        "cpu backend: rope at position %d beyond the reserved %d "
-                        "(internal error)",
-                        max_pos, c->rope_positions);
+    const rope_table *t0 = rope_table_of(c, inv_freq, half, max_pos);
+    const rope_table *t1 = alt_freq && alt_rows ? rope_table_of(c, alt_freq, half, max_pos) : NULL;
+    if (!t0 || (alt_freq && alt_rows && !t1)) {
+        pt_backend_fail(
+            be, 0, 0, "cpu backend: rope at position %d without a reserved table (internal error)",
+            max_pos);
         return;
     }
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
-        const float *cs = c->rope_cos + (size_t)pos[r] * half,
-                    *sn = c->rope_sin + (size_t)pos[r] * half;
+        const rope_table *t = t1 && alt_rows[r] ? t1 : t0;
+        const float *cs = t->cos + (size_t)pos[r] * half, *sn = t->sin + (size_t)pos[r] * half;
         float *row = qkv + (size_t)r * stride;
         for (int h = 0; h < heads; h++) {
-            float *v = row + (size_t)h * hd;
+            float *v = row + (size_t)h * hd; /* dims half*2 .. hd-1 pass through (partial) */
             for (int i = 0; i < half; i++) {
                 const float x1 = v[i], x2 = v[i + half];
                 v[i] = x1 * cs[i] - x2 * sn[i];
@@ -406,7 +464,7 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
     const int kvh = h / (a->n_heads / a->n_kv_heads);
     const int LH = a->n_layers * a->n_heads, lh = a->layer * a->n_heads + h;
     const int n_keys_total = s->pos0 + s->n_q;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = a->scale > 0 ? a->scale : 1.0f / sqrtf((float)hd), cap = a->softcap;
     const int knock = s->ko_pos >= 0 && a->layer >= s->ko_lo && a->layer < s->ko_hi;
     float *S = c->scores[t];
     double *mass = c->mass_acc[t];
@@ -441,6 +499,8 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
             const int i = s->pos0 + q0 + r; /* query position */
             float *sr = S + (size_t)r * nk;
             const int lo = a->window > 0 && i - a->window + 1 > 0 ? i - a->window + 1 : 0;
+            if (cap > 0) /* soft-capping (Gemma 2): c tanh(s / c), before the mask */
+                for (int j = lo; j <= i; j++) sr[j] = cap * tanhf(sr[j] / cap);
             const int ko = knock && s->ko_pos >= lo && s->ko_pos < i ? s->ko_pos : -1;
             /* visible keys: lo .. i, minus the knocked-out one (its score is left out of the max
              * and its probability is zeroed); the loops are branch-free so they vectorise */
@@ -521,6 +581,13 @@ static void cpu_mlp_act(pt_backend *be, const pt_config *cfg, const void *hv, in
             float *o = out + (size_t)r * ff;
             for (int i = 0; i < ff; i++) o[i] = (g[i] / (1.0f + pt_expf(-g[i]))) * u[i];
         }
+    } else if (cfg->mlp == PT_MLP_GEGLU) {
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < n; r++) {
+            const float *g = h + (size_t)r * 2 * ff, *u = g + ff;
+            float *o = out + (size_t)r * ff;
+            for (int i = 0; i < ff; i++) o[i] = gelu_tanh(g[i]) * u[i];
+        }
     } else {
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < n; r++) {
@@ -529,6 +596,12 @@ static void cpu_mlp_act(pt_backend *be, const pt_config *cfg, const void *hv, in
             for (int i = 0; i < ff; i++) o[i] = gelu_tanh(x[i]);
         }
     }
+}
+
+static void cpu_softcap(pt_backend *be, float *x, size_t n, float cap) {
+    PT_BE_GUARD(be);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
 static void cpu_add(pt_backend *be, void *xv, const void *yv, size_t n) {
@@ -770,6 +843,8 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->sync = cpu_sync;
     be->embed = cpu_embed;
     be->norm = cpu_norm;
+    be->rms_norm = cpu_rms_norm;
+    be->softcap = cpu_softcap;
     be->linear = cpu_linear;
     be->logits = cpu_logits;
     be->rope = cpu_rope;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "punctum/cli.h"
+#include "punctum/config.h"
 #include "punctum/common.h"
 
 static void usage(FILE *f) {
@@ -18,6 +19,8 @@ static void usage(FILE *f) {
             "  punctum --help | --version\n"
             "\n"
             "`punctum run --help` lists the sweep's options.\n"
+            "\n"
+            "models (config.json model_type): " PT_MODEL_TYPES "\n"
             "\n"
             "exit status:\n"
             "  0        success\n"

@@ -1,5 +1,6 @@
 /* punctum — the forward pass over a packed batch (see forward.h). Architecture differences
- * are flags in pt_config handled inside the backend ops; this file is the same for all. */
+ * are flags in pt_config and the presence of weights (a norm without weights is not run), handled
+ * inside the backend ops; this file is the same for every family. */
 #include "punctum/forward.h"
 
 #include <stdio.h>
@@ -51,6 +52,8 @@ static void free_buffers(pt_engine *en) {
         memset(en->k_cache, 0, (size_t)en->cfg->n_layers * sizeof *en->k_cache);
         memset(en->v_cache, 0, (size_t)en->cfg->n_layers * sizeof *en->v_cache);
     }
+    free(en->rope_long_rows);
+    en->rope_long_rows = NULL;
     memset(&en->cap, 0, sizeof en->cap);
 }
 
@@ -113,7 +116,7 @@ typedef struct {
 static widths widths_of(const pt_config *c) {
     const size_t hd = (size_t)c->head_dim;
     return (widths){(size_t)c->d_model,      (size_t)(c->n_heads + 2 * c->n_kv_heads) * hd,
-                    (size_t)c->n_heads * hd, (size_t)c->d_ff * (c->mlp == PT_MLP_SWIGLU ? 2 : 1),
+                    (size_t)c->n_heads * hd, (size_t)c->d_ff * (c->mlp == PT_MLP_GELU_TANH ? 1 : 2),
                     (size_t)c->d_ff,         (size_t)c->n_kv_heads * hd};
 }
 
@@ -142,8 +145,14 @@ int pt_engine_reserve(pt_engine *en, const pt_engine_size *sz) {
     pt_backend *be = en->be;
     const pt_config *c = en->cfg;
     if (be->status.failed) return -1;
-    const pt_reserve r = {sz->rows,       sz->kv_rows, sz->max_keys,
-                          sz->final_rows, sz->topk,    en->w.rope_inv_freq};
+    const pt_reserve r = {sz->rows,
+                          sz->kv_rows,
+                          sz->max_keys,
+                          sz->final_rows,
+                          sz->topk,
+                          en->w.rope_inv_freq,
+                          en->w.rope_long_inv_freq,
+                          en->w.rope_local_inv_freq};
     if (be->reserve(be, c, &r)) return -1;
     if (en->x && fits(&en->cap, sz)) return 0;
     pt_engine_size cap = {grow(sz->rows, en->cap.rows, 0),
@@ -164,6 +173,10 @@ int pt_engine_reserve(pt_engine *en, const pt_engine_size *sz) {
         !(en->final_x = dev_alloc(be, (size_t)cap.final_rows, w.d, ra)) ||
         !(en->final_h = dev_alloc(be, (size_t)cap.final_rows, w.d, ea)))
         goto oom;
+    if (en->w.rope_long_inv_freq && !(en->rope_long_rows = malloc(rows ? rows : 1))) {
+        pt_backend_fail(be, 1, rows, "out of host memory (%zu bytes of RoPE row flags)", rows);
+        goto oom;
+    }
     const int nbuf = cap.kv_all_layers ? c->n_layers : 1;
     for (int l = 0; l < nbuf; l++)
         if (!(en->k_cache[l] = dev_alloc(be, (size_t)cap.kv_rows, w.kvd, be->kv_bytes)) ||
@@ -188,8 +201,11 @@ int pt_decode(pt_engine *en, const void *x, int m, float *logits) {
         const void *xr = (const char *)x + row_off((size_t)r0, (size_t)c->d_model, be->resid_bytes);
         PROF(en, PT_PROF_HEAD,
              be->norm(be, c, xr, k, en->w.final_norm_w, en->w.final_norm_b, en->final_h));
-        PROF(en, PT_PROF_HEAD,
-             be->logits(be, en->final_h, k, &en->w.lm_head, logits + (size_t)r0 * c->vocab_size));
+        float *lr = logits + (size_t)r0 * c->vocab_size;
+        PROF(en, PT_PROF_HEAD, be->logits(be, en->final_h, k, &en->w.lm_head, lr));
+        if (c->final_softcap > 0) /* before every vocabulary statistic (Gemma 2) */
+            PROF(en, PT_PROF_HEAD,
+                 be->softcap(be, lr, (size_t)k * c->vocab_size, (float)c->final_softcap));
     }
     return be->status.failed ? -1 : 0;
 }
@@ -217,6 +233,33 @@ static void capture(pt_engine *en, pt_fwd *f, int l) {
                              (char *)f->tap_resid + row_off((size_t)l * f->n_tap, (size_t)d, rb)));
 }
 
+/* The q and k norms of the fused qkv rows: per head (Qwen3, Gemma 3) or over each whole
+ * projection (OLMo 2). */
+static void qk_norms(pt_engine *en, const pt_layer_weights *lw, int n) {
+    pt_backend *be = en->be;
+    const pt_config *c = en->cfg;
+    const int hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads, stride = (H + 2 * KV) * hd;
+    const int head = c->qk_norm == PT_QKNORM_HEAD;
+    be->rms_norm(be, c, en->qkv, n, stride, 0, head ? H : 1, head ? hd : H * hd, lw->q_norm_w);
+    be->rms_norm(be, c, en->qkv, n, stride, H * hd, head ? KV : 1, head ? hd : KV * hd,
+                 lw->k_norm_w);
+}
+
+/* longrope: which rows rotate with the long factors. A row belongs to a segment whose queries
+ * end at position pos0 + n_q - 1, the longest position of its sequence in this forward (a
+ * clean sequence, a variant, an extension, a decode step); as transformers chooses by
+ * max(position_ids) + 1 of the forward. NULL: no longrope. */
+static const uint8_t *rope_long_rows(pt_engine *en, const pt_fwd *f) {
+    if (!en->w.rope_long_inv_freq || !en->rope_long_rows) return NULL;
+    memset(en->rope_long_rows, 0, (size_t)f->n_rows);
+    for (int i = 0; i < f->n_segs; i++) {
+        const pt_segment *s = &f->segs[i];
+        if (pt_rope_long(en->cfg, s->pos0 + s->n_q) && s->row >= 0 && s->row + s->n_q <= f->n_rows)
+            memset(en->rope_long_rows + s->row, 1, (size_t)s->n_q);
+    }
+    return en->rope_long_rows;
+}
+
 int pt_forward(pt_engine *en, pt_fwd *f) {
     pt_backend *be = en->be;
     const pt_config *c = en->cfg;
@@ -237,15 +280,20 @@ int pt_forward(pt_engine *en, pt_fwd *f) {
     else
         PROF(en, PT_PROF_EMBED, be->embed(be, c, w, f->ids, f->pos, n, en->x));
 
+    const uint8_t *long_rows = rope_long_rows(en, f);
     for (int l = f->start_layer; l < L; l++) {
         const pt_layer_weights *lw = &w->layers[l];
+        const int local = c->layer_flags[l] & PT_LAYER_LOCAL_ROPE;
         capture(en, f, l);
 
-        /* attention block */
+        /* attention block: [norm] -> q|k|v -> [q/k norms] -> [RoPE] -> attention -> o -> [norm] */
         PROF(en, PT_PROF_NORM, be->norm(be, c, en->x, n, lw->norm1_w, lw->norm1_b, en->h));
         linear(en, en->h, n, &lw->qkv, en->qkv);
-        if (c->rope != PT_ROPE_NONE)
-            PROF(en, PT_PROF_ROPE, be->rope(be, c, w->rope_inv_freq, en->qkv, n, f->pos));
+        if (lw->q_norm_w) PROF(en, PT_PROF_NORM, qk_norms(en, lw, n));
+        if (c->rope != PT_ROPE_NONE && !(c->layer_flags[l] & PT_LAYER_NO_ROPE))
+            PROF(en, PT_PROF_ROPE,
+                 be->rope(be, c, local ? w->rope_local_inv_freq : w->rope_inv_freq, en->qkv, n,
+                          f->pos, local ? NULL : w->rope_long_inv_freq, local ? NULL : long_rows));
         PROF(en, PT_PROF_ATTN,
              be->store_kv(be, c, en->qkv, n, en->k_cache[l], en->v_cache[l], f->kv_rows));
         pt_attn_args a = {
@@ -264,17 +312,23 @@ int pt_forward(pt_engine *en, pt_fwd *f) {
             .n_heads = c->n_heads,
             .n_kv_heads = c->n_kv_heads,
             .head_dim = c->head_dim,
-            .window = c->sliding_window,
+            .window = pt_layer_window(c, l),
+            .scale = pt_attn_scale(c),
+            .softcap = (float)c->attn_softcap,
         };
         PROF(en, PT_PROF_ATTN, be->attention(be, &a));
         linear(en, en->attn, n, &lw->o, en->tmp);
+        if (lw->post1_w)
+            PROF(en, PT_PROF_NORM, be->rms_norm(be, c, en->tmp, n, d, 0, 1, d, lw->post1_w));
         PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
 
-        /* MLP block */
+        /* MLP block: [norm] -> gate|up -> activation -> down -> [norm] */
         PROF(en, PT_PROF_NORM, be->norm(be, c, en->x, n, lw->norm2_w, lw->norm2_b, en->h));
         linear(en, en->h, n, &lw->up, en->ff_in);
         PROF(en, PT_PROF_MLP_ACT, be->mlp_act(be, c, en->ff_in, n, en->ff_act));
         linear(en, en->ff_act, n, &lw->down, en->tmp);
+        if (lw->post2_w)
+            PROF(en, PT_PROF_NORM, be->rms_norm(be, c, en->tmp, n, d, 0, 1, d, lw->post2_w));
         PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
         if (be->status.failed) return -1; /* stop at the layer that failed */
     }

@@ -306,7 +306,8 @@ static int model_open(pt_run *R, pt_error *e) {
     const pt_run_opts *o = R->o;
     pt_sweep *S = &R->S;
     struct stat st;
-    if (pt_model_load(o->model_dir, &S->model, e)) return 1;
+    const int mrc = pt_model_load(o->model_dir, &S->model, e);
+    if (mrc) return mrc == 2 ? 2 : 1; /* 2: config.json names an unsupported model */
     S->cfg = &S->model.cfg;
     char *tok_path = pt_path_join(o->model_dir, "tokenizer.json");
     if (stat(tok_path, &st) == 0 && !(S->tok = pt_tokenizer_load(tok_path, e))) {

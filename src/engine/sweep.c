@@ -125,9 +125,11 @@ static void plan_rows(pt_sweep *S, pt_record *r) {
     int base = -1, ext = -1;
     if (ib >= 0 && S->prefix_sharing) {
         pt_bseq *A = &P->seqs.v[ia], *B = &P->seqs.v[ib];
-        if (is_prefix(A->ids, A->T, B->ids, B->T))
+        /* not across longrope's short / long factors: the keys would rotate differently */
+        const int share = pt_rope_can_share(S->cfg, A->T, B->T);
+        if (share && is_prefix(A->ids, A->T, B->ids, B->T))
             base = ia, ext = ib;
-        else if (is_prefix(B->ids, B->T, A->ids, A->T))
+        else if (share && is_prefix(B->ids, B->T, A->ids, A->T))
             base = ib, ext = ia;
     }
     for (int k = 0; k < 1 + (ib >= 0); k++) {

@@ -205,54 +205,107 @@ static int load_gpt2(loader *L) {
     return 0;
 }
 
-/* Append model.layers.L.GROUP.NAME.weight (and .bias when `bias`) as a part of `lin`. */
+/* Append layers.L.GROUP.NAME.weight (and .bias when `bias`) as a part of `lin`. */
 static int add_layer_part(loader *L, pt_linear *lin, int l, const char *group, const char *proj,
                           int bias, int out, int in) {
     char name[160], bname[160];
-    snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, group, proj);
-    snprintf(bname, sizeof bname, "model.layers.%d.%s.%s.bias", l, group, proj);
+    snprintf(name, sizeof name, "layers.%d.%s.%s.weight", l, group, proj);
+    snprintf(bname, sizeof bname, "layers.%d.%s.%s.bias", l, group, proj);
     return add_part(L, lin, name, bias ? bname : NULL, out, in, 0);
+}
+
+/* layers.L.NAME.weight, a float32 vector of n (NULL with e set if missing). */
+static const float *layer_vec(loader *L, int l, const char *name, int64_t n) {
+    char full[160];
+    snprintf(full, sizeof full, "layers.%d.%s.weight", l, name);
+    return load1(L, full, n);
+}
+
+/* The norms of one layer under each family's names: Gemma's four (input, post-attention,
+ * pre- and post-feedforward), OLMo 2's two post-norms, everyone else's two pre-norms. */
+static int load_layer_norms(loader *L, int l, pt_layer_weights *lw) {
+    const pt_config *c = &L->m->cfg;
+    const int d = c->d_model;
+    if (c->pre_norms && !(lw->norm1_w = layer_vec(L, l, "input_layernorm", d))) return -1;
+    if (c->pre_norms && c->post_norms) { /* Gemma */
+        return !(lw->post1_w = layer_vec(L, l, "post_attention_layernorm", d)) ||
+                       !(lw->norm2_w = layer_vec(L, l, "pre_feedforward_layernorm", d)) ||
+                       !(lw->post2_w = layer_vec(L, l, "post_feedforward_layernorm", d))
+                   ? -1
+                   : 0;
+    }
+    if (c->post_norms) /* OLMo 2 */
+        return !(lw->post1_w = layer_vec(L, l, "post_attention_layernorm", d)) ||
+                       !(lw->post2_w = layer_vec(L, l, "post_feedforward_layernorm", d))
+                   ? -1
+                   : 0;
+    return (lw->norm2_w = layer_vec(L, l, "post_attention_layernorm", d)) ? 0 : -1;
+}
+
+static int load_layer(loader *L, int l, pt_layer_weights *lw) {
+    const pt_config *c = &L->m->cfg;
+    const int d = c->d_model, ff = c->d_ff, hd = c->head_dim;
+    const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    if (load_layer_norms(L, l, lw)) return -1;
+    if (c->qk_norm != PT_QKNORM_NONE) {
+        const int per_head = c->qk_norm == PT_QKNORM_HEAD;
+        if (!(lw->q_norm_w = layer_vec(L, l, "self_attn.q_norm", per_head ? hd : qd)) ||
+            !(lw->k_norm_w = layer_vec(L, l, "self_attn.k_norm", per_head ? hd : kvd)))
+            return -1;
+    }
+    if (c->arch == PT_ARCH_PHI3) { /* fused qkv_proj and gate_up_proj: one part each */
+        if (add_layer_part(L, &lw->qkv, l, "self_attn", "qkv_proj", 0, qd + 2 * kvd, d) ||
+            add_layer_part(L, &lw->up, l, "mlp", "gate_up_proj", 0, 2 * ff, d))
+            return -1;
+    } else if (add_layer_part(L, &lw->qkv, l, "self_attn", "q_proj", c->qkv_bias, qd, d) ||
+               add_layer_part(L, &lw->qkv, l, "self_attn", "k_proj", c->qkv_bias, kvd, d) ||
+               add_layer_part(L, &lw->qkv, l, "self_attn", "v_proj", c->qkv_bias, kvd, d) ||
+               add_layer_part(L, &lw->up, l, "mlp", "gate_proj", c->mlp_bias, ff, d) ||
+               add_layer_part(L, &lw->up, l, "mlp", "up_proj", c->mlp_bias, ff, d)) {
+        return -1;
+    }
+    return add_layer_part(L, &lw->o, l, "self_attn", "o_proj", c->o_bias, d, qd) ||
+                   add_layer_part(L, &lw->down, l, "mlp", "down_proj", c->mlp_bias, d, ff)
+               ? -1
+               : 0;
+}
+
+/* The text model's prefix: "model." (Gemma 3 multimodal checkpoints: the language model's,
+ * as transformers 5 saves it or as the Hub's originals name it). */
+static const char *text_prefix(pt_model *m) {
+    if (strcmp(m->cfg.model_type, "gemma3") != 0) return "model.";
+    if (pt_st_find(&m->files, "language_model.model.embed_tokens.weight"))
+        return "language_model.model.";
+    return "model.language_model.";
 }
 
 static int load_llama_like(loader *L) {
     pt_model *m = L->m;
     const pt_config *c = &m->cfg;
-    const int d = c->d_model, ff = c->d_ff, hd = c->head_dim;
-    const int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     pt_weights *w = &m->host;
-    L->prefix = "";
-    if (load2(L, "model.embed_tokens.weight", c->vocab_size, d, &w->tok_emb)) return -1;
-    char name[160];
-    for (int l = 0; l < c->n_layers; l++) {
-        pt_layer_weights *lw = &w->layers[l];
-        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        if (!(lw->norm1_w = load1(L, name, d))) return -1;
-        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (!(lw->norm2_w = load1(L, name, d))) return -1;
-        /* q | k | v and gate | up: parts of one projection each, no copy */
-        if (add_layer_part(L, &lw->qkv, l, "self_attn", "q_proj", c->qkv_bias, qd, d) ||
-            add_layer_part(L, &lw->qkv, l, "self_attn", "k_proj", c->qkv_bias, kvd, d) ||
-            add_layer_part(L, &lw->qkv, l, "self_attn", "v_proj", c->qkv_bias, kvd, d) ||
-            add_layer_part(L, &lw->o, l, "self_attn", "o_proj", c->o_bias, d, qd) ||
-            add_layer_part(L, &lw->up, l, "mlp", "gate_proj", c->mlp_bias, ff, d) ||
-            add_layer_part(L, &lw->up, l, "mlp", "up_proj", c->mlp_bias, ff, d) ||
-            add_layer_part(L, &lw->down, l, "mlp", "down_proj", c->mlp_bias, d, ff))
-            return -1;
-    }
-    if (!(w->final_norm_w = load1(L, "model.norm.weight", d))) return -1;
+    L->prefix = text_prefix(m);
+    if (load2(L, "embed_tokens.weight", c->vocab_size, c->d_model, &w->tok_emb)) return -1;
+    for (int l = 0; l < c->n_layers; l++)
+        if (load_layer(L, l, &w->layers[l])) return -1;
+    if (!(w->final_norm_w = load1(L, "norm.weight", c->d_model))) return -1;
     return 0;
 }
 
-void pt_rope_inv_freq(const pt_config *c, float *out) {
+void pt_rope_inv_freq_table(const pt_config *c, int table, float *out) {
     /* Float32 arithmetic in the order transformers uses, so positions rotate identically. */
-    const int half = c->head_dim / 2;
+    const int dim = pt_rotary_dim(c), half = dim / 2;
+    const float theta = (float)(table == PT_ROPE_LOCAL ? c->rope_local_theta : c->rope_theta);
+    const pt_rope_kind kind = table == PT_ROPE_LOCAL ? PT_ROPE_DEFAULT : c->rope;
     for (int i = 0; i < half; i++) {
-        float expo = (float)(2 * i) / (float)c->head_dim;
-        float base_pow = powf((float)c->rope_theta, expo);
+        float expo = (float)(2 * i) / (float)dim;
+        float base_pow = powf(theta, expo);
         float f = 1.0f / base_pow;
-        if (c->rope == PT_ROPE_LINEAR) {
+        if (kind == PT_ROPE_LONGROPE) {
+            const float ext = table == PT_ROPE_LONG ? c->rope_long[i] : c->rope_short[i];
+            f = 1.0f / (ext * base_pow);
+        } else if (kind == PT_ROPE_LINEAR) {
             f = f / (float)c->rope_factor;
-        } else if (c->rope == PT_ROPE_LLAMA3) {
+        } else if (kind == PT_ROPE_LLAMA3) {
             const float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq_factor,
                         hi = (float)c->rope_high_freq_factor,
                         old_ctx = (float)c->rope_original_max_positions;
@@ -268,13 +321,38 @@ void pt_rope_inv_freq(const pt_config *c, float *out) {
     }
 }
 
+void pt_rope_inv_freq(const pt_config *c, float *out) {
+    pt_rope_inv_freq_table(c, PT_ROPE_GLOBAL, out);
+}
+
+/* The RoPE tables the config needs (model.h). */
+static int load_rope(pt_model *m, pt_error *e) {
+    const pt_config *c = &m->cfg;
+    if (c->rope == PT_ROPE_NONE) return 0;
+    const float **dst[3] = {&m->host.rope_inv_freq, &m->host.rope_long_inv_freq,
+                            &m->host.rope_local_inv_freq};
+    const int want[3] = {1, c->rope == PT_ROPE_LONGROPE, c->rope_local_theta > 0};
+    for (int t = 0; t < 3; t++) {
+        if (!want[t]) continue;
+        float *inv = own_vector(m, (size_t)(pt_rotary_dim(c) / 2), e);
+        if (!inv) return -1;
+        pt_rope_inv_freq_table(c, t, inv);
+        *dst[t] = inv;
+    }
+    return 0;
+}
+
 int pt_model_load(const char *dir, pt_model *m, pt_error *e) {
     memset(m, 0, sizeof *m);
     if (!(m->dir = strdup(dir))) return pt_fail(e, "%s: out of memory", dir);
     char *cfg_path = pt_path_join(dir, "config.json");
     int rc = pt_config_load(cfg_path, &m->cfg, e);
     free(cfg_path);
-    if (rc || pt_st_set_open(dir, &m->files, e)) goto fail;
+    if (rc) { /* a model the engine does not implement, or an invalid config: a usage error */
+        pt_model_free(m);
+        return 2;
+    }
+    if (pt_st_set_open(dir, &m->files, e)) goto fail;
     for (size_t i = 0; i < m->files.n_files; i++) m->file_bytes += m->files.files[i].map_len;
 
     const pt_config *c = &m->cfg;
@@ -286,17 +364,13 @@ int pt_model_load(const char *dir, pt_model *m, pt_error *e) {
 
     pt_weights *w = &m->host;
     pt_tensor head = w->tok_emb;
-    L.prefix = "";
+    /* Gemma 3's multimodal originals keep the head under language_model. */
+    L.prefix = pt_st_find(&m->files, "language_model.lm_head.weight") ? "language_model." : "";
     if (!c->tied_embeddings && load2(&L, "lm_head.weight", c->vocab_size, c->d_model, &head))
         goto fail;
     w->lm_head = pt_linear_one(head, NULL, c->vocab_size, c->d_model, 0);
     m->weight_dtype = c->n_layers > 0 ? w->layers[0].qkv.part[0].w.dtype : head.dtype;
-    if (c->rope != PT_ROPE_NONE) {
-        float *inv = own_vector(m, (size_t)(c->head_dim / 2), e);
-        if (!inv) goto fail;
-        pt_rope_inv_freq(c, inv);
-        w->rope_inv_freq = inv;
-    }
+    if (load_rope(m, e)) goto fail;
     return 0;
 fail:
     pt_model_free(m);

@@ -191,7 +191,7 @@ static void report(const char *op, const char *shape, const char *dt, const cmp_
 
 /* The operations' scratch (backend.h, reserve) for `rows` rows and `keys` positions. */
 static void reserve_for(pt_backend *be, const pt_config *cfg, int rows, int keys, const float *inv_freq) {
-    const pt_reserve r = {rows, keys, keys, rows, 32, inv_freq};
+    const pt_reserve r = {rows, keys, keys, rows, 32, inv_freq, NULL, NULL};
     pt_error e;
     if (be->reserve(be, cfg, &r) || pt_backend_take_error(be, &e, NULL)) {
         fprintf(stderr, "test_backend_ops: %s: reserve failed: %s\n", be->name, be->status.msg);
@@ -480,8 +480,8 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
         float *x = rnd_vec((size_t)n * qkv_w, 1.0f);
         dbuf xa, xb;
         float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * qkv_w), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * qkv_w);
-        P->cpu->rope(P->cpu, cfg, wa.rope_inv_freq, dxa, n, pos);
-        P->gpu->rope(P->gpu, cfg, wb.rope_inv_freq, dxb, n, pos);
+        P->cpu->rope(P->cpu, cfg, wa.rope_inv_freq, dxa, n, pos, NULL, NULL);
+        P->gpu->rope(P->gpu, cfg, wb.rope_inv_freq, dxb, n, pos, NULL, NULL);
         float *ha = pt_xmalloc((size_t)n * qkv_w * 4), *hb = pt_xmalloc((size_t)n * qkv_w * 4);
         dget(&xa, ha), dget(&xb, hb);
         cmp_t c;
@@ -585,6 +585,225 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
     P->cpu->free_weights(P->cpu, cfg, &wa);
     P->gpu->free_weights(P->gpu, cfg, &wb);
     if (gpu_alt) gpu_alt->free_weights(gpu_alt, cfg, &wc);
+}
+
+/* ---- the families' operations (Qwen3, Gemma 2/3, OLMo 2, Phi-3, SmolLM3) --------------------- */
+
+/* Run an in-place op on both backends from the same input x[n] and compare (atol, rtol). */
+typedef void (*inplace_fn)(pt_backend *be, const pt_config *cfg, float *x, const float *w, void *arg);
+static void cmp_inplace(pair_t *P, const char *op, const char *shape, const pt_config *cfg, const float *x, size_t n,
+                        const float *w, size_t nw, inplace_fn fn, void *arg, double at, double rt) {
+    dbuf xa, xb, wa, wb;
+    memset(&wa, 0, sizeof wa), memset(&wb, 0, sizeof wb);
+    float *dxa = dfrom(P->cpu, &xa, x, n), *dxb = dfrom(P->gpu, &xb, x, n);
+    const float *dwa = w ? dfrom(P->cpu, &wa, w, nw) : NULL, *dwb = w ? dfrom(P->gpu, &wb, w, nw) : NULL;
+    fn(P->cpu, cfg, dxa, dwa, arg);
+    fn(P->gpu, cfg, dxb, dwb, arg);
+    float *ha = pt_xmalloc(n * 4), *hb = pt_xmalloc(n * 4);
+    dget(&xa, ha), dget(&xb, hb);
+    cmp_t c;
+    cmp_init(&c);
+    cmp_f(&c, hb, ha, n, at, rt);
+    report(op, shape, P->tag, &c, at, rt, dguards(&xb) + (w ? dguards(&wb) : 0));
+    dfree(&xa), dfree(&xb), free(ha), free(hb);
+    if (w) dfree(&wa), dfree(&wb);
+}
+
+/* rms_norm's geometry: n rows of row_stride, groups of width from col0 */
+typedef struct {
+    int n, stride, col0, groups, width;
+} rms_geom;
+static void do_rms(pt_backend *be, const pt_config *cfg, float *x, const float *w, void *arg) {
+    const rms_geom *g = arg;
+    be->rms_norm(be, cfg, x, g->n, g->stride, g->col0, g->groups, g->width, w);
+}
+static void do_softcap(pt_backend *be, const pt_config *cfg, float *x, const float *w, void *arg) {
+    (void)cfg, (void)w;
+    be->softcap(be, x, *(const size_t *)arg, 30.0f);
+}
+
+/* RoPE over rotary_dim with the rows of alt_rows on the second table (longrope's long factors),
+ * times the attention factor; or a table of its own (Gemma 3's local layers). */
+typedef struct {
+    int n;
+    const int32_t *pos;
+    const uint8_t *alt_rows;
+    const float *tab_host[2]; /* inv_freq tables (host); the device copies are made per backend */
+} rope_arg;
+static void do_rope(pt_backend *be, const pt_config *cfg, float *x, const float *w, void *arg) {
+    (void)w;
+    const rope_arg *r = arg;
+    const int half = pt_rotary_dim(cfg) / 2;
+    dbuf t0, t1;
+    memset(&t1, 0, sizeof t1);
+    const float *d0 = dfrom(be, &t0, r->tab_host[0], (size_t)half);
+    const float *d1 = r->tab_host[1] ? dfrom(be, &t1, r->tab_host[1], (size_t)half) : NULL;
+    const pt_reserve rs = {r->n, 20001, 20001, r->n, 32, d0, d1, NULL};
+    pt_error e;
+    if (be->reserve(be, cfg, &rs) || pt_backend_take_error(be, &e, NULL)) {
+        fprintf(stderr, "test_backend_ops: %s: reserve failed: %s\n", be->name, be->status.msg);
+        exit(1);
+    }
+    be->rope(be, cfg, d0, x, r->n, r->pos, d1, d1 ? r->alt_rows : NULL);
+    be->sync(be);
+    dfree(&t0);
+    if (d1) dfree(&t1);
+}
+
+static void family_cfg(pt_config *c, int H, int KV, int hd, int ff) {
+    memset(c, 0, sizeof *c);
+    c->arch = PT_ARCH_LLAMA;
+    c->n_layers = 1, c->n_heads = H, c->n_kv_heads = KV, c->head_dim = hd;
+    c->d_model = 64, c->d_ff = ff, c->vocab_size = 320, c->max_positions = 128;
+    c->norm = PT_NORM_RMSNORM, c->norm_eps = 1e-6, c->mlp = PT_MLP_SWIGLU, c->pre_norms = 1;
+    c->rope = PT_ROPE_DEFAULT, c->rope_theta = 10000.0;
+}
+
+static void test_family_ops(pair_t *P) {
+    char shape[96];
+    const double rt = 1e-4;
+    pt_config cfg;
+    /* rms_norm: per-head q and k norms of fused qkv rows (Qwen3; Gemma 3 with 1 + w), whole
+     * projections (OLMo 2), a d_model post-norm; head_dim 256 (Gemma) */
+    if (want("rms_norm")) {
+        const int hds[] = {16, 256};
+        for (int k = 0; k < 2; k++)
+            for (int plus = 0; plus < 2; plus++) {
+                const int H = 3, KV = 1, hd = hds[k], n = 11, stride = (H + 2 * KV) * hd;
+                family_cfg(&cfg, H, KV, hd, 96);
+                cfg.norm_plus_one = plus;
+                float *x = rnd_vec((size_t)n * stride, 2.0f), *w = rnd_vec((size_t)H * hd, 0.5f);
+                const rms_geom geo[] = {{n, stride, 0, H, hd}, {n, stride, H * hd, KV, hd},
+                                        {n, stride, 0, 1, H * hd}, {n, stride, H * hd, 1, KV * hd}};
+                const char *what[] = {"q per head", "k per head", "q whole", "k whole"};
+                for (int g = 0; g < 4; g++) {
+                    snprintf(shape, sizeof shape, "%s n=%d hd=%d stride=%d%s", what[g], n, hd, stride,
+                             plus ? " (1+w)" : "");
+                    cmp_inplace(P, "rms_norm", shape, &cfg, x, (size_t)n * stride, w,
+                                (size_t)geo[g].width, do_rms, (void *)&geo[g], 1e-6, rt);
+                }
+                free(x), free(w);
+            }
+        family_cfg(&cfg, 4, 2, 16, 96);
+        cfg.norm_plus_one = 1;
+        const int n = 9, d = 200;
+        float *x = rnd_vec((size_t)n * d, 3.0f), *w = rnd_vec((size_t)d, 0.5f);
+        const rms_geom g = {n, d, 0, 1, d};
+        cmp_inplace(P, "rms_norm", "post-norm n=9 d=200 (1+w)", &cfg, x, (size_t)n * d, w, (size_t)d, do_rms,
+                    (void *)&g, 1e-6, rt);
+        free(x), free(w);
+    }
+    /* final-logit soft-capping */
+    if (want("softcap")) {
+        size_t n = 3 * 1000 + 7;
+        float *x = rnd_vec(n, 40.0f);
+        family_cfg(&cfg, 4, 2, 16, 96);
+        cmp_inplace(P, "softcap", "n=3007 cap=30", &cfg, x, n, NULL, 0, do_softcap, &n, 1e-6, rt);
+        free(x);
+    }
+    /* rope: partial rotary (Phi-3) with longrope's two tables per row and attention factor;
+     * head_dim 256 with a table of its own (Gemma 3's local layers) */
+    if (want("rope")) {
+        const int n = 17;
+        int32_t pos[17];
+        uint8_t alt[17];
+        for (int i = 0; i < n; i++) pos[i] = i < 9 ? i : rnd_int(20000), alt[i] = (uint8_t)(i % 3 == 1);
+        for (int k = 0; k < 2; k++) {
+            const int hd = k ? 256 : 16, H = k ? 2 : 4, KV = k ? 1 : 2, stride = (H + 2 * KV) * hd;
+            family_cfg(&cfg, H, KV, hd, 96);
+            if (!k) {
+                cfg.rotary_dim = 8;
+                cfg.rope = PT_ROPE_LONGROPE;
+                cfg.rope_attn_factor = 1.19;
+                cfg.rope_original_max_positions = 16;
+                for (int i = 0; i < 4; i++) cfg.rope_short[i] = 1.0f + 0.5f * i, cfg.rope_long[i] = 2.0f + 3.0f * i;
+            } else {
+                cfg.rope_local_theta = 10000.0, cfg.rope_theta = 1e6;
+            }
+            const int half = pt_rotary_dim(&cfg) / 2;
+            float *t0 = pt_xmalloc((size_t)half * 4), *t1 = pt_xmalloc((size_t)half * 4);
+            pt_rope_inv_freq_table(&cfg, k ? PT_ROPE_LOCAL : PT_ROPE_GLOBAL, t0);
+            if (!k) pt_rope_inv_freq_table(&cfg, PT_ROPE_LONG, t1);
+            rope_arg ra = {n, pos, alt, {t0, k ? NULL : t1}};
+            float *x = rnd_vec((size_t)n * stride, 1.0f);
+            snprintf(shape, sizeof shape, "%s n=%d heads=%d+%d hd=%d rotary=%d", k ? "local table" : "longrope rows",
+                     n, H, KV, hd, 2 * half);
+            cmp_inplace(P, "rope", shape, &cfg, x, (size_t)n * stride, NULL, 0, do_rope, &ra, 1e-6, rt);
+            free(x), free(t0), free(t1);
+        }
+    }
+    /* GeGLU (Gemma) */
+    if (want("mlp_act")) {
+        const int n = 13, ff = 96;
+        family_cfg(&cfg, 4, 2, 16, ff);
+        cfg.mlp = PT_MLP_GEGLU;
+        float *h = rnd_vec((size_t)n * 2 * ff, 3.0f);
+        h[0] = 30.0f, h[1] = -30.0f, h[2] = 0.0f;
+        dbuf ha_, hb_, oa, ob;
+        float *dha = dfrom(P->cpu, &ha_, h, (size_t)n * 2 * ff), *dhb = dfrom(P->gpu, &hb_, h, (size_t)n * 2 * ff);
+        float *doa = dnew(P->cpu, &oa, (size_t)n * ff), *dob = dnew(P->gpu, &ob, (size_t)n * ff);
+        P->cpu->mlp_act(P->cpu, &cfg, dha, n, doa);
+        P->gpu->mlp_act(P->gpu, &cfg, dhb, n, dob);
+        float *ra = pt_xmalloc((size_t)n * ff * 4), *rb = pt_xmalloc((size_t)n * ff * 4);
+        dget(&oa, ra), dget(&ob, rb);
+        cmp_t c;
+        cmp_init(&c);
+        /* gelu's float rounding (1e-6 near 0, where tanh formulations differ) times |up| <~ 10 */
+        cmp_f(&c, rb, ra, (size_t)n * ff, 1e-5, rt);
+        report("mlp_act", "geglu n=13 ff=96", P->tag, &c, 1e-5, rt, dguards(&ob));
+        dfree(&ha_), dfree(&hb_), dfree(&oa), dfree(&ob), free(ra), free(rb), free(h);
+    }
+}
+
+/* embed with Gemma's scale, norm with (1 + w) and without weights (OLMo 2) on a model */
+static void test_family_model_ops(pair_t *P, synth *S) {
+    pt_config *cfg = &S->cfg;
+    const int d = cfg->d_model, V = cfg->vocab_size;
+    pt_error e;
+    pt_weights wa, wb;
+    cfg->embed_scale = 8.0, cfg->norm_plus_one = 1;
+    if (P->cpu->load_weights(P->cpu, cfg, &S->host, &wa, &e) || P->gpu->load_weights(P->gpu, cfg, &S->host, &wb, &e)) {
+        fprintf(stderr, "load_weights: %s\n", e.msg);
+        exit(1);
+    }
+    reserve_for(P->cpu, cfg, 64, 64, wa.rope_inv_freq);
+    reserve_for(P->gpu, cfg, 64, 64, wb.rope_inv_freq);
+    const int n = 21;
+    if (want("embed")) {
+        int32_t ids[21], pos[21];
+        for (int i = 0; i < n; i++) ids[i] = rnd_int(V), pos[i] = i;
+        dbuf xa, xb;
+        float *dxa = dnew(P->cpu, &xa, (size_t)n * d), *dxb = dnew(P->gpu, &xb, (size_t)n * d);
+        P->cpu->embed(P->cpu, cfg, &wa, ids, pos, n, dxa);
+        P->gpu->embed(P->gpu, cfg, &wb, ids, pos, n, dxb);
+        float *ha = pt_xmalloc((size_t)n * d * 4), *hb = pt_xmalloc((size_t)n * d * 4);
+        dget(&xa, ha), dget(&xb, hb);
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, hb, ha, (size_t)n * d, 1e-6, 1e-6);
+        report("embed", "x8 (Gemma) n=21", P->tag, &c, 1e-6, 1e-6, dguards(&xb));
+        dfree(&xa), dfree(&xb), free(ha), free(hb);
+    }
+    if (want("norm")) {
+        float *x = rnd_vec((size_t)n * d, 2.0f);
+        for (int k = 0; k < 2; k++) {
+            dbuf xa, xb, ya, yb;
+            float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * d), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * d);
+            float *dya = dnew(P->cpu, &ya, (size_t)n * d), *dyb = dnew(P->gpu, &yb, (size_t)n * d);
+            P->cpu->norm(P->cpu, cfg, dxa, n, k ? NULL : wa.layers[0].norm1_w, NULL, dya);
+            P->gpu->norm(P->gpu, cfg, dxb, n, k ? NULL : wb.layers[0].norm1_w, NULL, dyb);
+            float *ha = pt_xmalloc((size_t)n * d * 4), *hb = pt_xmalloc((size_t)n * d * 4);
+            dget(&ya, ha), dget(&yb, hb);
+            cmp_t c;
+            cmp_init(&c);
+            cmp_f(&c, hb, ha, (size_t)n * d, 1e-6, 1e-4);
+            report("norm", k ? "no weights: copy (OLMo 2)" : "rms (1+w) (Gemma)", P->tag, &c, 1e-6, 1e-4, dguards(&yb));
+            dfree(&xa), dfree(&xb), dfree(&ya), dfree(&yb), free(ha), free(hb);
+        }
+        free(x);
+    }
+    P->cpu->free_weights(P->cpu, cfg, &wa);
+    P->gpu->free_weights(P->gpu, cfg, &wb);
 }
 
 /* ---- row_abs_stats (the stat `massive`) --------------------------------------------------- */
@@ -767,6 +986,7 @@ typedef struct {
     const char *name;
     int H, KV, hd, window, layer, n_layers;
     int stats; /* 1 mass, 2 last, 4 pattern */
+    float scale, softcap; /* score scale (0: head_dim^-1/2) and soft-capping (0: none) */
     int n_segs;
     pt_segment segs[12];
     int n_rows, n_cache, n_tok_rows;
@@ -853,7 +1073,8 @@ static void run_attn(pt_backend *be, const attn_case *A, const float *q, const f
     pt_attn_args a = {.layer = A->layer, .q = dq, .q_stride = q_stride, .k_cache = dk, .v_cache = dv, .out = dout,
                       .segs = A->segs, .n_segs = A->n_segs, .mass = dm, .last = dl, .pattern = dp,
                       .n_layers = A->n_layers, .n_heads = A->H, .n_kv_heads = A->KV, .head_dim = A->hd,
-                      .window = A->window};
+                      .window = A->window, .scale = A->scale > 0 ? A->scale : 1.0f / sqrtf((float)A->hd),
+                      .softcap = A->softcap};
     be->attention(be, &a);
     dget(&bo, out);
     *guards = dguards(&bo) + dguards(&bq) + dguards(&bk) + dguards(&bv);
@@ -897,7 +1118,8 @@ static void test_attn_case(pair_t *P, const attn_case *A, uint64_t seed) {
         pos += snprintf(segdesc + pos, sizeof segdesc - (size_t)pos, "%s%d%s%d%s", i ? "," : "",
                         A->segs[i].pos0, A->segs[i].ko_pos >= 0 ? "k" : "+", A->segs[i].n_q,
                         i + 1 < A->n_segs && pos >= 22 ? ",..." : "");
-    snprintf(shape, sizeof shape, "%s H%d/%d hd%d w%d [%s]", A->name, A->H, A->KV, A->hd, A->window, segdesc);
+    snprintf(shape, sizeof shape, "%s H%d/%d hd%d w%d%s [%s]", A->name, A->H, A->KV, A->hd, A->window,
+             A->softcap > 0 ? " cap" : "", segdesc);
     cmp_t c;
     cmp_init(&c);
     cmp_f(&c, ob, oa, no, out_at, out_rt);
@@ -977,6 +1199,26 @@ static int build_attn_cases(attn_case *C, int quick) {
         attn_init(A, "headdim", hds[i] >= 128 ? 2 : 4, hds[i] >= 128 ? 1 : 2, hds[i], 0, 7);
         add_clean(A, 37), add_clean(A, hds[i] >= 128 ? 19 : 70);
         add_ext(A, 0, 20, 17, 19, 0, 3, 0);
+    }
+    /* Gemma: query_pre_attn_scalar's scale, soft-capping (small, so it bites), local window,
+     * knockout, head_dim 256 (Gemma 2 / 3) */
+    A = &C[n++];
+    attn_init(A, "gemma-cap", 4, 1, 24, 5, 7);
+    A->scale = 1.0f / sqrtf(20.0f), A->softcap = 3.0f;
+    add_clean(A, 30), add_clean(A, 4);
+    add_ext(A, 0, 20, 10, 19, 0, 3, 0);
+    add_ext(A, 0, 30, 2, -1, 0, 0, 1);
+    A = &C[n++];
+    attn_init(A, "gemma-hd256", 2, 1, 256, quick ? 0 : 9, 7);
+    A->scale = 1.0f / sqrtf(224.0f), A->softcap = 50.0f;
+    add_clean(A, 21), add_clean(A, 6);
+    add_ext(A, 0, 12, 9, 11, 0, 3, 0);
+    if (!quick) { /* several query tiles (64) and key tiles (32 at head_dim 256) */
+        A = &C[n++];
+        attn_init(A, "gemma-hd256-long", 2, 1, 256, 0, 7);
+        A->scale = 1.0f / sqrtf(256.0f);
+        add_clean(A, 75);
+        add_ext(A, 0, 75, 1, -1, 0, 0, 1);
     }
     /* long: several query and key tiles on both paths, decode-like single query */
     A = &C[n++];
@@ -1058,6 +1300,16 @@ int main(int argc, char **argv) {
             test_model_ops(&pairs[p], &S, NULL, NULL);
             synth_free(&S);
         }
+    }
+
+    /* the families' operations, per dtype */
+    for (int p = 0; p < 3; p++) {
+        synth S;
+        g_rng = seed + 500 + (uint64_t)p;
+        test_family_ops(&pairs[p]);
+        synth_make(&S, "gemma-like", 0, 64, 4, 2, 16, 96, 320, pairs[p].dt);
+        test_family_model_ops(&pairs[p], &S);
+        synth_free(&S);
     }
 
     /* the stat massive: ragged row counts, d odd and even, across the block's thread counts,

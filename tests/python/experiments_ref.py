@@ -47,6 +47,9 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     k = key.double().repeat_interleave(groups, dim=1)
     v = value.double().repeat_interleave(groups, dim=1)
     scores = torch.matmul(query.double(), k.transpose(-1, -2)) * scaling
+    softcap = kwargs.get("softcap")
+    if softcap:  # Gemma 2: before the mask, as transformers' eager attention
+        scores = torch.tanh(scores / softcap) * softcap
     T_q, T_k = scores.shape[-2], scores.shape[-1]
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
@@ -169,8 +172,12 @@ class ExpRef:
     def lens(self, ids, pos: int) -> np.ndarray:
         """[L+1, V] float64 log-probs of the residual entering each layer at `pos`."""
         x = self.clean(ids).resid[:, pos, :]
-        logits = self.lm_head(self.final_norm(x))
-        return log_softmax64(logits)
+        return log_softmax64(self.final_logits(self.lm_head(self.final_norm(x))))
+
+    def final_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Final-logit soft-capping (Gemma 2), as the model applies it to its own logits."""
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     # ---------------------------------------------------------------- self checks
     @torch.no_grad()

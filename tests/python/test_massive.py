@@ -113,11 +113,11 @@ def check_against_reference(model_dir: str, out: str, seed: int) -> int:
 
 
 @pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
-@pytest.mark.parametrize("name", tiny_models.ALL_MODELS)
+@pytest.mark.parametrize("name", tiny_models.ALL_MODELS + tiny_models.FAMILY_MODELS)
 def test_massive_matches_transformers(tiny_model, tmp_path, name, backend):
     argv = engine(backend)
     m = tiny_model(name)
-    seed = SEED + tiny_models.ALL_MODELS.index(name)
+    seed = SEED + (tiny_models.ALL_MODELS + tiny_models.FAMILY_MODELS).index(name)
     pairs, out = str(tmp_path / "pairs.jsonl"), str(tmp_path / "out.h5")
     write_pairs(pairs, m.vocab_size, seed)
     run_engine(argv, m.path, pairs, out, "resid,massive")

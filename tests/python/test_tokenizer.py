@@ -221,6 +221,75 @@ def build_misc(variant):
     return tok
 
 
+# ---- the families of SPEC v2 §1 (their published tokenizer.json pipelines, rebuilt) ---------------
+
+def build_gemma():
+    """Gemma 2 / 3: SentencePiece BPE with byte fallback, no pre-tokenizer (merges may cross
+    spaces), normalizer Replace(" ", "▁") without a prefix, <pad> <eos> <bos> <unk> first, a
+    <bos> template, and its chat markers as special tokens."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    trainer = trainers.BpeTrainer(vocab_size=1400, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+                                  show_progress=False, limit_alphabet=120, max_token_length=12)
+    tok.train_from_iterator(training_texts(), trainer)
+    j = json.loads(tok.to_str())
+    old = sorted(j["model"]["vocab"].items(), key=lambda kv: kv[1])
+    first = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    names = first + ["<0x%02X>" % b for b in range(256)] + [k for k, _ in old if k not in first]
+    j["model"]["vocab"] = {k: i for i, k in enumerate(names)}
+    j["model"]["unk_token"] = "<unk>"
+    j["model"]["byte_fallback"] = True
+    j["added_tokens"] = [
+        {"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True} for i, c in enumerate(first)]
+    tok = Tokenizer.from_str(json.dumps(j))
+    tok.add_special_tokens(["<start_of_turn>", "<end_of_turn>"])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos>:1 $B:1",
+                                                       special_tokens=[("<bos>", 2)])
+    return tok
+
+
+def build_qwen3():
+    """Qwen3: Qwen2's byte-level BPE (NFC, its split pattern), plus its special tokens."""
+    tok = build_qwen2()
+    tok.add_special_tokens(["<|endoftext|>", "<think>", "</think>", "<tool_call>"])
+    return tok
+
+
+def build_olmo2():
+    """OLMo 2: cl100k-style split (Llama 3's pattern) then byte-level BPE, no normalizer, merges
+    in the usual order (no ignore_merges), <|endoftext|> and <|pad|> special."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PAT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)
+    tok.train_from_iterator(training_texts(), _bytelevel_trainer(1700, ["<|endoftext|>", "<|pad|>"]))
+    return tok
+
+
+def build_phi3():
+    """Phi-3: Llama 2's SentencePiece BPE (byte fallback, Prepend + Replace normalizer, <s>
+    template), with its chat markers as added special tokens (rstrip on some, as published)."""
+    tok = build_llama2(True)
+    tok.add_special_tokens([AddedToken("<|endoftext|>", special=True),
+                            AddedToken("<|assistant|>", rstrip=True, special=True),
+                            AddedToken("<|user|>", rstrip=True, special=True),
+                            AddedToken("<|end|>", rstrip=True, special=True)])
+    return tok
+
+
+def build_smollm3():
+    """SmolLM3: Llama 3's tokenizer (split pattern, byte level, ignore_merges) without a BOS
+    template, with <|im_start|> / <|im_end|>."""
+    tok = build_llama3()
+    tok.post_processor = processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True)
+    tok.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    return tok
+
+
 FAMILIES = {
     "gpt2": lambda: build_gpt2("gpt2"),
     "gpt2_trim": lambda: build_gpt2("gpt2_trim"),
@@ -234,6 +303,11 @@ FAMILIES = {
     "misc1": lambda: build_misc("misc1"),
     "misc2": lambda: build_misc("misc2"),
     "misc3": lambda: build_misc("misc3"),
+    "gemma": build_gemma,
+    "qwen3": build_qwen3,
+    "olmo2": build_olmo2,
+    "phi3": build_phi3,
+    "smollm3": build_smollm3,
 }
 
 
@@ -312,7 +386,8 @@ def test_encode_matches_hf(name, family_dir):
     compare(name, d, hf, TEXTS, special=True)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama3", "llama2", "mistral", "misc1", "smollm2"])
+@pytest.mark.parametrize("name", ["gpt2", "llama3", "llama2", "mistral", "misc1", "smollm2", "gemma", "olmo2",
+                                  "phi3"])
 def test_encode_no_special_matches_hf(name, family_dir):
     d, hf = family_dir(name)
     compare(name, d, hf, TEXTS[:1500], special=False)

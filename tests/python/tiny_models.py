@@ -37,7 +37,23 @@ SEEDS = {
     "llama_sharded": 1011,
 }
 
-ALL_MODELS = list(SEEDS)
+# The families of SPEC v2 §1 beyond gpt2 / llama / mistral / qwen2, one or more tiny models
+# each (test_families.py; the generation tests can be parametrised over FAMILY_MODELS).
+FAMILY_SEEDS = {
+    "qwen3": 1101,
+    "qwen3_sharded": 1102,
+    "gemma2": 1103,
+    "gemma2_bf16": 1104,
+    "olmo2": 1105,
+    "gemma3": 1106,
+    "smollm3": 1107,
+    "phi3": 1108,
+    "gemma3_bf16": 1109,
+}
+SEEDS.update(FAMILY_SEEDS)
+FAMILY_MODELS = list(FAMILY_SEEDS)
+
+ALL_MODELS = [n for n in SEEDS if n not in FAMILY_SEEDS]
 
 # Weight scales: projections ~N(0, PROJ_STD) give pre-softmax attention scores with a
 # standard deviation of a few units at these widths (peaked but not saturated patterns).
@@ -106,6 +122,94 @@ def _qwen2_config():
                        bos_token_id=None, eos_token_id=3)
 
 
+def _qwen3_config(**kw):
+    """GQA ratio 3, head_dim 16 != hidden / heads (8), per-head q/k norms."""
+    from transformers import Qwen3Config
+    base = dict(vocab_size=352, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+                num_attention_heads=6, num_key_value_heads=2, head_dim=16,
+                max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                bos_token_id=None, eos_token_id=3)
+    base.update(kw)
+    return Qwen3Config(**base)
+
+
+def _gemma2_config(**kw):
+    """GQA ratio 4, head_dim 24 != hidden / heads (16), local (window 5) and global layers
+    alternating, query_pre_attn_scalar != head_dim, soft-capping small enough to bite, GeGLU,
+    (1 + w) norms, tied head."""
+    from transformers import Gemma2Config
+    base = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                num_attention_heads=4, num_key_value_heads=1, head_dim=24,
+                max_position_embeddings=64, rms_norm_eps=1e-6, sliding_window=5,
+                query_pre_attn_scalar=20, attn_logit_softcapping=3.0,
+                final_logit_softcapping=4.0, hidden_activation="gelu_pytorch_tanh",
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    base.update(kw)
+    return Gemma2Config(**base)
+
+
+def _olmo2_config(**kw):
+    """Norms after the sublayers, q/k norms over the whole projections, GQA ratio 3."""
+    from transformers import Olmo2Config
+    base = dict(vocab_size=288, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
+                num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
+                rms_norm_eps=1e-6, tie_word_embeddings=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 50000.0},
+                bos_token_id=None, eos_token_id=5, pad_token_id=1)
+    base.update(kw)
+    return Olmo2Config(**base)
+
+
+def _gemma3_config(**kw):
+    """GQA ratio 3, head_dim 32 != hidden / heads (16), mixed local (window 4, local RoPE base)
+    and global (linear-scaled RoPE) layers, per-head (1 + w) q/k norms, no soft-capping."""
+    from transformers import Gemma3TextConfig
+    base = dict(vocab_size=320, hidden_size=48, intermediate_size=80, num_hidden_layers=4,
+                num_attention_heads=3, num_key_value_heads=1, head_dim=32,
+                max_position_embeddings=64, rms_norm_eps=1e-6, sliding_window=4,
+                query_pre_attn_scalar=24, hidden_activation="gelu_pytorch_tanh",
+                layer_types=["sliding_attention", "full_attention", "sliding_attention",
+                             "sliding_attention"],
+                rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                 "full_attention": {"rope_type": "linear", "rope_theta": 1e6,
+                                                    "factor": 2.0}},
+                bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    base.update(kw)
+    return Gemma3TextConfig(**base)
+
+
+def _smollm3_config(**kw):
+    """Layers without RoPE (no_rope_layers), GQA ratio 4, tied head."""
+    from transformers import SmolLM3Config
+    base = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64,
+                rms_norm_eps=1e-6, tie_word_embeddings=True, no_rope_layers=[1, 0, 1, 0],
+                rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    base.update(kw)
+    return SmolLM3Config(**base)
+
+
+def _phi3_config(**kw):
+    """Fused qkv_proj / gate_up_proj, partial rotary (half of each head), longrope with a
+    pretraining length (16) shorter than some test prompts: short and long factors both
+    occur, in the same batch."""
+    from transformers import Phi3Config
+    base = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                original_max_position_embeddings=16, rms_norm_eps=1e-5,
+                tie_word_embeddings=False, partial_rotary_factor=0.5,
+                rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                 "partial_rotary_factor": 0.5,
+                                 "short_factor": [1.0, 1.5, 2.0, 3.0],
+                                 "long_factor": [1.5, 2.5, 5.0, 9.0]},
+                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    base.update(kw)
+    return Phi3Config(**base)
+
+
 # name -> (config factory, options)
 _SPECS: dict[str, tuple[Callable, dict]] = {
     "gpt2": (_gpt2_config, {"tokenizer": True}),
@@ -135,6 +239,22 @@ _SPECS: dict[str, tuple[Callable, dict]] = {
     "llama_f16": (lambda: _llama_config(num_hidden_layers=2), {"dtype": torch.float16}),
     "llama_bf16": (lambda: _llama_config(num_hidden_layers=2), {"dtype": torch.bfloat16}),
     "llama_sharded": (lambda: _llama_config(num_hidden_layers=2), {"shard": "40KB"}),
+    # the families (config.json kept as transformers 5 writes it: rope_parameters)
+    "qwen3": (_qwen3_config, {"native_rope": True}),
+    "qwen3_sharded": (lambda: _qwen3_config(num_hidden_layers=2, tie_word_embeddings=True),
+                      {"native_rope": True, "shard": "40KB"}),
+    "gemma2": (_gemma2_config, {"native_rope": True}),
+    "gemma2_bf16": (lambda: _gemma2_config(num_hidden_layers=2, tie_word_embeddings=False),
+                    {"native_rope": True, "dtype": torch.bfloat16}),
+    "olmo2": (_olmo2_config, {"native_rope": True}),
+    "gemma3": (_gemma3_config, {"native_rope": True}),
+    # Gemma's real head_dim (256: the tensor-core attention's widest tile), BF16 weights
+    "gemma3_bf16": (lambda: _gemma3_config(num_attention_heads=2, head_dim=256, query_pre_attn_scalar=256,
+                                           num_hidden_layers=3, layer_types=["sliding_attention",
+                                           "sliding_attention", "full_attention"]),
+                    {"native_rope": True, "dtype": torch.bfloat16}),
+    "smollm3": (_smollm3_config, {"native_rope": True}),
+    "phi3": (_phi3_config, {"native_rope": True}),
 }
 
 
@@ -313,7 +433,7 @@ def build(name: str, root: str) -> TinyModel:
         if "shard" in opts:
             kw["max_shard_size"] = opts["shard"]
         model.save_pretrained(path, safe_serialization=True, **kw)
-        if cfg.model_type != "gpt2":
+        if cfg.model_type != "gpt2" and not opts.get("native_rope"):
             _legacy_rope_config(path, opts.get("linear_old_key", False))
         if "qwen_inactive_window" in opts:
             _qwen_inactive_window(path, opts["qwen_inactive_window"])
@@ -359,6 +479,8 @@ def describe(name: str, path: str) -> TinyModel:
         win = cfg.get("sliding_window")
     elif mt == "qwen2" and cfg.get("use_sliding_window"):
         win = cfg.get("sliding_window")
+    elif "sliding_attention" in (cfg.get("layer_types") or []):
+        win = cfg.get("sliding_window")   # some layers only (TinyModel.layer_windows)
     dt = {None: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[opts.get("dtype")]
     return TinyModel(name=name, path=path, seed=SEEDS[name], model_type=mt, n_layers=L,
                      n_heads=H, n_kv_heads=kv, d_model=D, head_dim=hd,

@@ -251,7 +251,7 @@ static void test_bad(void) {
     bad("missing model_type", "{\"hidden_size\":64}", "missing 'model_type'", NULL);
     bad("model_type not a string", "{\"model_type\":3}", "'model_type' must be a string", NULL);
     bad("unsupported model_type", "{\"model_type\":\"bert\"}",
-        "model_type 'bert' is not supported (gpt2, llama, mistral, qwen2)", NULL);
+        "model_type 'bert' is not supported (gpt2, llama, mistral, qwen2, qwen3, gemma2", NULL);
     bad("wrong type: heads as string", L "\"num_attention_heads\":\"32\"}",
         "config.json: 'num_attention_heads' must be an integer", NULL);
     bad("wrong type: heads as float", L "\"num_attention_heads\":32.0}", "'num_attention_heads' must be an integer",
@@ -361,10 +361,55 @@ static void test_bad(void) {
     bad("model_type with control chars escaped", "{\"model_type\":\"x\\ny\"}", "'x\\x0ay'", NULL);
 }
 
+/* The families' defaults and per-layer layouts, as their transformers config classes give them. */
+static void test_families(void) {
+    pt_config c;
+    if (good("qwen3 defaults", "{\"model_type\":\"qwen3\",\"num_hidden_layers\":2}", &c))
+        check(c.head_dim == 128 && c.qk_norm == PT_QKNORM_HEAD && !c.qkv_bias && c.layer_flags[1] == 0 &&
+                  c.rope == PT_ROPE_DEFAULT,
+              "qwen3: head_dim 128, per-head q/k norms, no biases, global layers", NULL);
+    if (good("gemma2 defaults", "{\"model_type\":\"gemma2\",\"num_hidden_layers\":4,\"hidden_size\":64}", &c))
+        check(c.norm_plus_one && c.post_norms && c.pre_norms && c.mlp == PT_MLP_GEGLU && c.tied_embeddings &&
+                  close_to(c.attn_scale, 1.0 / 16.0) && close_to(c.attn_softcap, 50.0) &&
+                  close_to(c.final_softcap, 30.0) && close_to(c.embed_scale, 8.0) && c.sliding_window == 4096 &&
+                  c.layer_flags[0] == PT_LAYER_SLIDING && c.layer_flags[1] == 0 &&
+                  c.layer_flags[2] == PT_LAYER_SLIDING && c.layer_flags[3] == 0,
+              "gemma2: (1+w) norms, four norms, GeGLU, scale 256^-1/2, caps 50 / 30, x sqrt(d), even layers local",
+              NULL);
+    if (good("gemma3 text_config",
+             "{\"model_type\":\"gemma3\",\"tie_word_embeddings\":true,\"text_config\":{\"model_type\":"
+             "\"gemma3_text\",\"num_hidden_layers\":7,\"hidden_size\":64,\"rope_local_base_freq\":10000,"
+             "\"rope_scaling\":{\"rope_type\":\"linear\",\"factor\":8.0}}}",
+             &c))
+        check(c.arch == PT_ARCH_GEMMA3 && c.qk_norm == PT_QKNORM_HEAD && c.attn_softcap == 0 &&
+                  c.final_softcap == 0 && c.rope == PT_ROPE_LINEAR && close_to(c.rope_factor, 8.0) &&
+                  close_to(c.rope_theta, 1e6) && close_to(c.rope_local_theta, 10000) &&
+                  c.layer_flags[0] == (PT_LAYER_SLIDING | PT_LAYER_LOCAL_ROPE) && c.layer_flags[5] == 0 &&
+                  c.layer_flags[6] == (PT_LAYER_SLIDING | PT_LAYER_LOCAL_ROPE),
+              "gemma3: nested text_config, pattern 6 (every sixth layer global), local RoPE base, linear global",
+              NULL);
+    if (good("olmo2 defaults", "{\"model_type\":\"olmo2\",\"num_hidden_layers\":2}", &c))
+        check(!c.pre_norms && c.post_norms && !c.norm_plus_one && c.qk_norm == PT_QKNORM_PROJ,
+              "olmo2: norms after the sublayers, q/k norms over the projections", NULL);
+    if (good("smollm3 defaults", "{\"model_type\":\"smollm3\",\"num_hidden_layers\":8}", &c))
+        check(c.layer_flags[3] == PT_LAYER_NO_ROPE && c.layer_flags[7] == PT_LAYER_NO_ROPE && c.layer_flags[0] == 0 &&
+                  c.layer_flags[4] == 0,
+              "smollm3: every fourth layer without RoPE (no_rope_layer_interval 4)", NULL);
+    if (good("phi3 longrope",
+             "{\"model_type\":\"phi3\",\"hidden_size\":64,\"num_attention_heads\":4,\"max_position_embeddings\":"
+             "131072,\"original_max_position_embeddings\":4096,\"partial_rotary_factor\":0.5,\"rope_scaling\":"
+             "{\"type\":\"longrope\",\"short_factor\":[1,1,1,1],\"long_factor\":[2,3,4,5]}}",
+             &c))
+        check(c.rope == PT_ROPE_LONGROPE && c.rotary_dim == 8 && c.rope_original_max_positions == 4096 &&
+                  c.rope_long[3] == 5.0f && close_to(c.rope_attn_factor, sqrt(1.0 + log(32.0) / log(4096.0))),
+              "phi3: partial rotary, longrope factors, attention factor sqrt(1 + ln(s) / ln(4096))", NULL);
+}
+
 int main(void) {
     test_fixtures();
     test_valid();
     test_bad();
+    test_families();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail != 0;
 }
