@@ -51,9 +51,10 @@ static int64_t table_rows(hid_t f, const char *table, const pt_h5_dsets *dl) {
 
 int pt_mpi_view_write(const char *out, int size, pt_error *e) {
     pt_h5_quiet();
-    static const char *const tables[] = {"pairs",   "seqs",     "tokens",   "patterns",
-                                         "windows", "knockout", "patching", "lens"};
-    enum { NT = 8 };
+    static const char *const tables[] = {"pairs",   "seqs",      "tokens",   "patterns",
+                                         "windows", "knockout",  "patching", "lens",
+                                         "gen",     "gen_tokens"};
+    enum { NT = 10 };
     hid_t *rf = pt_xcalloc((size_t)size, sizeof(hid_t));
     char **paths = pt_xcalloc((size_t)size, sizeof(char *));
     int64_t *rows = pt_xcalloc((size_t)size * NT, sizeof(int64_t)); /* [rank][table] */

@@ -17,6 +17,7 @@ import os
 import random
 import re
 import shutil
+import time
 
 import h5py
 import numpy as np
@@ -330,3 +331,64 @@ def test_generate_emulated_cuda_matches_cpu(name, tiny_model, tmp_path):
         errs, _ = compare_seq(f"emu seq {s}", tb, lb, ta, la, gaps)
         assert not errs, errs
     np.testing.assert_allclose(b["pair_kl"], a["pair_kl"], rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# crash safety, resume, merge
+# ---------------------------------------------------------------------------------------------
+
+def _gen_run_args(model, pairs, out, *extra):
+    import test_resilience as R
+    return R.run_args(model, pairs, out, "--generate", "5", "--stop-at-newline", *extra)
+
+
+def test_generate_kill9_resume_and_merge(tiny_model, tmp_path):
+    """kill -9 at random moments then --resume gives the uninterrupted file; shards merged give
+    the unsharded file (the /gen index columns renumbered)."""
+    import signal
+    import subprocess
+    import test_resilience as R
+    from conftest import punctum_bin
+    model = tiny_model("gpt2").path
+    pairs = R.make_pairs(str(tmp_path / "p.jsonl"), 300, seed=15)
+    whole = str(tmp_path / "whole.h5")
+    t0 = time.time()
+    R.run(_gen_run_args(model, pairs, whole))
+    print(f"[uninterrupted run {time.time() - t0:.2f} s]")
+    with h5py.File(whole, "r") as f:
+        assert f["gen/seq"].shape[0] == f["seqs/pair"].shape[0] > 0
+        assert int(f["gen/n_tok"][()].sum()) == f["gen/tokens/id"].shape[0]
+
+    rng = random.Random(SEED)
+    out = str(tmp_path / "killed.h5")
+    first, kills = True, 0
+    while True:
+        args = _gen_run_args(model, pairs, out, "--force" if first else "--resume")
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=R.env(PUNCTUM_COMMIT_SECONDS=0, PUNCTUM_FSYNC=0))
+        first = False
+        try:
+            assert p.wait(timeout=rng.uniform(0.02, 0.4) if kills < 4 else 600) == 0, \
+                p.stderr.read()[-2000:]
+            break
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=600)
+            kills += 1
+            if os.path.exists(out):
+                R.check_consistent(out)
+    print(f"[{kills} kills]")
+    assert kills >= 2
+    R.assert_same_h5(out, whole)
+
+    shards = []
+    for i in range(2):
+        shards.append(str(tmp_path / f"shard{i}.h5"))
+        R.run(_gen_run_args(model, pairs, shards[-1], "--shard", f"{i}/2"))
+    merged = str(tmp_path / "merged.h5")
+    p = subprocess.run([punctum_bin(), "merge", "--out", merged, *shards], capture_output=True,
+                       text=True, timeout=600, env=R.env())
+    assert p.returncode == 0, p.stderr
+    R.assert_same_h5(merged, whole, float_tol=1e-5,
+                     skip_attrs=("created", "command_line", "merged_from", "opt_batch_tokens",
+                                 "input_offset", "input_line", "input_index", "opt_shard"))
