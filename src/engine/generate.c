@@ -18,16 +18,23 @@
 #define MAX_CONFIG_BYTES ((size_t)1 << 20)
 #define MAX_STOP_IDS 64
 
-/* One decode lane. */
+/* One decode lane: a greedy continuation (of a clean sequence or of a variant), or a
+ * teacher-forced one (b's prompt fed a's tokens). Its decode-step segment reads keys 0 ..
+ * pos0-1 at prefix_kv and its own keys from own_kv: q0 of them from the prompt pass (a
+ * variant's recomputed positions), then its generated tokens. */
 typedef struct {
-    int seq;     /* batch-local sequence whose prompt it continues */
-    int partner; /* teacher-forced lane: the lane of a whose tokens it is fed; -1: greedy */
-    int T, kv0;  /* prompt length, cache row of its position 0 */
-    int gen_kv;  /* cache row of its first generated token */
-    int n;       /* tokens chosen so far (greedy lanes) */
-    int stop;    /* -1 running; else 0 length limit, 1 end of sequence, 2 line break */
-    int row;     /* its query row in the current step (-1: not running) */
-    double kl;   /* teacher-forced lanes: sum of KL(P_a,t || P_b,t) so far */
+    int seq;         /* batch-local sequence it continues (patching: the pair's a) */
+    int partner;     /* teacher-forced lanes: the greedy lane whose tokens it is fed; else -1 */
+    int kind;        /* /gen/kind: 0 clean, 1 knockout, 2 patching */
+    int64_t variant; /* batch-local row of its knockout / patching row (-1: clean) */
+    int T;           /* prompt length: generated token t sits at position T + t */
+    int pos0, prefix_kv, own_kv, q0;
+    int ko_pos, ko_lo, ko_hi; /* a knockout held at every step */
+    int64_t tok_off;          /* its tokens in G->tok / G->logp */
+    int n;                    /* tokens chosen so far (greedy lanes) */
+    int stop;                 /* -1 running; else 0 length limit, 1 end of sequence, 2 line break */
+    int row;                  /* its query row in the current step (-1: not running) */
+    double kl;                /* teacher-forced lanes: sum of KL(P_a,t || P_b,t) so far */
 } gen_lane;
 
 typedef struct {
@@ -38,9 +45,11 @@ typedef struct {
 struct pt_generation {
     int32_t stop_ids[MAX_STOP_IDS];
     int n_stop;
-    lane_buf lanes;
-    pt_i32buf tok;  /* [greedy lanes, N] chosen ids */
-    pt_f32buf logp; /* [greedy lanes, N] their log-probabilities */
+    lane_buf lanes; /* the batch's clean lanes (pt_generate_lanes), then its variants' */
+    int n_lanes;
+    int64_t n_tok;  /* token slots used in tok / logp */
+    pt_i32buf tok;  /* chosen ids, N slots per greedy lane */
+    pt_f32buf logp; /* their log-probabilities */
     pt_i32buf ids, pos, kvr, fin, top;
     pt_f32buf top_lp;
     pt_segbuf segs;
@@ -143,12 +152,12 @@ static int is_stop_id(const pt_generation *G, int32_t id) {
     return 0;
 }
 
-/* Lane i chose token id with log-probability lp: record it, and whether the lane stops. */
-static void choose(pt_sweep *S, gen_lane *L, int i, int32_t id, float lp) {
+/* The lane chose token id with log-probability lp: record it, and whether the lane stops. */
+static void choose(pt_sweep *S, gen_lane *L, int32_t id, float lp) {
     pt_generation *G = S->gen;
     const int N = S->o->generate;
-    G->tok.v[(size_t)i * N + L->n] = id;
-    G->logp.v[(size_t)i * N + L->n] = lp;
+    G->tok.v[L->tok_off + L->n] = id;
+    G->logp.v[L->tok_off + L->n] = lp;
     L->n++;
     size_t len = 0;
     const char *piece = S->tok ? pt_tokenizer_piece_bytes(S->tok, id, &len) : NULL;
@@ -160,39 +169,68 @@ static void choose(pt_sweep *S, gen_lane *L, int i, int32_t id, float lp) {
         L->stop = 0; /* the next token would sit beyond the model's positions */
 }
 
-/* Lanes of the batch: greedy lane s for sequence s, then one teacher-forced lane per pair. */
+/* Room for lanes [0, n) with `greedy` more greedy lanes' tokens, and a decode step of up to
+ * `rows` lanes; -1: out of host memory (backend status). */
+static int fit_lanes(pt_sweep *S, int n, int greedy, int rows) {
+    pt_generation *G = S->gen;
+    const size_t tok = (size_t)G->n_tok + (size_t)greedy * S->o->generate;
+    return PT_SWEEP_FIT(S, &G->lanes, n) || PT_SWEEP_FIT(S, &G->tok, tok) ||
+           PT_SWEEP_FIT(S, &G->logp, tok) || PT_SWEEP_FIT(S, &G->ids, rows) ||
+           PT_SWEEP_FIT(S, &G->pos, rows) || PT_SWEEP_FIT(S, &G->kvr, rows) ||
+           PT_SWEEP_FIT(S, &G->fin, rows) || PT_SWEEP_FIT(S, &G->top, rows) ||
+           PT_SWEEP_FIT(S, &G->top_lp, rows) || PT_SWEEP_FIT(S, &G->segs, rows);
+}
+
+/* A lane continuing a prompt whose keys are all at kv0 + p, its tokens' keys at gen_kv. */
+static gen_lane prompt_lane(int seq, int partner, int T, int kv0, int gen_kv) {
+    return (gen_lane){.seq = seq,
+                      .partner = partner,
+                      .kind = 0,
+                      .variant = -1,
+                      .T = T,
+                      .pos0 = T,
+                      .prefix_kv = kv0,
+                      .own_kv = gen_kv,
+                      .q0 = 0,
+                      .ko_pos = -1,
+                      .stop = -1,
+                      .row = -1};
+}
+
+/* The clean lanes of the batch: greedy lane s for sequence s, then one teacher-forced lane per
+ * pair; their generated keys from kv_base on, N rows each. */
 static int make_lanes(pt_sweep *S, int kv_base) {
     pt_generation *G = S->gen;
     const pt_plan *P = &S->plan;
     const int N = S->o->generate, ns = P->n_seqs, nl = pt_generate_lanes(S);
-    if (PT_SWEEP_FIT(S, &G->lanes, nl) || PT_SWEEP_FIT(S, &G->tok, (size_t)ns * N) ||
-        PT_SWEEP_FIT(S, &G->logp, (size_t)ns * N) || PT_SWEEP_FIT(S, &G->ids, nl) ||
-        PT_SWEEP_FIT(S, &G->pos, nl) || PT_SWEEP_FIT(S, &G->kvr, nl) ||
-        PT_SWEEP_FIT(S, &G->fin, nl) || PT_SWEEP_FIT(S, &G->top, nl) ||
-        PT_SWEEP_FIT(S, &G->top_lp, nl) || PT_SWEEP_FIT(S, &G->segs, nl))
-        return -1;
+    G->n_lanes = 0;
+    G->n_tok = 0;
+    if (fit_lanes(S, nl, ns, nl)) return -1;
     int k = 0;
     for (int s = 0; s < ns; s++) {
         const pt_bseq *q = &P->seqs.v[s];
-        G->lanes.v[k++] = (gen_lane){s, -1, q->T, q->kv0, 0, 0, -1, -1, 0.0};
+        G->lanes.v[k] = prompt_lane(s, -1, q->T, q->kv0, kv_base + k * N);
+        G->lanes.v[k++].tok_off = (int64_t)s * N;
     }
     for (int s = 0; s < ns; s++) {
         const pt_bseq *q = &P->seqs.v[s];
         if (q->side != 1) continue;
-        const int a = q->rec->seq_local[0];
-        G->lanes.v[k++] = (gen_lane){s, a, q->T, q->kv0, 0, 0, -1, -1, 0.0};
+        G->lanes.v[k] = prompt_lane(s, q->rec->seq_local[0], q->T, q->kv0, kv_base + k * N);
+        k++;
     }
-    for (int i = 0; i < nl; i++) G->lanes.v[i].gen_kv = kv_base + i * N;
+    G->n_lanes = nl;
+    G->n_tok = (int64_t)ns * N;
     return 0;
 }
 
-/* Step 0: the clean forward's distributions (greedy: its top-1, ties to the lower id). */
+/* Step 0 of the clean lanes: the clean forward's distributions (greedy: its top-1, ties to the
+ * lower id). */
 static void first_step(pt_sweep *S) {
     pt_generation *G = S->gen;
     const pt_plan *P = &S->plan;
     const int V = S->cfg->vocab_size, K = S->topk, nl = pt_generate_lanes(S);
     for (int i = 0; i < P->n_seqs; i++)
-        choose(S, &G->lanes.v[i], i, P->topk_id.v[(size_t)i * K], P->topk_lp.v[(size_t)i * K]);
+        choose(S, &G->lanes.v[i], P->topk_id.v[(size_t)i * K], P->topk_lp.v[(size_t)i * K]);
     for (int i = P->n_seqs; i < nl; i++) {
         gen_lane *L = &G->lanes.v[i];
         S->be->divergence(S->be, S->logp_dev + (size_t)L->partner * V, 0,
@@ -200,33 +238,34 @@ static void first_step(pt_sweep *S) {
     }
 }
 
-/* The query rows of step t (t >= 1): every greedy lane still running, and the teacher-forced
- * lanes of those that are a. Returns their number. */
-static int step_rows(pt_sweep *S, int t) {
+/* The query rows of step t (t >= 1) among lanes [l0, l1): every greedy lane still running, and
+ * the teacher-forced lanes of those. Returns their number. */
+static int step_rows(pt_sweep *S, int l0, int l1, int t) {
     pt_generation *G = S->gen;
-    const int N = S->o->generate, ns = S->plan.n_seqs, nl = pt_generate_lanes(S);
     int m = 0;
-    for (int i = 0; i < nl; i++) {
+    for (int i = l0; i < l1; i++) {
         gen_lane *L = &G->lanes.v[i];
-        const int src = i < ns ? i : L->partner; /* whose token it is fed */
+        const gen_lane *src = L->partner >= 0 ? &G->lanes.v[L->partner] : L; /* fed its tokens */
         L->row = -1;
-        if (G->lanes.v[src].stop >= 0) continue; /* a lane runs while the lane it follows does */
+        if (src->stop >= 0) continue; /* a lane runs while the lane it follows does */
         if (L->T + t - 1 >= S->cfg->max_positions) { /* b's prompt is longer than a's */
             L->kl = NAN;
             continue;
         }
         L->row = m;
-        G->ids.v[m] = G->tok.v[(size_t)src * N + t - 1];
+        G->ids.v[m] = G->tok.v[src->tok_off + t - 1];
         G->pos.v[m] = L->T + t - 1;
-        G->kvr.v[m] = L->gen_kv + t - 1;
+        G->kvr.v[m] = L->own_kv + L->q0 + t - 1;
         G->fin.v[m] = m;
         G->segs.v[m] = (pt_segment){.row = m,
                                     .n_q = 1,
-                                    .pos0 = L->T,
-                                    .prefix_kv = L->kv0,
-                                    .own_kv = L->gen_kv,
-                                    .q_off = t - 1,
-                                    .ko_pos = -1,
+                                    .pos0 = L->pos0,
+                                    .prefix_kv = L->prefix_kv,
+                                    .own_kv = L->own_kv,
+                                    .q_off = L->q0 + t - 1,
+                                    .ko_pos = L->ko_pos,
+                                    .ko_lo = L->ko_lo,
+                                    .ko_hi = L->ko_hi,
                                     .mass_row = -1,
                                     .last_row = -1,
                                     .pattern_row = -1,
@@ -236,16 +275,15 @@ static int step_rows(pt_sweep *S, int t) {
     return m;
 }
 
-/* Decode steps 1 .. N-1, one batched forward each. */
-static int decode_steps(pt_sweep *S) {
+/* Decode steps 1 .. N-1 of lanes [l0, l1), one batched forward each. */
+static int decode_steps(pt_sweep *S, int l0, int l1) {
     pt_generation *G = S->gen;
     pt_backend *be = S->be;
-    const int N = S->o->generate, ns = S->plan.n_seqs, nl = pt_generate_lanes(S);
-    const int V = S->cfg->vocab_size;
-    float *logits = pt_sweep_dev(S, &G->logits, (size_t)nl * V * sizeof(float));
+    const int N = S->o->generate, V = S->cfg->vocab_size;
+    float *logits = pt_sweep_dev(S, &G->logits, (size_t)(l1 - l0) * V * sizeof(float));
     if (!logits) return -1;
     for (int t = 1; t < N; t++) {
-        const int m = step_rows(S, t);
+        const int m = step_rows(S, l0, l1, t);
         if (m == 0) break;
         pt_fwd f = {.n_rows = m,
                     .ids = G->ids.v,
@@ -258,11 +296,11 @@ static int decode_steps(pt_sweep *S) {
                     .logits = logits};
         if (pt_forward(&S->en, &f)) return -1;
         be->log_softmax(be, logits, m, V, NULL, 1, G->top.v, G->top_lp.v);
-        for (int i = 0; i < nl; i++) {
+        for (int i = l0; i < l1; i++) {
             gen_lane *L = &G->lanes.v[i];
             if (L->row < 0) continue;
-            if (i < ns) {
-                choose(S, L, i, G->top.v[L->row], G->top_lp.v[L->row]);
+            if (L->partner < 0) {
+                choose(S, L, G->top.v[L->row], G->top_lp.v[L->row]);
             } else {
                 double kl = 0;
                 be->divergence(be, logits + (size_t)G->lanes.v[L->partner].row * V, 0,
@@ -275,28 +313,70 @@ static int decode_steps(pt_sweep *S) {
     return pt_backend_failed(be) ? -1 : 0;
 }
 
+/* Layers below `layer` were not run by a variant's prompt pass: its recomputed positions'
+ * keys there are the clean run's, copied into its own rows for the decode steps to read. */
+static void copy_clean_keys(pt_sweep *S, const pt_gen_variant *v, int layer) {
+    pt_backend *be = S->be;
+    pt_engine *en = &S->en;
+    const size_t row = (size_t)S->cfg->n_kv_heads * S->cfg->head_dim * be->kv_bytes;
+    const size_t n = (size_t)v->n_own * row;
+    for (int l = 0; l < layer; l++) {
+        be->copy(be, (char *)en->k_cache[l] + (size_t)v->own_kv * row,
+                 (const char *)en->k_cache[l] + (size_t)v->clean_kv * row, n);
+        be->copy(be, (char *)en->v_cache[l] + (size_t)v->own_kv * row,
+                 (const char *)en->v_cache[l] + (size_t)v->clean_kv * row, n);
+    }
+}
+
+int pt_generate_variants(pt_sweep *S, const pt_gen_variant *vs, int m, int layer,
+                         const int32_t *top1, const float *top1_lp) {
+    pt_generation *G = S->gen;
+    if (!G || m == 0) return 0;
+    const int N = S->o->generate, l0 = G->n_lanes;
+    if (fit_lanes(S, l0 + m, m, m)) return -1;
+    for (int k = 0; k < m; k++) {
+        const pt_gen_variant *v = &vs[k];
+        const pt_bseq *q = &S->plan.seqs.v[v->seq];
+        gen_lane *L = &G->lanes.v[l0 + k];
+        *L = prompt_lane(v->seq, -1, q->T, q->kv0, v->own_kv);
+        L->kind = v->kind;
+        L->variant = v->variant;
+        L->pos0 = q->T - v->n_own;
+        L->q0 = v->n_own;
+        L->ko_pos = v->ko_pos;
+        L->ko_lo = v->ko_lo;
+        L->ko_hi = v->ko_hi;
+        L->tok_off = G->n_tok;
+        G->n_tok += N;
+        copy_clean_keys(S, v, layer);
+        choose(S, L, top1[k], top1_lp[k]);
+    }
+    G->n_lanes = l0 + m;
+    return decode_steps(S, l0, l0 + m);
+}
+
 /* ---- rows ----------------------------------------------------------------------------------- */
 
 /* First step at which lanes x and y chose different tokens; -1 if none. */
 static int diverge(const pt_sweep *S, int x, int y) {
     const pt_generation *G = S->gen;
-    const int N = S->o->generate, nx = G->lanes.v[x].n, ny = G->lanes.v[y].n;
-    const int n = nx < ny ? nx : ny;
+    const gen_lane *X = &G->lanes.v[x], *Y = &G->lanes.v[y];
+    const int n = X->n < Y->n ? X->n : Y->n;
     for (int t = 0; t < n; t++)
-        if (G->tok.v[(size_t)x * N + t] != G->tok.v[(size_t)y * N + t]) return t;
-    return nx == ny ? -1 : n;
+        if (G->tok.v[X->tok_off + t] != G->tok.v[Y->tok_off + t]) return t;
+    return X->n == Y->n ? -1 : n;
 }
 
 /* The decoded continuation of lane i (without a final end-of-sequence token). */
 static const char *lane_text(pt_sweep *S, int i) {
     pt_generation *G = S->gen;
     const gen_lane *L = &G->lanes.v[i];
-    const int N = S->o->generate, n = L->n - (L->stop == 1);
+    const int n = L->n - (L->stop == 1);
     size_t len = 0;
     if (PT_SWEEP_FIT(S, &G->text, 1)) return NULL;
     for (int t = 0; t < n && S->tok; t++) {
         size_t pl = 0;
-        const char *p = pt_tokenizer_piece_bytes(S->tok, G->tok.v[(size_t)i * N + t], &pl);
+        const char *p = pt_tokenizer_piece_bytes(S->tok, G->tok.v[L->tok_off + t], &pl);
         if (!p) continue;
         if (PT_SWEEP_FIT(S, &G->text, len + pl + 1)) return NULL;
         for (size_t k = 0; k < pl; k++) /* a NUL byte would end the stored string */
@@ -323,45 +403,58 @@ static void emit_pair_cols(pt_sweep *S, pt_record **recs, int n) {
     }
 }
 
-static int emit_gen_rows(pt_sweep *S) {
-    const pt_generation *G = S->gen;
-    const int N = S->o->generate;
-    for (int s = 0; s < S->plan.n_seqs; s++) {
-        const gen_lane *L = &G->lanes.v[s];
-        const pt_record *r = S->plan.seqs.v[s].rec;
-        const char *text = lane_text(S, s);
-        if (!text) return -1;
-        const int other = r->seq_local[1 - S->plan.seqs.v[s].side];
-        *(int64_t *)pt_sweep_rows(S, C_GEN_SEQ, 1) = S->rows.seqs + s;
-        *(int8_t *)pt_sweep_rows(S, C_GEN_KIND, 1) = 0;
-        *(int64_t *)pt_sweep_rows(S, C_GEN_VARIANT, 1) = -1;
-        *(int64_t *)pt_sweep_rows(S, C_GEN_TOK_START, 1) = S->rows.gen_tok;
-        *(int32_t *)pt_sweep_rows(S, C_GEN_N_TOK, 1) = L->n;
-        pt_sweep_str(S, C_GEN_TEXT, text);
-        *(int8_t *)pt_sweep_rows(S, C_GEN_STOP, 1) = (int8_t)L->stop;
-        *(int32_t *)pt_sweep_rows(S, C_GEN_DIVERGE, 1) = other >= 0 ? diverge(S, s, other) : -1;
-        *(int8_t *)pt_sweep_rows(S, C_GEN_HIT, 1) = (int8_t)pt_text_has_word(text, r->target_text);
-        *(int8_t *)pt_sweep_rows(S, C_GEN_HIT_B, 1) =
-            (int8_t)pt_text_has_word(text, r->target_b_text);
-        memcpy(pt_sweep_rows(S, C_GENTOK_ID, (size_t)L->n), G->tok.v + (size_t)s * N,
-               (size_t)L->n * sizeof(int32_t));
-        memcpy(pt_sweep_rows(S, C_GENTOK_LP, (size_t)L->n), G->logp.v + (size_t)s * N,
-               (size_t)L->n * sizeof(float));
-        S->rows.gen++;
-        S->rows.gen_tok += L->n;
-    }
+/* One /gen row: greedy lane i; `ref` the lane its diverge is measured from (-1: none). */
+static int emit_gen_row(pt_sweep *S, int i, int ref) {
+    pt_generation *G = S->gen;
+    const gen_lane *L = &G->lanes.v[i];
+    const pt_record *r = S->plan.seqs.v[L->seq].rec;
+    const char *text = lane_text(S, i);
+    if (!text) return -1;
+    const int64_t base = L->kind == 1 ? S->rows.ko : S->rows.patch;
+    *(int64_t *)pt_sweep_rows(S, C_GEN_SEQ, 1) = S->rows.seqs + L->seq;
+    *(int8_t *)pt_sweep_rows(S, C_GEN_KIND, 1) = (int8_t)L->kind;
+    *(int64_t *)pt_sweep_rows(S, C_GEN_VARIANT, 1) = L->kind ? base + L->variant : -1;
+    *(int64_t *)pt_sweep_rows(S, C_GEN_TOK_START, 1) = S->rows.gen_tok;
+    *(int32_t *)pt_sweep_rows(S, C_GEN_N_TOK, 1) = L->n;
+    pt_sweep_str(S, C_GEN_TEXT, text);
+    *(int8_t *)pt_sweep_rows(S, C_GEN_STOP, 1) = (int8_t)L->stop;
+    *(int32_t *)pt_sweep_rows(S, C_GEN_DIVERGE, 1) = ref >= 0 ? diverge(S, i, ref) : -1;
+    *(int8_t *)pt_sweep_rows(S, C_GEN_HIT, 1) = (int8_t)pt_text_has_word(text, r->target_text);
+    *(int8_t *)pt_sweep_rows(S, C_GEN_HIT_B, 1) = (int8_t)pt_text_has_word(text, r->target_b_text);
+    memcpy(pt_sweep_rows(S, C_GENTOK_ID, (size_t)L->n), G->tok.v + L->tok_off,
+           (size_t)L->n * sizeof(int32_t));
+    memcpy(pt_sweep_rows(S, C_GENTOK_LP, (size_t)L->n), G->logp.v + L->tok_off,
+           (size_t)L->n * sizeof(float));
+    S->rows.gen++;
+    S->rows.gen_tok += L->n;
     return 0;
 }
 
-int pt_generate_run(pt_sweep *S, pt_record **recs, int n, int kv_base) {
-    if (!S->gen) return 0;
-    if (S->plan.n_seqs > 0) {
-        if (make_lanes(S, kv_base)) return -1;
-        first_step(S);
-        if (decode_steps(S)) return -1;
-    }
+int pt_generate_run(pt_sweep *S, int kv_base) {
+    pt_generation *G = S->gen;
+    if (!G) return 0;
+    G->n_lanes = 0;
+    G->n_tok = 0;
+    if (S->plan.n_seqs == 0) return 0;
+    if (make_lanes(S, kv_base)) return -1;
+    first_step(S);
+    return decode_steps(S, 0, G->n_lanes);
+}
+
+int pt_generate_emit(pt_sweep *S, pt_record **recs, int n) {
+    pt_generation *G = S->gen;
+    if (!G) return 0;
     emit_pair_cols(S, recs, n);
-    return emit_gen_rows(S);
+    if (G->n_lanes == 0) return 0;
+    const int ns = S->plan.n_seqs, nl = pt_generate_lanes(S);
+    /* rows by sequence (merge needs them grouped by pair): clean, then its variants */
+    for (int s = 0; s < ns; s++) {
+        const pt_bseq *q = &S->plan.seqs.v[s];
+        if (emit_gen_row(S, s, q->rec->seq_local[1 - q->side])) return -1;
+        for (int i = nl; i < G->n_lanes; i++)
+            if (G->lanes.v[i].seq == s && emit_gen_row(S, i, s)) return -1;
+    }
+    return 0;
 }
 
 /* ---- whole words ---------------------------------------------------------------------------- */

@@ -665,6 +665,8 @@ static int run_output(pt_run *R, pt_error *e) {
         S->rows.pat = col_rows(S, &R->ost, C_PAT_VALUE);
         S->rows.gen = col_rows(S, &R->ost, C_GEN_SEQ);
         S->rows.gen_tok = col_rows(S, &R->ost, C_GENTOK_ID);
+        S->rows.ko = col_rows(S, &R->ost, C_KO_SEQ);
+        S->rows.patch = col_rows(S, &R->ost, C_PA_PAIR);
         R->P.pairs_seen = R->P.pairs_at_start = R->ost.committed_pairs;
     }
     if (S->experiments && (!R->resume || col_rows(S, &R->ost, C_WIN) == 0))

@@ -165,6 +165,7 @@ static int plan_batch(pt_sweep *S, pt_record **recs, int n) {
     pt_plan *P = &S->plan;
     P->n_seqs = P->n_rows = 0;
     P->n_tok_rows = P->n_pat_rows = 0;
+    P->n_ko_rows = P->n_patch_rows = 0;
     if (PT_SWEEP_FIT(S, &P->seqs, 2 * (size_t)n)) return -1;
     for (int p = 0; p < n; p++) {
         pt_record *r = recs[p];
@@ -228,11 +229,13 @@ static int reserve_engine(pt_sweep *S) {
     pt_engine_size sz = {
         P->n_rows, P->n_rows,   S->o->ablate_knockout || S->o->patch_resid || lanes > 0,
         P->n_seqs, longest + N, S->topk};
-    S->variant_rows = 0;
+    S->variant_rows = S->variant_kv = 0;
     if (S->experiments) {
         S->variant_rows = S->fwd_budget > longest ? S->fwd_budget : longest;
         if (S->variant_rows > sz.rows) sz.rows = S->variant_rows;
-        sz.kv_rows += S->variant_rows;
+        /* with --generate a variant's tokens follow its own rows: room for as many again */
+        S->variant_kv = lanes > 0 ? 2 * S->variant_rows + N : S->variant_rows;
+        sz.kv_rows += S->variant_kv;
         const int fr = pt_experiments_final_rows(S); /* variant and lens sub-batches */
         if (sz.final_rows < fr) sz.final_rows = fr;
     }
@@ -453,10 +456,12 @@ static int forward_batch(pt_sweep *S, pt_record **recs, int n) {
     if (emit_pairs(S, recs, n)) return -1;
     emit_seqs(S);
     if (emit_token_stats(S)) return -1;
-    if (pt_generate_run(S, recs, n, S->plan.n_rows + S->variant_rows)) return -1;
+    if (pt_generate_run(S, S->plan.n_rows + S->variant_kv)) return -1;
     if (S->plan.n_seqs > 0 && S->experiments && pt_experiments_run(S, recs, n)) return -1;
-    if (pt_backend_failed(S->be)) return -1;
+    if (pt_generate_emit(S, recs, n) || pt_backend_failed(S->be)) return -1;
     S->rows.pairs += n;
+    S->rows.ko += S->plan.n_ko_rows;
+    S->rows.patch += S->plan.n_patch_rows;
     S->rows.seqs += S->plan.n_seqs;
     S->rows.tok += S->plan.n_tok_rows;
     S->rows.pat += S->plan.n_pat_rows;

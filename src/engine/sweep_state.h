@@ -55,6 +55,7 @@ typedef struct {
     pt_bseqbuf seqs;
     int n_seqs, n_rows;
     int64_t n_tok_rows, n_pat_rows;
+    int64_t n_ko_rows, n_patch_rows; /* rows the experiments wrote */
     pt_f64buf entropy;   /* [n_seqs] */
     pt_i32buf topk_id;   /* [n_seqs, K] */
     pt_f32buf topk_lp;   /* [n_seqs, K] */
@@ -65,6 +66,7 @@ typedef struct {
 typedef struct {
     int64_t pairs, seqs, tok, pat;
     int64_t gen, gen_tok; /* /gen and /gen/tokens */
+    int64_t ko, patch;    /* /ablation/knockout and /patching/resid */
 } pt_row_counts;
 
 /* Where a batch's rows start, to drop them again (pt_sweep_rollback). */
@@ -99,7 +101,8 @@ typedef struct {
     int experiments;   /* knockout, patching or lens: keep every layer's cache and residuals */
     int commit_budget; /* --batch-tokens: cuts the input into commits (fixed for a run) */
     int fwd_budget;    /* tokens of one forward: commit_budget, halved on out of memory */
-    int variant_rows;  /* cache rows reserved for experiment variants in this batch */
+    int variant_rows;  /* activation rows of an experiment sub-batch in this batch */
+    int variant_kv;    /* cache rows reserved for them (with --generate: their tokens' too) */
     pt_experiments *ex;
     pt_generation *gen; /* --generate (generate.h) */
 

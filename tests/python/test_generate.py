@@ -136,8 +136,10 @@ def compare_seq(what: str, got_t, got_lp, want_t, want_lp, gaps) -> tuple[list, 
     return errs, True
 
 
-def check_against_ref(model, out: str, recs: list[dict], stop_ids=(), newline_of=None) -> dict:
+def check_against_ref(model, out: str, recs: list[dict], stop_ids=None, newline_of=None) -> dict:
     ref = ref_of(model.path)
+    if stop_ids is None:
+        stop_ids = stop_ids_of(model.path)
     g = read_gen(out)
     errs = []
     n_seqs = len(g["seq_pair"])
@@ -311,24 +313,26 @@ def test_stop_at_newline_and_hits(tiny_model, punctum, tmp_path):
 @pytest.mark.skipif(emu_bin() is None, reason="no emulation build (punctum-emu)")
 @pytest.mark.parametrize("name", ["gpt2", "llama_gqa"])
 def test_generate_emulated_cuda_matches_cpu(name, tiny_model, tmp_path):
-    """The decode steps through the cuda kernels (emulation build, f32) equal the cpu backend."""
+    """The decode steps through the cuda kernels (emulation build, f32) equal the cpu backend,
+    clean and with knockout / patching held."""
     m = tiny_model(name)
     recs = pairs_for(m.vocab_size, SEED + 3)[:3]
     pairs = write_pairs(str(tmp_path / "p.jsonl"), recs)
     cpu, emu = str(tmp_path / "cpu.h5"), str(tmp_path / "emu.h5")
     base = ["run", "--model", m.path, "--pairs", pairs, "--generate", 6, "--force",
-            "--threads", 2]
+            "--threads", 2, "--ablate", "knockout", "--positions", "last:2", "--windows",
+            "0:1,1:2", "--patch", "resid", "--stats", "none"]
     run_bin(base + ["--out", cpu, "--backend", "cpu"])
     run_bin(base + ["--out", emu, "--backend", "cuda", "--dtype", "f32"], binary=emu_bin())
     a, b = read_gen(cpu), read_gen(emu)
-    ref = ref_of(m.path)
-    for s in range(len(a["seq"])):
-        r = recs[int(a["seq_pair"][s])]
-        ids = r["a_ids"] if int(a["seq_side"][s]) == 0 else r["b_ids"]
-        gaps = ref_greedy(ref, ids, 6)[2]
-        ta, la = tokens_of(a, s)
-        tb, lb = tokens_of(b, s)
-        errs, _ = compare_seq(f"emu seq {s}", tb, lb, ta, la, gaps)
+    assert list(a["kind"]) == list(b["kind"]) and list(a["variant"]) == list(b["variant"])
+    assert (a["kind"] == 1).any() and (a["kind"] == 2).any()
+    for i in range(len(a["seq"])):
+        ta, la = tokens_of(a, i)
+        tb, lb = tokens_of(b, i)
+        # near ties from the cpu's own log-probs are not known here: the tokens must agree
+        # exactly on these tiny models, the log-probs within the tolerance
+        errs, _ = compare_seq(f"emu row {i}", tb, lb, ta, la, [1.0] * len(ta))
         assert not errs, errs
     np.testing.assert_allclose(b["pair_kl"], a["pair_kl"], rtol=1e-4, atol=1e-6)
 
@@ -392,3 +396,97 @@ def test_generate_kill9_resume_and_merge(tiny_model, tmp_path):
     R.assert_same_h5(merged, whole, float_tol=1e-5,
                      skip_attrs=("created", "command_line", "merged_from", "opt_batch_tokens",
                                  "input_offset", "input_line", "input_index", "opt_shard"))
+
+
+# ---------------------------------------------------------------------------------------------
+# interventions held at every generated step
+# ---------------------------------------------------------------------------------------------
+
+def stop_ids_of(model_dir: str) -> tuple:
+    with open(os.path.join(model_dir, "generation_config.json")) as f:
+        eos = json.load(f).get("eos_token_id")
+    return tuple(eos) if isinstance(eos, list) else () if eos is None else (eos,)
+
+
+def ref_greedy_held(ref: ExpRef, ids, n: int, knockout=None, patch=None, stop_ids=()):
+    """Greedy continuation recomputing the whole sequence at every step with the knockout
+    (j, lo, hi) or the patch (layer, pos, vector) applied to it: (tokens, log-probs, gaps)."""
+    seq, toks, lps, gaps = list(ids), [], [], []
+    for _ in range(n):
+        logp = ref._run(seq, knockout=knockout, patch=patch)[0]
+        top = int(np.argmax(logp))
+        srt = np.sort(logp)
+        toks.append(top)
+        lps.append(float(logp[top]))
+        gaps.append(float(srt[-1] - srt[-2]))
+        seq.append(top)
+        if top in stop_ids:
+            break
+    return toks, lps, gaps
+
+
+@pytest.mark.parametrize("name", ["llama_gqa", "gpt2", "mistral_swa"])
+def test_generation_with_interventions_held(name, tiny_model, punctum, tmp_path):
+    """Every knockout variant (all positions, a window from layer 0 and one above it) and every
+    patching variant continued with its intervention held, against full recomputation."""
+    m = tiny_model(name)
+    rnd = random.Random(SEED + 7)
+    ids = lambda n: [rnd.randrange(3, m.vocab_size) for _ in range(n)]  # noqa: E731
+    a = ids(6)
+    b = list(a)
+    b[2] = (b[2] + 5) % m.vocab_size
+    recs = [{"a_ids": a, "b_ids": b}, {"a_ids": ids(5), "b_ids": ids(7)}]
+    pairs = write_pairs(str(tmp_path / "p.jsonl"), recs)
+    out = str(tmp_path / "o.h5")
+    n_gen = 5
+    L = m.n_layers
+    punctum.run(m.path, pairs, out, "--generate", n_gen, "--ablate", "knockout", "--positions",
+                "all", "--windows", f"0:{L},1:{L}", "--patch", "resid", "--stats", "none")
+    g = read_gen(out)
+    with h5py.File(out, "r") as f:
+        ko_seq, ko_pos, ko_win = (f[f"ablation/knockout/{k}"][()] for k in ("seq", "pos", "window"))
+        windows = f["ablation/windows"][()]
+        pa_pair, pa_layer, pa_pos = (f[f"patching/resid/{k}"][()] for k in ("pair", "layer", "pos"))
+    ref = ref_of(m.path)
+    stops = stop_ids_of(m.path)
+    seq_ids = []
+    for s in range(len(g["seq_pair"])):
+        r = recs[int(g["seq_pair"][s])]
+        seq_ids.append(r["a_ids"] if int(g["seq_side"][s]) == 0 else r["b_ids"])
+    kinds = g["kind"]
+    n_ko = int((kinds == 1).sum())
+    n_pa = int((kinds == 2).sum())
+    assert n_ko == len(ko_seq) > 0 and n_pa == len(pa_pair) == 6 * L
+    assert sorted(g["variant"][kinds == 1]) == list(range(n_ko))
+    assert sorted(g["variant"][kinds == 2]) == list(range(n_pa))
+    assert (np.diff(g["seq"]) >= 0).all()  # grouped by sequence: clean row first
+    errs = []
+    clean_row = {int(g["seq"][i]): i for i in range(len(kinds)) if kinds[i] == 0}
+    for i in range(len(kinds)):
+        if kinds[i] == 0:
+            continue
+        v = int(g["variant"][i])
+        if kinds[i] == 1:
+            s, j, w = int(ko_seq[v]), int(ko_pos[v]), int(ko_win[v])
+            assert s == g["seq"][i]
+            want = ref_greedy_held(ref, seq_ids[s], n_gen,
+                                   knockout=(j, int(windows[w][0]), int(windows[w][1])),
+                                   stop_ids=stops)
+            what = f"{name} knockout seq {s} pos {j} window {w}"
+        else:
+            p, layer, pos = int(pa_pair[v]), int(pa_layer[v]), int(pa_pos[v])
+            sa, sb = int(g["seq_a"][p]), int(g["seq_b"][p])
+            assert sa == g["seq"][i]
+            vec = ref.clean(seq_ids[sb]).resid[layer, pos]
+            want = ref_greedy_held(ref, seq_ids[sa], n_gen, patch=(layer, pos, vec),
+                                   stop_ids=stops)
+            what = f"{name} patch pair {p} layer {layer} pos {pos}"
+        got = tokens_of(g, i)
+        e, _ = compare_seq(what, got[0], got[1], *want)
+        errs += e
+        clean = tokens_of(g, clean_row[int(g["seq"][i])])[0]
+        want_dv = next((t for t in range(min(len(got[0]), len(clean)))
+                        if got[0][t] != clean[t]),
+                       -1 if len(got[0]) == len(clean) else min(len(got[0]), len(clean)))
+        assert g["diverge"][i] == want_dv, what
+    assert not errs, "\n".join(errs[:20])
