@@ -490,3 +490,61 @@ def test_generation_with_interventions_held(name, tiny_model, punctum, tmp_path)
                        -1 if len(got[0]) == len(clean) else min(len(got[0]), len(clean)))
         assert g["diverge"][i] == want_dv, what
     assert not errs, "\n".join(errs[:20])
+
+
+# ---------------------------------------------------------------------------------------------
+# the Python reader and the report
+# ---------------------------------------------------------------------------------------------
+
+def test_reader_gen_frame_and_report_section(tiny_model, punctum, tmp_path):
+    """punctum.open(...).gen joins /gen with its pairs and variants exactly as the raw file
+    says; pairs carry gen_diverge / gen_kl_ab; the report has the generation section with the
+    hit-rate plot when patched pairs have targets, and says why without --generate."""
+    import punctum as pkg
+    from punctum.report import render
+    m = tiny_model("gpt2")
+    recs = [{"a": "the cat sat", "b": "the and sat", "target": "cat", "target_b": "and"},
+            {"a": " a cat", "b": " a sat", "target": "the", "target_b": "sat"},
+            {"a": "the cat"}]
+    pairs = write_pairs(str(tmp_path / "p.jsonl"), recs)
+    out = str(tmp_path / "o.h5")
+    punctum.run(m.path, pairs, out, "--generate", 6, "--patch", "resid", "--ablate", "knockout",
+                "--positions", "last:1")
+    raw = read_gen(out)
+    with h5py.File(out, "r") as h:
+        ko_pos = h["ablation/knockout/pos"][()]
+        pa_layer, pa_pos = h["patching/resid/layer"][()], h["patching/resid/pos"][()]
+    with pkg.open(out) as f:
+        g = f.gen
+        pr = f.pairs
+    assert len(g) == len(raw["seq"]) and list(g.index) == list(range(len(g)))
+    kinds = ["clean", "knockout", "patching"]
+    for i, row in enumerate(g.itertuples()):
+        assert row.seq == raw["seq"][i] and row.kind == kinds[raw["kind"][i]]
+        assert row.token_ids == tokens_of(raw, i)[0] and row.text == raw["text"][i]
+        assert row.n_tok == raw["n_tok"][i] and row.diverge == raw["diverge"][i]
+        assert row.pair == raw["seq_pair"][raw["seq"][i]]
+        for col in ("hit", "hit_b"):
+            v = raw[col][i]
+            assert (pd_isna(getattr(row, col)) if v < 0 else getattr(row, col) == bool(v))
+        v = raw["variant"][i]
+        if raw["kind"][i] == 1:
+            assert row.variant == v and row.pos == ko_pos[v]
+        elif raw["kind"][i] == 2:
+            assert row.variant == v and row.layer == pa_layer[v] and row.pos == pa_pos[v]
+        else:
+            assert pd_isna(row.variant)
+    assert list(pr["gen_diverge"]) == list(raw["pair_diverge"])
+    np.testing.assert_array_equal(pr["gen_kl_ab"].to_numpy(), raw["pair_kl"])
+    assert (g["kind"] == "patching").sum() > 0 and g["hit_b"].notna().any()
+    html = render(out)
+    assert 'id="gen"' in html and "hit rate by patched layer" in html
+    assert "The pairs whose answers differ most" in html
+    plain = str(tmp_path / "plain.h5")
+    punctum.run(m.path, pairs, plain)
+    assert 'id="gen-missing"' in render(plain)
+
+
+def pd_isna(x) -> bool:
+    import pandas as pd
+    return bool(pd.isna(x))
