@@ -50,8 +50,8 @@ ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq
 TOKENS_PER_RUN = 65536
 STATS = "mass,last,resid,topk"
 PROFILE_T = 2048
-# "[punctum] 2 pairs, 65536 tokens in 1.23 s (writer busy 0.10 s, final copy 0.05 s) -> out.h5"
-SWEEP_LINE = re.compile(r"\[punctum\] \d+ pairs, (\d+) tokens in ([0-9.]+) s")
+# "punctum: done: 2 pairs, 65536 tokens in 1.23 s (writer busy 0.10 s, final copy 0.05 s), ..."
+SWEEP_LINE = re.compile(r"(?:\[punctum\]|punctum: \w+:) \d+ pairs, (\d+) tokens in ([0-9.]+) s")
 PROFILE_LINE = re.compile(r"\[punctum profile\] forward ([0-9.]+) s:(.*)")
 
 

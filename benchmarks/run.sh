@@ -40,6 +40,25 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include kerne
   echo '```'; echo "$PY benchmarks/bench_experiments.py --reps $REPS"; echo '```'
   "$PY" benchmarks/bench_experiments.py --reps "$REPS"
   echo
+  echo "## HDF5 writer (SPEC §8)"
+  echo
+  echo "Synthetic statistics stream (the layout of --stats mass,last,resid,topk, a Llama-3.2-1B"
+  echo "shape: 16 layers x 32 heads), as fast as the writer takes it, 1..N writer threads, output"
+  echo "on tmpfs (the writer, not the disk); 'MB per writer CPU-second' is the rate per core."
+  echo
+  echo '```'; echo "build/bench_writer --threads 1,2,$(nproc) --tokens 400000 --dir /dev/shm --markdown"; echo '```'
+  build/bench_writer --threads "1,2,$(nproc)" --tokens 400000 --dir /dev/shm --markdown
+  echo
+  echo "Statistics-bound sweep (before: PUNCTUM_BASE_BIN, an older build, when set):"
+  echo
+  echo '```'; echo "$PY benchmarks/bench_sweep_writer.py --reps $REPS"; echo '```'
+  "$PY" benchmarks/bench_sweep_writer.py --reps "$REPS"
+  echo
+  echo "Chunk shape of the per-token statistics, written and read back by the punctum reader:"
+  echo
+  echo '```'; echo "$PY benchmarks/bench_chunks.py --reps $((REPS + 1))"; echo '```'
+  "$PY" benchmarks/bench_chunks.py --reps "$((REPS + 1))"
+  echo
   echo "## Generation: greedy decode vs transformers generate(), knockout with generation (SPEC §8)"
   echo
   echo '```'; echo "$PY benchmarks/bench_generate.py --reps $REPS"; echo '```'

@@ -12,7 +12,7 @@
  *   In backend memory: matrices (token / position embeddings, every linear's weight, the LM
  *   head) in the compute dtype, [out, in] row-major, one part per projection; vectors (norm
  *   weights and biases, linear biases, RoPE inverse frequencies) in float32.
- * - Own kernels for everything else: elementwise.cuh, attention.cuh, vocab.cuh.
+ * - Own kernels for everything else: elementwise.cuh, attention.cuh, vocab.cuh, row_select.cuh.
  * - Activations: float32 (resid_bytes = act_bytes = kv_bytes = 4).
  * - Index arrays arrive as host pointers and are copied into persistent device staging buffers
  *   that `reserve` sizes (grown, never allocated per call). Everything runs in order on one
@@ -26,6 +26,7 @@
 
 #include "attention.cuh"
 #include "elementwise.cuh"
+#include "row_select.cuh"
 #include "vocab.cuh"
 
 extern "C" {
@@ -84,6 +85,7 @@ struct cu_ctx {
     size_t mem_used;          /* bytes of `allocs` (the peak: be->mem_peak) */
     cu_plan plans[CU_PLANS];
     unsigned long long stamp;
+    size_t row_select_smem; /* dynamic shared memory k_row_abs_stats may use (opted in) */
 };
 
 static cu_ctx *ctx_of(pt_backend *be) { return (cu_ctx *)be->ctx; }
@@ -524,6 +526,27 @@ static void cuda_row_norms(pt_backend *be, const void *x, int n, int d, float *o
     if (n <= 0) return;
     PT_LAUNCH(k_row_norms, n, 256, c->stream, (const float *)x, d, out, out_stride);
     CU_LAUNCHED("k_row_norms");
+}
+
+static void cuda_row_abs_stats(pt_backend *be, const void *x, int n, int d, float *max_abs,
+                               int32_t *argmax, float *median, size_t out_stride) {
+    PT_BE_GUARD(be);
+    cu_ctx *c = ctx_of(be);
+    if (n <= 0 || d <= 0) return;
+    const size_t smem = (size_t)d * sizeof(uint32_t); /* the row's keys */
+    /* 48 KiB of shared memory (static included) without opting in; ask for more early */
+    if (smem > ((size_t)40 << 10) && smem > c->row_select_smem) {
+        if (CU(cudaFuncSetAttribute((const void *)k_row_abs_stats,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)))
+            return;
+        c->row_select_smem = smem;
+    }
+    /* about 8 keys per thread, 1 to 16 warps */
+    int threads = ((d + 7) / 8 + 31) / 32 * 32;
+    threads = threads < 32 ? 32 : threads > 512 ? 512 : threads;
+    PT_LAUNCH_SMEM(k_row_abs_stats, n, threads, smem, c->stream, (const float *)x, d, max_abs,
+                   argmax, median, out_stride);
+    CU_LAUNCHED("k_row_abs_stats");
 }
 
 static void cuda_gather_rows(pt_backend *be, const void *src, const int32_t *rows, int m, int d,
@@ -1104,6 +1127,7 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->mlp_act = cuda_mlp_act;
     be->add = cuda_add;
     be->row_norms = cuda_row_norms;
+    be->row_abs_stats = cuda_row_abs_stats;
     be->gather_rows = cuda_gather_rows;
     be->resid_to_host = cuda_resid_to_host;
     be->log_softmax = cuda_log_softmax;

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 VENV="${PUNCTUM_VENV:-$HOME/.cache/punctum/venv}"
 DEBS=(build-essential cmake pkg-config libhdf5-dev libopenblas-openmp-dev libjansson-dev
-      libutf8proc-dev libpcre2-dev libopenmpi-dev openmpi-bin python3-venv
+      libutf8proc-dev libpcre2-dev libdeflate-dev hdf5-tools libopenmpi-dev openmpi-bin python3-venv
       clang libclang-rt-14-dev valgrind chromium
       dpkg-dev file man-db)   # the .deb (cpack: dpkg-shlibdeps, file) and its man page check
 

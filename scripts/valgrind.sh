@@ -38,7 +38,7 @@ not json
 JSONL
 run() { if "${VG[@]}" "$@" >/dev/null 2>"$work/err"; then echo "valgrind ok: ${*:1:2}"; else cat "$work/err"; echo "valgrind FAILED: $*"; fail=1; fi; }
 run "$BUILD/punctum" run --model "$model" --pairs "$work/pairs.jsonl" --out "$work/a.h5" --force \
-  --stats mass,last,resid,topk,lens,patterns --ablate knockout --positions all --windows 0:1,1:2 \
+  --stats mass,last,resid,topk,lens,massive,patterns --ablate knockout --positions all --windows 0:1,1:2 \
   --patch resid --batch-tokens 16 --progress never --backend cpu
 run "$BUILD/punctum" run --model "$model" --pairs "$work/pairs.jsonl" --out "$work/s0.h5" --shard 0/2 --progress never --backend cpu
 run "$BUILD/punctum" run --model "$model" --pairs "$work/pairs.jsonl" --out "$work/s1.h5" --shard 1/2 --progress never --backend cpu
@@ -47,7 +47,7 @@ run "$BUILD/punctum" run --model "$model" --pairs "$work/pairs.jsonl" --out "$wo
 run "$BUILD/punctum" run --model "$bf16" --pairs "$work/pairs.jsonl" --out "$work/bf.h5" --force \
   --ablate knockout --positions all --progress never --backend cpu
 PUNCTUM_TEST_ALLOC_LIMIT=40000 run "$BUILD/punctum" run --model "$model" --pairs "$work/pairs.jsonl" \
-  --out "$work/oom.h5" --force --stats mass,last,resid,topk,lens --ablate knockout --patch resid \
+  --out "$work/oom.h5" --force --stats mass,last,resid,topk,lens,massive --ablate knockout --patch resid \
   --batch-tokens 4096 --progress never --backend cpu
 run "$BUILD/punctum" merge --out "$work/m.h5" "$work/s0.h5" "$work/s1.h5"
 run "$BUILD/punctum" inspect "$work/a.h5"

@@ -149,6 +149,13 @@ struct pt_backend {
     void (*add)(pt_backend *be, void *x, const void *y, size_t n);
     /* out[r * out_stride] = ||x[r]||_2 for residual rows of width d (out: float32, device). */
     void (*row_norms)(pt_backend *be, const void *x, int n, int d, float *out, size_t out_stride);
+    /* The stat `massive` (SPEC §3) of residual rows of width d, each output at r * out_stride
+     * (device; max_abs and median float32, argmax int32): max_abs = the largest |x[r, i]|,
+     * argmax = its i (ties: the lowest i), median = the median of |x[r, :]| (even d: the mean
+     * of the two middle values, rounded once to float32). Exact selections, ordered by the bits
+     * of |x| (a NaN counts as the largest): both backends give identical values. */
+    void (*row_abs_stats)(pt_backend *be, const void *x, int n, int d, float *max_abs,
+                          int32_t *argmax, float *median, size_t out_stride);
     /* dst[i] = src[rows[i]] for residual rows of width d (rows: host). */
     void (*gather_rows)(pt_backend *be, const void *src, const int32_t *rows, int m, int d,
                         void *dst);

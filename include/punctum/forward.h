@@ -64,6 +64,9 @@ typedef struct {
 
     float *mass, *last, *pattern; /* device statistics outputs (see pt_segment), or NULL */
     float *resid_norm;            /* device [n_rows, L+1] or NULL */
+    /* stat massive (backend row_abs_stats): device [n_rows, L+1] each, or resid_max NULL */
+    float *resid_max, *resid_median;
+    int32_t *resid_argmax;
     void *resid_all; /* device residual rows [L+1, n_rows, d] entering each layer, or NULL */
 
     const int32_t *tap_rows; /* host [n_tap]: rows whose residual is captured at every layer */

@@ -17,7 +17,8 @@ typedef struct {
     const char *dtype;   /* f32 | bf16 | f16 (NULL: backend default) */
     int device;
     int stat_mass, stat_last, stat_resid, stat_topk, stat_lens, stat_patterns;
-    int topk; /* 0: not given (10) */
+    int stat_massive; /* resid_max, resid_argmax, resid_median (SPEC §3) */
+    int topk;         /* 0: not given (10) */
     int ablate_knockout;
     pt_pos_mode positions;
     int positions_k;     /* last:K */
@@ -36,6 +37,7 @@ typedef struct {
     int threads;            /* 0: not given */
     int device_given;       /* --device was on the command line */
     int64_t patterns_limit; /* bytes; <= 0: no limit */
+    int writer_threads;     /* chunk-encoding threads of the writer (0: the cores left over) */
     char *command_line;
 } pt_run_opts;
 

@@ -217,12 +217,14 @@ class Part:
         return h5py.check_string_dtype(self.ds(name).dtype) is not None
 
     # ---- reads -------------------------------------------------------------------
-    def read(self, name, lo=None, hi=None):
-        """Rows lo:hi of a dataset as numpy (strings as str objects, float16 as float32)."""
+    def read(self, name, lo=None, hi=None, sel=()):
+        """Rows lo:hi of a dataset as numpy (strings as str objects, float16 as float32);
+        sel: a selection along the trailing axes (e.g. one layer), read by h5py so that
+        only the chunks holding it are decompressed."""
 
         def go():
             d = self.ds(name)
-            sl = slice(lo, hi)
+            sl = (slice(lo, hi),) + tuple(sel)
             if h5py.check_string_dtype(d.dtype) is not None:
                 a = d.asstr(errors="replace")[sl]
             else:

@@ -928,6 +928,8 @@ class PunctumFile:
             _check((rd("seq") == s) & (rd("pos") == np.arange(n)), p, "token rows")
             cols = {"id": rd("id"), "text": rd("text"), "is_punct": rd("is_punct") != 0,
                     "byte_start": rd("byte_start"), "byte_end": rd("byte_end")}
+            if p.has("tokens/role"):  # 0 chat template, 1 prompt text, 2 generated (SPEC §2)
+                cols["role"] = rd("role").astype(np.int8)
             for name in ("attn_mass", "attn_last", "resid_norm") + MASSIVE:
                 if p.has("tokens/" + name):
                     arrays[name] = rd(name)
@@ -1008,12 +1010,17 @@ class PunctumFile:
             lazy = False
         p0 = self._parts[0]
 
-        def col(fetch, trail, dtype):
-            return lazy_rows(segs, fetch, trail, dtype, lazy=lazy)
+        def col(fetch, trail, dtype, fetch_sel=None):
+            return lazy_rows(segs, fetch, trail, dtype, lazy=lazy, fetch_sel=fetch_sel)
 
         def plain(name):
             def fetch(p, lo, hi):
                 return p.read("tokens/" + name, lo, hi)
+            return fetch
+
+        def plain_sel(name):  # a layer (or head) selection goes to h5py: fewer chunks read
+            def fetch(p, lo, hi, sel):
+                return p.read("tokens/" + name, lo, hi, sel)
             return fetch
 
         def seqinfo(key):
@@ -1040,7 +1047,7 @@ class PunctumFile:
                 shp = p0.shape("tokens/" + name)[1:]
                 dt = p0.ds("tokens/" + name).dtype
                 dt = np.dtype(np.float32) if dt == np.float16 else dt
-                data_vars[name] = (dims, col(plain(name), shp, dt))
+                data_vars[name] = (dims, col(plain(name), shp, dt, plain_sel(name)))
         coords = {
             "token_row": ("token", col(lambda p, lo, hi: self._g("tokens", p, np.arange(lo, hi)),
                                        (), np.dtype(np.int64))),

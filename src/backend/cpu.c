@@ -75,6 +75,16 @@ static void cpu_destroy(pt_backend *be) {
     free(be);
 }
 
+/* The per-thread rows (embedding rows, row_abs_stats' keys) hold at least d floats. */
+static int rowbuf_fit(pt_backend *be, int d) {
+    cpu_ctx *c = be->ctx;
+    if ((size_t)d <= c->rowbuf_floats) return 0;
+    c->rowbuf_floats = 0;
+    if (thread_bufs(be, (void **)c->rowbuf, (size_t)d * sizeof(float))) return -1;
+    c->rowbuf_floats = (size_t)d;
+    return 0;
+}
+
 /* A part's weights are used in place by sgemm when they are aligned float32. */
 static int in_place(const pt_linear_part *p) {
     return p->w.dtype == PT_DT_F32 && (uintptr_t)p->w.data % sizeof(float) == 0;
@@ -104,11 +114,7 @@ static int cpu_load_weights(pt_backend *be, const pt_config *cfg, const pt_weigh
                             pt_weights *dev, pt_error *e) {
     cpu_ctx *c = be->ctx;
     *dev = *host;
-    if ((size_t)cfg->d_model > c->rowbuf_floats) {
-        if (thread_bufs(be, (void **)c->rowbuf, (size_t)cfg->d_model * sizeof(float)))
-            return pt_backend_take_error(be, e, NULL);
-        c->rowbuf_floats = (size_t)cfg->d_model;
-    }
+    if (rowbuf_fit(be, cfg->d_model)) return pt_backend_take_error(be, e, NULL);
     size_t need = 0;
     for (int l = -1; l < cfg->n_layers; l++) {
         const pt_layer_weights *lw = l >= 0 ? &host->layers[l] : NULL;
@@ -200,7 +206,7 @@ static int cpu_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *r
     }
     if (r->rope_inv_freq && rope_table(be, r->rope_inv_freq, cfg->head_dim / 2, (int)keys))
         return -1;
-    return 0;
+    return rowbuf_fit(be, cfg->d_model);
 }
 
 static void cpu_release_scratch(pt_backend *be) {
@@ -549,6 +555,78 @@ static void cpu_row_norms(pt_backend *be, const void *xv, int n, int d, float *o
     }
 }
 
+static inline uint32_t abs_key(float x) { /* |x| as bits: ordered as the values (NaN last) */
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u & 0x7fffffffu;
+}
+static inline float key_value(uint32_t k) {
+    float f;
+    memcpy(&f, &k, sizeof f);
+    return f;
+}
+
+/* The k-th smallest (0-based) of a[0..n), reordering a so that a[i] <= a[k] for i < k and
+ * a[i] >= a[k] for i > k (Hoare's selection with median-of-three pivots). */
+static uint32_t select_kth(uint32_t *a, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        uint32_t p0 = a[lo], p1 = a[lo + (hi - lo) / 2], p2 = a[hi], t;
+        if (p0 > p1) t = p0, p0 = p1, p1 = t;
+        if (p1 > p2) p1 = p2;
+        const uint32_t pivot = p0 > p1 ? p0 : p1; /* the median of the three */
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < pivot) i++;
+            while (a[j] > pivot) j--;
+            if (i <= j) t = a[i], a[i++] = a[j], a[j--] = t;
+        }
+        /* a[lo..j] <= pivot, a[i..hi] >= pivot, a[j+1..i-1] == pivot */
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            break;
+    }
+    return a[k];
+}
+
+static void cpu_row_abs_stats(pt_backend *be, const void *xv, int n, int d, float *max_abs,
+                              int32_t *argmax, float *median, size_t out_stride) {
+    PT_BE_GUARD(be);
+    cpu_ctx *c = be->ctx;
+    if (d <= 0 || (size_t)d > c->rowbuf_floats) {
+        pt_backend_fail(be, 0, 0,
+                        "cpu backend: row_abs_stats of rows of %d beyond the %zu "
+                        "reserved (internal error)",
+                        d, c->rowbuf_floats);
+        return;
+    }
+    const float *x = xv;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        uint32_t *keys = (uint32_t *)c->rowbuf[omp_get_thread_num()], best = 0;
+        int arg = 0;
+        for (int i = 0; i < d; i++) {
+            keys[i] = abs_key(xr[i]);
+            if (keys[i] > best) best = keys[i], arg = i; /* strictly larger: ties keep the lowest */
+        }
+        const int k = (d - 1) / 2; /* the lower middle; the upper one is k + 1 for even d */
+        const uint32_t lo = select_kth(keys, d, k);
+        uint32_t hi = lo;
+        if (d % 2 == 0) { /* the smallest of the keys above position k */
+            hi = keys[k + 1];
+            for (int i = k + 2; i < d; i++) hi = keys[i] < hi ? keys[i] : hi;
+        }
+        const size_t o = (size_t)r * out_stride;
+        max_abs[o] = key_value(best);
+        argmax[o] = arg;
+        median[o] = (float)(0.5 * ((double)key_value(lo) + (double)key_value(hi)));
+    }
+}
+
 static void cpu_gather_rows(pt_backend *be, const void *srcv, const int32_t *rows, int m, int d,
                             void *dstv) {
     PT_BE_GUARD(be);
@@ -703,6 +781,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->mlp_act = cpu_mlp_act;
     be->add = cpu_add;
     be->row_norms = cpu_row_norms;
+    be->row_abs_stats = cpu_row_abs_stats;
     be->gather_rows = cpu_gather_rows;
     be->resid_to_host = cpu_resid_to_host;
     be->log_softmax = cpu_log_softmax;

@@ -222,9 +222,9 @@ int pt_cmd_inspect(int argc, char **argv) {
         }
     }
     printf("sequences: %lld, tokens: %lld\n", (long long)n_seqs, (long long)n_tok);
-    const char *groups[] = {"/tokens/attn_mass", "/tokens/attn_last", "/tokens/resid_norm",
-                            "/patterns/value", "/ablation/knockout/kl", "/patching/resid/kl_to_b",
-                            "/lens/logp_top1"};
+    const char *groups[] = {"/tokens/attn_mass",       "/tokens/attn_last", "/tokens/resid_norm",
+                            "/tokens/resid_max",       "/patterns/value",   "/ablation/knockout/kl",
+                            "/patching/resid/kl_to_b", "/lens/logp_top1"};
     printf("statistics:");
     for (size_t k = 0; k < sizeof groups / sizeof groups[0]; k++)
         if (dset_rows(f, groups[k]) >= 0) printf(" %s", groups[k]);

@@ -18,12 +18,17 @@ static void run_usage(FILE *f) {
             "                              line says why)\n"
             "  --dtype f32|bf16|f16        compute dtype (cpu: f32; cuda default bf16; auto\n"
             "                              without a GPU: f32)\n"
-            "  --stats LIST                from mass,last,resid,topk,lens,patterns, or none\n"
-            "                              (default mass,last,resid,topk)\n"
+            "  --stats LIST                from mass,last,resid,topk,lens,massive,patterns, or\n"
+            "                              none (default mass,last,resid,topk). massive: per\n"
+            "                              token and layer, over the d dimensions of the\n"
+            "                              residual stream, the largest |h_d|, its d (ties: the\n"
+            "                              lowest) and the median |h_d| (even d: the mean of the\n"
+            "                              two middle values)\n"
             "  --topk K                    default 10\n"
             "  --ablate knockout|none      default none\n"
             "  --positions all|punct|last:K|none   default punct\n"
-            "  --windows all|each|LO:HI[,LO:HI...] layer windows for knockout; default all\n"
+            "  --windows all|each|LO:HI[,LO:HI...]\n"
+            "                              layer windows for knockout; default all\n"
             "  --patch resid|none          default none\n"
             "  --derive-b append:STR|strip-punct\n"
             "  --chat                      wrap prompts in the model's chat template (SPEC §2)\n"
@@ -34,7 +39,9 @@ static void run_usage(FILE *f) {
             "  --shard I/N                 take the pairs whose 0-based index %% N == I\n"
             "  --resume                    continue an interrupted run into the same file\n"
             "  --force                     overwrite an existing output file\n"
-            "  --store f32|f16             storage dtype of float statistics (default f32)\n"
+            "  --store f32|f16             storage dtype of float statistics (default f32); f16\n"
+            "                              stores values beyond its range (|x| > 65504) as +-65504\n"
+            "                              and counts them (a warning, attribute f16_saturated)\n"
             "  --strict                    stop at the first bad record instead of recording it\n"
             "  --progress auto|always|never  auto: one rewritten line on a terminal, else a\n"
             "                              complete line every 30 s; always: complete lines even\n"
@@ -42,7 +49,9 @@ static void run_usage(FILE *f) {
             "  --patterns-limit SIZE|none  refuse to start when --stats patterns would write more\n"
             "                              than SIZE (bytes, or with K, M, G, T; default 4G)\n"
             "  --threads N                 cpu threads (default: all cores)\n"
-            "  --device N                  cuda device\n");
+            "  --device N                  cuda device\n"
+            "  --writer-threads N          threads compressing the output (default: the cores the\n"
+            "                              compute leaves, at least 1)\n");
 }
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -78,6 +87,7 @@ static int parse_size(const char *s, int64_t *out) {
 
 static int parse_stats(pt_run_opts *o, const char *list) {
     o->stat_mass = o->stat_last = o->stat_resid = o->stat_topk = o->stat_lens = o->stat_patterns = 0;
+    o->stat_massive = 0;
     if (!strcmp(list, "none")) return 0;
     char *copy = strdup(list), *save = NULL;
     int rc = 0;
@@ -88,6 +98,7 @@ static int parse_stats(pt_run_opts *o, const char *list) {
         else if (!strcmp(t, "topk")) o->stat_topk = 1;
         else if (!strcmp(t, "lens")) o->stat_lens = 1;
         else if (!strcmp(t, "patterns")) o->stat_patterns = 1;
+        else if (!strcmp(t, "massive")) o->stat_massive = 1;
         else rc = -1;
     }
     free(copy);
@@ -107,7 +118,8 @@ int pt_cmd_run(int argc, char **argv) {
 
     enum { O_MODEL = 256, O_PAIRS, O_OUT, O_BACKEND, O_DTYPE, O_STATS, O_TOPK, O_ABLATE, O_POSITIONS,
            O_WINDOWS, O_PATCH, O_DERIVE, O_BATCH, O_SHARD, O_RESUME, O_FORCE, O_STORE, O_STRICT,
-           O_PROGRESS, O_THREADS, O_DEVICE, O_PATTERNS_LIMIT, O_CHAT, O_GENERATE, O_STOP_NL, O_HELP };
+           O_PROGRESS, O_THREADS, O_DEVICE, O_PATTERNS_LIMIT, O_CHAT, O_WRITER_THREADS,
+           O_GENERATE, O_STOP_NL, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"pairs", required_argument, 0, O_PAIRS},
         {"out", required_argument, 0, O_OUT}, {"backend", required_argument, 0, O_BACKEND},
@@ -122,6 +134,7 @@ int pt_cmd_run(int argc, char **argv) {
         {"progress", required_argument, 0, O_PROGRESS},
         {"threads", required_argument, 0, O_THREADS}, {"device", required_argument, 0, O_DEVICE},
         {"patterns-limit", required_argument, 0, O_PATTERNS_LIMIT},
+        {"writer-threads", required_argument, 0, O_WRITER_THREADS},
         {"generate", required_argument, 0, O_GENERATE},
         {"stop-at-newline", no_argument, 0, O_STOP_NL},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
@@ -161,7 +174,7 @@ int pt_cmd_run(int argc, char **argv) {
             break;
         case O_STATS:
             if (parse_stats(&o, optarg)) {
-                rc = usage_error("--stats %s: expected a list from mass,last,resid,topk,lens,patterns or none", optarg);
+                rc = usage_error("--stats %s: expected a list from mass,last,resid,topk,lens,massive,patterns or none", optarg);
                 goto out;
             }
             break;
@@ -271,6 +284,12 @@ int pt_cmd_run(int argc, char **argv) {
         case O_PATTERNS_LIMIT:
             if (parse_size(optarg, &o.patterns_limit)) {
                 rc = usage_error("--patterns-limit %s: expected a size such as 4G, or none", optarg);
+                goto out;
+            }
+            break;
+        case O_WRITER_THREADS:
+            if (parse_int(optarg, 1, 64, &o.writer_threads)) {
+                rc = usage_error("--writer-threads %s: expected 1 to 64", optarg);
                 goto out;
             }
             break;

@@ -203,6 +203,10 @@ static void capture(pt_engine *en, pt_fwd *f, int l) {
     if (f->resid_norm)
         PROF(en, PT_PROF_CAPTURE,
              be->row_norms(be, en->x, f->n_rows, d, f->resid_norm + l, (size_t)L + 1));
+    if (f->resid_max)
+        PROF(en, PT_PROF_CAPTURE,
+             be->row_abs_stats(be, en->x, f->n_rows, d, f->resid_max + l, f->resid_argmax + l,
+                               f->resid_median + l, (size_t)L + 1));
     if (f->resid_all)
         PROF(en, PT_PROF_CAPTURE,
              be->copy(be, (char *)f->resid_all + row_off((size_t)l * f->n_rows, (size_t)d, rb),

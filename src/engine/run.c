@@ -242,7 +242,7 @@ static void budget_costs(const pt_sweep *S, int longest_pattern, double *per_tok
     if (S->o->stat_patterns) t += (longest_pattern + 1) / 2.0 * LH * 4;
     if (!strcmp(be->name, "cpu")) { /* output rows in the batch being filled, queued, written */
         double host = 96 + (S->o->stat_mass + S->o->stat_last) * LH * 4 +
-                      S->o->stat_resid * (c->n_layers + 1) * 4.0;
+                      (S->o->stat_resid + 3 * S->o->stat_massive) * (c->n_layers + 1) * 4.0;
         if (S->o->stat_patterns) host += (longest_pattern + 1) / 2.0 * LH * 4;
         t += 3 * host;
     }
@@ -405,10 +405,10 @@ static void build_identity(pt_run *R) {
     ID("backend", "--backend", "%s", S->be->name);
     ID("compute_dtype", "--dtype", "%s", pt_compute_dtype_name(S->be->dtype));
     char stats[64] = "";
-    const char *names[] = {"mass", "last", "resid", "topk", "lens", "patterns"};
-    const int on[] = {o->stat_mass, o->stat_last, o->stat_resid,
-                      o->stat_topk, o->stat_lens, o->stat_patterns};
-    for (int k = 0; k < 6; k++)
+    const char *names[] = {"mass", "last", "resid", "topk", "lens", "massive", "patterns"};
+    const int on[] = {o->stat_mass, o->stat_last,    o->stat_resid,   o->stat_topk,
+                      o->stat_lens, o->stat_massive, o->stat_patterns};
+    for (int k = 0; k < 7; k++)
         if (on[k]) {
             if (*stats) strcat(stats, ",");
             strcat(stats, names[k]);
@@ -642,6 +642,9 @@ static int run_output(pt_run *R, pt_error *e) {
     pt_attr attrs[48];
     char created[32];
     const int na = output_attrs(R, attrs, created);
+    /* the writer's encoding threads: the cores the compute leaves (cuda: all but one) */
+    const int compute_threads =
+        strcmp(S->be->name, "cpu") ? 1 : pt_job_threads(&R->J, o->threads);
     const pt_writer_opts wo = {R->out_path,
                                S->specs,
                                S->n_specs,
@@ -650,7 +653,10 @@ static int run_output(pt_run *R, pt_error *e) {
                                o->store_f16,
                                -1.0,
                                R->resume ? &R->ost : NULL,
-                               (volatile const int *)&g_signal};
+                               (volatile const int *)&g_signal,
+                               o->writer_threads > 0
+                                   ? o->writer_threads
+                                   : pt_writer_auto_threads(compute_threads, R->J.local_size)};
     if (!(S->w = pt_writer_open(&wo, e))) return 1;
     pt_batch_init(&S->batch, S->specs, S->n_specs);
     progress_init(R);
@@ -838,6 +844,11 @@ static int run_close(pt_run *R, int rc) {
     }
     R->S.w = NULL;
     summary(R, rc || g_signal);
+    if (R->ws.f16_saturated > 0)
+        fprintf(stderr,
+                "punctum: warning: --store f16: %lld values beyond float16's range were stored as "
+                "+-65504 (attribute f16_saturated of %s)\n",
+                (long long)R->ws.f16_saturated, R->out_path);
     if (rc == 0 && g_signal) rc = g_signal == SIGINT ? 130 : 143;
     return rc;
 }

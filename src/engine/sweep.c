@@ -59,6 +59,11 @@ void pt_sweep_build_schema(pt_sweep *S) {
     if (o->stat_last) add_col(S, C_TOK_LAST, "/tokens/attn_last", PT_F32, 2, L, H);
     if (o->stat_resid) add_col(S, C_TOK_RESID_NORM, "/tokens/resid_norm", PT_F32, 1, L + 1, 0);
     if (o->stat_patterns) add_col(S, C_PAT_VALUE, "/patterns/value", PT_F32, 2, L, H);
+    if (o->stat_massive) {
+        add_col(S, C_TOK_RESID_MAX, "/tokens/resid_max", PT_F32, 1, L + 1, 0);
+        add_col(S, C_TOK_RESID_ARGMAX, "/tokens/resid_argmax", PT_I32, 1, L + 1, 0);
+        add_col(S, C_TOK_RESID_MEDIAN, "/tokens/resid_median", PT_F32, 1, L + 1, 0);
+    }
 
     if (o->ablate_knockout) {
         add_col(S, C_WIN, "/ablation/windows", PT_I32, 1, 2, 0);
@@ -264,6 +269,13 @@ static int clean_outputs(pt_sweep *S, pt_fwd *f) {
          !(f->resid_all = pt_sweep_dev(S, &S->d.resid_all, L1 * n * d * be->resid_bytes))) ||
         !(f->logits = pt_sweep_dev(S, &S->d.logits, ns * (size_t)c->vocab_size * 4)))
         return -1;
+    if (S->o->stat_massive) {
+        float *m = pt_sweep_dev(S, &S->d.massive, 3 * n * L1 * 4);
+        if (!m) return -1;
+        f->resid_max = m;
+        f->resid_argmax = (int32_t *)(m + n * L1);
+        f->resid_median = m + 2 * n * L1;
+    }
     if (f->mass) be->fill(be, f->mass, 0.0f, tok_rows * LH);
     if (f->last) be->fill(be, f->last, 0.0f, tok_rows * LH);
     if (f->pattern) be->fill(be, f->pattern, 0.0f, pat);
@@ -288,6 +300,15 @@ static int clean_forward(pt_sweep *S) {
                 .final_rows = S->h.fin.v,
                 .n_final = ns};
     if (clean_outputs(S, &f) || pt_forward(&S->en, &f)) return -1;
+    /* A side identical to its base (a == b) has the base's final row; the head's GEMM may still
+     * round the two copies differently by their place in its tiling, so give it the base's
+     * logits: identical prompts then have identical predictions (kl_ab exactly 0). */
+    for (int s = 0; s < ns; s++) {
+        const pt_bseq *q = &P->seqs.v[s];
+        if (q->base >= 0 && q->n_comp == 0)
+            be->copy(be, f.logits + (size_t)s * V, f.logits + (size_t)q->base * V,
+                     (size_t)V * sizeof(float));
+    }
 
     /* next-token distributions of every sequence */
     if (PT_SWEEP_FIT(S, &P->entropy, ns) || PT_SWEEP_FIT(S, &P->topk_id, (size_t)ns * K) ||
@@ -387,6 +408,23 @@ static void emit_seqs(pt_sweep *S) {
     }
 }
 
+/* A per-row statistic of the clean forward, [n_rows, L+1] 4-byte elements at device src, into
+ * output column id: sequence by sequence, position p from batch row kv0 + p (for a prefix-shared
+ * sequence, its base's rows first). */
+static int emit_layer_rows(pt_sweep *S, int id, const void *src) {
+    const pt_plan *P = &S->plan;
+    const size_t L1 = (size_t)S->cfg->n_layers + 1, n = (size_t)P->n_rows * L1;
+    if (PT_SWEEP_FIT(S, &S->h.layer_rows, n)) return -1;
+    S->be->to_host(S->be, S->h.layer_rows.v, src, n * 4);
+    char *m = pt_sweep_rows(S, id, (size_t)P->n_tok_rows);
+    for (int s = 0; s < P->n_seqs; s++) {
+        const pt_bseq *q = &P->seqs.v[s];
+        memcpy(m + (size_t)q->tok_row * L1 * 4, S->h.layer_rows.v + (size_t)q->kv0 * L1,
+               (size_t)q->T * L1 * 4);
+    }
+    return 0;
+}
+
 /* Per-token statistics: download, then complete prefix-shared sequences from their base. */
 static int emit_token_stats(pt_sweep *S) {
     pt_plan *P = &S->plan;
@@ -419,16 +457,14 @@ static int emit_token_stats(pt_sweep *S) {
                        (size_t)q->T * LH * sizeof(float));
         }
     }
-    if (S->o->stat_resid) {
-        const size_t n = (size_t)P->n_rows * (L + 1);
-        if (PT_SWEEP_FIT(S, &S->h.rnorm, n)) return -1;
-        be->to_host(be, S->h.rnorm.v, S->d.rnorm.p, n * sizeof(float));
-        float *m = pt_sweep_rows(S, C_TOK_RESID_NORM, tok_rows);
-        for (int s = 0; s < ns; s++) {
-            pt_bseq *q = &P->seqs.v[s];
-            memcpy(m + (size_t)q->tok_row * (L + 1), S->h.rnorm.v + (size_t)q->kv0 * (L + 1),
-                   (size_t)q->T * (L + 1) * sizeof(float));
-        }
+    if (S->o->stat_resid && emit_layer_rows(S, C_TOK_RESID_NORM, S->d.rnorm.p)) return -1;
+    if (S->o->stat_massive && P->n_rows > 0) {
+        const size_t part = (size_t)P->n_rows * (L + 1) * 4; /* bytes of each of the three */
+        const char *m = S->d.massive.p;
+        if (emit_layer_rows(S, C_TOK_RESID_MAX, m) ||
+            emit_layer_rows(S, C_TOK_RESID_ARGMAX, m + part) ||
+            emit_layer_rows(S, C_TOK_RESID_MEDIAN, m + 2 * part))
+            return -1;
     }
     if (S->o->stat_patterns) {
         float *m = pt_sweep_rows(S, C_PAT_VALUE, (size_t)P->n_pat_rows);
@@ -546,14 +582,15 @@ void pt_sweep_buffer_bytes(const pt_sweep *S, size_t *per_token, size_t *per_seq
     if (S->o->stat_mass) t += LH * 4;
     if (S->o->stat_last) t += LH * 4;
     if (S->o->stat_resid) t += L1 * 4;
+    if (S->o->stat_massive) t += 3 * L1 * 4;
     if (S->experiments) t += L1 * d * rb; /* resid_all */
     *per_token = t;
     *per_seq = L1 * d * rb + (size_t)c->vocab_size * 4; /* tap, logits */
 }
 
 void pt_sweep_release(pt_sweep *S) {
-    pt_devbuf *bufs[] = {&S->d.mass, &S->d.last,      &S->d.pat,   &S->d.rnorm,
-                         &S->d.tap,  &S->d.resid_all, &S->d.logits};
+    pt_devbuf *bufs[] = {&S->d.mass, &S->d.last,      &S->d.pat,    &S->d.rnorm,
+                         &S->d.tap,  &S->d.resid_all, &S->d.logits, &S->d.massive};
     for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) pt_devbuf_free(S->be, bufs[k]);
     pt_experiments_release(S);
     pt_generate_release(S);
@@ -576,5 +613,5 @@ void pt_sweep_free_buffers(pt_sweep *S) {
     PT_BUF_FREE(&S->h.segs);
     PT_BUF_FREE(&S->h.kl);
     PT_BUF_FREE(&S->h.tap);
-    PT_BUF_FREE(&S->h.rnorm);
+    PT_BUF_FREE(&S->h.layer_rows);
 }

@@ -20,6 +20,7 @@ enum {
     C_SEQ_TOPK_ID, C_SEQ_TOPK_LP, C_SEQ_TARGET_ID, C_SEQ_TARGET_LP, C_SEQ_PATTERN_START,
     C_TOK_ID, C_TOK_SEQ, C_TOK_POS, C_TOK_TEXT, C_TOK_BSTART, C_TOK_BEND, C_TOK_PUNCT, C_TOK_ROLE,
     C_TOK_MASS, C_TOK_LAST, C_TOK_RESID_NORM, C_PAT_VALUE,
+    C_TOK_RESID_MAX, C_TOK_RESID_ARGMAX, C_TOK_RESID_MEDIAN,
     C_WIN, C_KO_SEQ, C_KO_POS, C_KO_WIN, C_KO_KL, C_KO_DTOP1, C_KO_DTARGET, C_KO_CHANGED,
     C_PA_PAIR, C_PA_LAYER, C_PA_POS, C_PA_KL_TO_B, C_PA_KL_FROM_A, C_PA_DTOP1_B,
     C_LENS_SEQ, C_LENS_POS, C_LENS_TOP1, C_LENS_TARGET,
@@ -110,12 +111,14 @@ typedef struct {
     float *logp_dev; /* [n_seqs, V] clean log-probabilities of the batch */
     struct {
         pt_devbuf mass, last, pat, rnorm, tap, resid_all, logits;
+        pt_devbuf massive; /* [3][rows][L+1]: resid_max, resid_argmax (int32), resid_median */
     } d;
     struct {
         pt_i32buf ids, pos, kvr, fin, tgt;
         pt_segbuf segs;
         pt_f64buf kl;
-        pt_f32buf tap, rnorm;
+        pt_f32buf tap;
+        pt_f32buf layer_rows; /* a [rows, L+1] statistic (4-byte elements) on its way out */
     } h;
 
     pt_row_counts rows;   /* global row counters */

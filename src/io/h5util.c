@@ -223,6 +223,51 @@ int pt_h5_copy_rows(hid_t src, int64_t s0, hid_t dst, int64_t d0, int64_t n, siz
     return rc;
 }
 
+/* ---- attribute readers (writer.h: inspect, merge, resume) ------------------------------------ */
+
+char *pt_h5_attr_str(long long loc_id, const char *name) {
+    hid_t loc = (hid_t)loc_id;
+    if (H5Aexists(loc, name) <= 0) return NULL;
+    hid_t at = H5Aopen(loc, name, H5P_DEFAULT);
+    if (at < 0) return NULL;
+    hid_t ft = H5Aget_type(at);
+    char *out = NULL;
+    if (H5Tget_class(ft) == H5T_STRING) {
+        if (H5Tis_variable_str(ft) > 0) {
+            char *s = NULL;
+            hid_t mt = pt_h5_str_type();
+            if (H5Aread(at, mt, &s) >= 0 && s) {
+                out = pt_xstrdup(s);
+                H5free_memory(s);
+            }
+            H5Tclose(mt);
+        } else {
+            size_t n = H5Tget_size(ft);
+            out = pt_xcalloc(1, n + 1);
+            hid_t mt = H5Tcopy(H5T_C_S1);
+            H5Tset_size(mt, n);
+            if (H5Aread(at, mt, out) < 0) out[0] = 0;
+            H5Tclose(mt);
+        }
+    }
+    H5Tclose(ft);
+    H5Aclose(at);
+    return out;
+}
+
+int pt_h5_attr_i64(long long loc_id, const char *name, int64_t *out) {
+    hid_t loc = (hid_t)loc_id;
+    if (H5Aexists(loc, name) <= 0) return -1;
+    hid_t at = H5Aopen(loc, name, H5P_DEFAULT);
+    if (at < 0) return -1;
+    hid_t ft = H5Aget_type(at);
+    const int is_int = H5Tget_class(ft) == H5T_INTEGER;
+    H5Tclose(ft);
+    herr_t rc = is_int ? H5Aread(at, H5T_NATIVE_INT64, out) : -1;
+    H5Aclose(at);
+    return rc < 0 ? -1 : 0;
+}
+
 /* ---- listing datasets ---------------------------------------------------------------------- */
 
 static void dsets_add(pt_h5_dsets *d, const char *p) {

@@ -12,6 +12,7 @@
 #include <mpi.h>
 #endif
 
+#include "io/mpiview.h"
 #include "io/outstate.h"
 
 enum { TAG_PROGRESS = 17, TAG_DONE = 18 };
@@ -73,14 +74,7 @@ int pt_job_init(pt_job *J, const pt_run_opts *o, pt_error *e) {
 }
 
 char *pt_job_out_path(const pt_job *J, const char *out) {
-    if (J->size <= 1) return pt_xstrdup(out);
-    size_t n = strlen(out);
-    char *p = pt_xmalloc(n + 32);
-    if (n > 3 && !strcmp(out + n - 3, ".h5"))
-        snprintf(p, n + 32, "%.*s.rank%d.h5", (int)(n - 3), out, J->rank);
-    else
-        snprintf(p, n + 32, "%s.rank%d.h5", out, J->rank);
-    return p;
+    return pt_rank_file(out, J->rank, J->size);
 }
 
 int pt_job_outputs_exist(const pt_job *J, const char *out, const char *my_out) {

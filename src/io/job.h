@@ -47,7 +47,4 @@ int pt_job_finish(pt_job *J, const char *out, int rc, int show_progress, pt_erro
 void pt_job_abort(pt_job *J, int rc);
 void pt_job_finalize(pt_job *J);
 
-/* The MPI view: OUT over the complete rank files OUT.rank0.h5 ... (io/mpiview.c). */
-int pt_mpi_view_write(const char *out, int size, pt_error *e);
-
 #endif

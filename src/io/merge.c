@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/chunkio.h"
 #include "io/h5util.h"
 #include "io/outstate.h"
 
@@ -114,6 +115,7 @@ typedef struct {
     hsize_t trail[2];
     char *buf;
     int64_t n, written;
+    int cw_col; /* numeric columns: chunks encoded by the pool (-1: strings, written by HDF5) */
 } ocol;
 
 typedef struct {
@@ -127,6 +129,7 @@ typedef struct {
     int line_col, ntok_col, gen_ntok_col, owner_col[T_N];
     int64_t G[T_N]; /* rows emitted per table */
     hid_t out;
+    pt_cwriter *cw;
     pt_error *e;
 } merger;
 
@@ -183,8 +186,9 @@ static int flush_table(merger *M, int t) {
         ocol *o = &M->cols[j];
         if (o->table != t || o->n == 0) continue;
         hsize_t dims[3] = {(hsize_t)(o->written + o->n), o->trail[0], o->trail[1]};
-        if (H5Dset_extent(o->ds, dims) < 0 ||
-            pt_h5_write_rows(o->ds, o->mt, o->written, o->n, o->buf))
+        if (o->cw_col >= 0 ? pt_cwriter_append(M->cw, o->cw_col, o->buf, (size_t)o->n)
+                           : H5Dset_extent(o->ds, dims) < 0 ||
+                                 pt_h5_write_rows(o->ds, o->mt, o->written, o->n, o->buf))
             return pt_fail(M->e, "writing %s failed%s", o->path,
                            errno == ENOSPC ? ": no space left on device" : "");
         if (o->is_str) {
@@ -341,9 +345,9 @@ static void part_close(part_t *p, int n_cols) {
 static int write_out_attrs(merger *M, int complete, const char *shard_desc) {
     part_t *p0 = &M->parts[0];
     static const char *const skip[] = {
-        "committed_pairs", "run_complete", "parts",       "segments", "opt_shard",
-        "input_offset",    "input_line",   "input_index", "mpi_rank", "mpi_size",
-        "rank_files",      "mpi_view",     "created"};
+        "committed_pairs", "run_complete", "parts",       "segments",     "opt_shard",
+        "input_offset",    "input_line",   "input_index", "mpi_rank",     "mpi_size",
+        "rank_files",      "mpi_view",     "created",     "f16_saturated"};
     for (int i = 0; i < p0->n_attrs; i++) {
         int s = 0;
         for (size_t k = 0; k < sizeof skip / sizeof skip[0] && !s; k++)
@@ -380,7 +384,14 @@ static int write_out_attrs(merger *M, int complete, const char *shard_desc) {
         if (k) strcat(from, "\n");
         strcat(from, M->parts[k].path);
     }
+    int64_t sat = 0;
+    int has_sat = 0;
+    for (int k = 0; k < M->n_parts; k++) {
+        const char *a = attr(&M->parts[k], "f16_saturated");
+        if (a) sat += atoll(a), has_sat = 1;
+    }
     int rc =
+        (has_sat && pt_h5_put_i64(M->out, "f16_saturated", sat)) ||
         pt_h5_put_str(M->out, "created", created) ||
         pt_h5_put_str(M->out, "opt_shard", shard_desc) ||
         pt_h5_put_str(M->out, "merged_from", from) || pt_h5_put_i64(M->out, "input_offset", off) ||
@@ -513,7 +524,7 @@ int pt_merge_files(const char *out, char *const *paths, int n_parts, int allow_p
             M->parts[k].cols = pt_xcalloc((size_t)dl.n, sizeof(pcol));
             for (int j = 0; j < dl.n; j++) M->parts[k].cols[j].ds = M->parts[k].cols[j].mt = -1;
         }
-        for (int j = 0; j < dl.n; j++) M->cols[j].ds = M->cols[j].mt = -1;
+        for (int j = 0; j < dl.n; j++) M->cols[j].ds = M->cols[j].mt = M->cols[j].cw_col = -1;
     }
     for (int k = 0; k < n_parts; k++)
         for (int t = 0; t < T_N; t++) M->parts[k].nrows[t] = -1;
@@ -615,14 +626,22 @@ int pt_merge_files(const char *out, char *const *paths, int n_parts, int allow_p
         unlink(tmp);
         M->out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
         if (M->out < 0) rc = 1, pt_fail(e, "%s: cannot create", tmp);
+        const pt_cwriter_opts co = {pt_writer_auto_threads(-1, 1), 0};
+        if (!rc && !(M->cw = pt_cwriter_new(&co)))
+            rc = 1, pt_fail(e, "%s: cannot start the encoding threads", tmp);
     }
     for (int j = 0; j < M->n_cols && !rc; j++) {
         ocol *o = &M->cols[j];
         pt_colspec spec = {o->path, PT_I8, o->rank - 1, {(int)o->trail[0], (int)o->trail[1]}};
         hid_t ft = H5Dget_type(M->parts[0].cols[j].ds);
-        o->ds = pt_h5_create_rows(M->out, &spec, ft, 4, 0, 0);
+        o->ds = pt_h5_create_col(M->out, &spec, ft, 0);
         H5Tclose(ft);
         if (o->ds < 0) rc = 1, pt_fail(e, "%s: cannot create %s", tmp, o->path);
+        o->cw_col = -1;
+        if (!o->is_str && o->ds >= 0) { /* chunks encoded in parallel, written directly */
+            o->cw_col = pt_cwriter_add(M->cw, &spec, H5Tget_size(o->mt), 0);
+            pt_cwriter_target(M->cw, o->cw_col, o->ds, 0);
+        }
         o->buf = pt_xcalloc((size_t)(M->out_cap[o->table] ? M->out_cap[o->table] : 1), o->esz);
     }
     /* the knockout windows are the same in every part: the first part's */
@@ -657,6 +676,9 @@ int pt_merge_files(const char *out, char *const *paths, int n_parts, int allow_p
     }
     for (int t = 0; t < T_N && !rc; t++)
         if (M->has[t] && flush_table(M, t)) rc = 1;
+    if (!rc && M->cw && pt_cwriter_flush(M->cw, 0))
+        rc = 1,
+        pt_fail(e, "%s: writing failed%s", tmp, errno == ENOSPC ? ": no space left on device" : "");
     for (int k = 0; k < n_parts && !rc; k++)
         for (int t = 0; t < T_N && !rc; t++)
             if (M->has[t] && t != T_WINDOWS && M->parts[k].cur[t] != M->parts[k].nrows[t] &&
@@ -666,6 +688,7 @@ int pt_merge_files(const char *out, char *const *paths, int n_parts, int allow_p
                         (long long)(M->parts[k].nrows[t] - M->parts[k].cur[t]), TNAMES[t]);
     if (!rc && write_out_attrs(M, complete, shard_desc))
         rc = 1, pt_fail(e, "%s: writing attributes failed", tmp);
+    pt_cwriter_free(M->cw); /* before the datasets it writes to close */
     for (int j = 0; j < M->n_cols; j++) {
         ocol *o = &M->cols[j];
         if (o->is_str && o->buf) {

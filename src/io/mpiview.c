@@ -6,6 +6,8 @@
  * their own rank's rows, so they are the one thing a mapping cannot express: they are stored in
  * OUT.h5 itself, renumbered (8 bytes per row of their table; the statistics stay in the rank
  * files). The knockout windows table is the same in every rank file: rank 0's. */
+#include "io/mpiview.h"
+
 #include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
@@ -14,18 +16,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/chunkio.h"
 #include "io/h5util.h"
-#include "io/job.h"
 #include "io/merge.h"
 #include "io/outstate.h"
 
 #define BLOCK_ROWS 65536
 
-static char *rank_path(const char *out, int r, int size) {
-    pt_job j = {0};
-    j.size = size;
-    j.rank = r;
-    return pt_job_out_path(&j, out);
+char *pt_rank_file(const char *out, int rank, int size) {
+    if (size <= 1) return pt_xstrdup(out);
+    size_t n = strlen(out);
+    char *p = pt_xmalloc(n + 32);
+    if (n > 3 && !strcmp(out + n - 3, ".h5"))
+        snprintf(p, n + 32, "%.*s.rank%d.h5", (int)(n - 3), out, rank);
+    else
+        snprintf(p, n + 32, "%s.rank%d.h5", out, rank);
+    return p;
 }
 
 /* printf-escaped (VDS source names are templates) basename */
@@ -65,7 +71,7 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
     int rc = 0;
     for (int r = 0; r < size; r++) rf[r] = -1;
     for (int r = 0; r < size && !rc; r++) {
-        paths[r] = rank_path(out, r, size);
+        paths[r] = pt_rank_file(out, r, size);
         rf[r] = H5Fopen(paths[r], H5F_ACC_RDONLY, H5P_DEFAULT);
         int64_t done = 0;
         if (rf[r] < 0)
@@ -89,6 +95,9 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
         if (vf < 0) rc = pt_fail(e, "%s: cannot create", tmp);
     }
     int64_t *buf = pt_xmalloc(BLOCK_ROWS * sizeof(int64_t));
+    const pt_cwriter_opts co = {pt_writer_auto_threads(-1, 1), 0};
+    pt_cwriter *cw = rc ? NULL : pt_cwriter_new(&co);
+    if (!rc && !cw) rc = pt_fail(e, "%s: cannot start the encoding threads", tmp);
     for (int j = 0; j < dl.n && !rc; j++) {
         const char *path = dl.paths[j];
         const char *table = pt_table_of(path);
@@ -126,9 +135,15 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
         }
         pt_colspec spec = {path, PT_I8, rank - 1, {(int)dims[1], (int)dims[2]}};
         if (!rc && (b >= 0 || total == 0)) {
-            /* stored: the renumbered index column (or an empty dataset) */
-            hid_t ds = pt_h5_create_rows(vf, &spec, ft, 4, total, 0);
+            /* stored: the renumbered index column (or an empty dataset), chunks encoded by the
+             * pool and written directly */
+            hid_t ds = pt_h5_create_col(vf, &spec, ft, 0);
             if (ds < 0) rc = pt_fail(e, "%s: cannot create %s", tmp, path);
+            int col = -1;
+            if (ds >= 0 && b >= 0) {
+                col = pt_cwriter_add(cw, &spec, sizeof(int64_t), 0);
+                pt_cwriter_target(cw, col, ds, 0);
+            }
             const int nonneg = !strcmp(path, "/pairs/seq_a") || !strcmp(path, "/pairs/seq_b");
             int64_t at = 0;
             for (int r = 0; r < size && !rc; r++) {
@@ -142,13 +157,17 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
                     const int64_t d = off[r * NT + b];
                     for (int64_t k = 0; k < m; k++)
                         if (!(nonneg && buf[k] < 0)) buf[k] += d;
-                    if (pt_h5_write_rows(ds, H5T_NATIVE_INT64, at, m, buf))
+                    if (pt_cwriter_append(cw, col, buf, (size_t)m))
                         rc = pt_fail(e, "%s: writing %s failed%s", tmp, path,
                                      errno == ENOSPC ? ": no space left on device" : "");
                     at += m;
                 }
                 if (sd >= 0) H5Dclose(sd);
             }
+            if (col >= 0 && pt_cwriter_flush(cw, 0) && !rc)
+                rc = pt_fail(e, "%s: writing %s failed%s", tmp, path,
+                             errno == ENOSPC ? ": no space left on device" : "");
+            if (col >= 0) pt_cwriter_target(cw, col, -1, 0);
             if (ds >= 0) H5Dclose(ds);
         } else if (!rc) {
             /* mapped: one mapping per rank */
@@ -181,6 +200,7 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
         H5Tclose(ft);
     }
     free(buf);
+    pt_cwriter_free(cw);
     /* root attributes: rank 0's, with the job's totals */
     if (!rc) {
         char **keys = NULL, **vals = NULL;
@@ -188,7 +208,7 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
         pt_h5_read_root_attrs(rf[0], &keys, &vals, &na);
         static const char *const skip[] = {"committed_pairs", "run_complete", "mpi_rank",
                                            "opt_shard",       "input_offset", "input_line",
-                                           "input_index"};
+                                           "input_index",     "f16_saturated"};
         for (int i = 0; i < na && !rc; i++) {
             int s = 0;
             for (size_t k = 0; k < sizeof skip / sizeof skip[0] && !s; k++)
@@ -216,6 +236,11 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
         pt_h5_attr_i64(rf[size - 1], "input_line", &il);
         pt_h5_attr_i64(rf[size - 1], "input_index", &ii);
         int64_t pairs = off[(size - 1) * NT] + rows[(size - 1) * NT];
+        int64_t sat = 0, v = 0;
+        int has_sat = 0;
+        for (int r = 0; r < size; r++)
+            if (pt_h5_attr_i64(rf[r], "f16_saturated", &v) == 0) sat += v, has_sat = 1;
+        if (!rc && has_sat && pt_h5_put_i64(vf, "f16_saturated", sat)) rc = -1;
         if (rc || pt_h5_put_str(vf, "opt_shard", "0/1") || pt_h5_put_i64(vf, "mpi_size", size) ||
             pt_h5_put_i64(vf, "mpi_view", 1) || pt_h5_put_str(vf, "rank_files", list) ||
             pt_h5_put_i64(vf, "input_offset", io) || pt_h5_put_i64(vf, "input_line", il) ||

@@ -160,6 +160,29 @@ static int attr_i64(const pt_outstate *st, const char *key, int64_t *out) {
 /* ---- the state --------------------------------------------------------------------------------
  */
 
+/* Rows of dataset i in segment k: [row0, end) in global rows. */
+static int seg_dataset_rows(pt_outstate *st, int k, int i, hid_t sf, const char *dpath,
+                            const char *path, const char *sp, pt_error *e) {
+    const size_t at = (size_t)k * (size_t)st->n_specs + (size_t)i;
+    const int64_t r = pt_h5_nrows(sf, dpath);
+    if (r < 0)
+        return pt_fail(e, "%s: segment %s lacks %s (written with other options?)", path, sp, dpath);
+    int64_t row0 = k ? st->seg_end[at - (size_t)st->n_specs] : 0;
+    hid_t d = H5Dopen2(sf, dpath, H5P_DEFAULT);
+    if (d >= 0 && H5Aexists(d, "row0") > 0 && pt_h5_attr_i64(d, "row0", &row0)) row0 = -1;
+    if (d >= 0) H5Dclose(d);
+    const int64_t prev_end = k ? st->seg_end[at - (size_t)st->n_specs] : 0;
+    if (row0 < 0 || row0 > prev_end || (k == 0 && row0 != 0))
+        return pt_fail(e, "%s: segment %s: %s starts at row %lld, after the rows before it", path,
+                       sp, dpath, (long long)row0);
+    st->seg_row0[at] = row0;
+    st->seg_end[at] = row0 + r;
+    if (st->seg_end[at] < prev_end)
+        return pt_fail(e, "%s: segment %s: %s ends before the segment before it", path, sp, dpath);
+    st->rows[i] = st->seg_end[at];
+    return 0;
+}
+
 void pt_outstate_free(pt_outstate *st) {
     for (int i = 0; i < st->n_attrs; i++) {
         free(st->attr_keys[i]);
@@ -171,7 +194,8 @@ void pt_outstate_free(pt_outstate *st) {
     free(st->seg_names);
     free(st->seg_levels);
     free(st->seg_pairs);
-    free(st->seg_rows);
+    free(st->seg_row0);
+    free(st->seg_end);
     free(st->rows);
     memset(st, 0, sizeof *st);
 }
@@ -217,7 +241,9 @@ int pt_outstate_read(const char *path, const pt_colspec *specs, int n_specs, pt_
         st->seg_names = pt_xrealloc(st->seg_names, (size_t)st->n_segs * sizeof(char *));
         st->seg_levels = pt_xrealloc(st->seg_levels, (size_t)st->n_segs * sizeof(int));
         st->seg_pairs = pt_xrealloc(st->seg_pairs, (size_t)st->n_segs * sizeof(int64_t));
-        st->seg_rows = pt_xrealloc(st->seg_rows, (size_t)st->n_segs * n_specs * sizeof(int64_t));
+        const size_t cells = (size_t)st->n_segs * (size_t)n_specs * sizeof(int64_t);
+        st->seg_row0 = pt_xrealloc(st->seg_row0, cells);
+        st->seg_end = pt_xrealloc(st->seg_end, cells);
         st->seg_names[k] = pt_xstrdup(name);
         char *sp = pt_path_join(pdir, name);
         hid_t sf = H5Fopen(sp, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -229,14 +255,8 @@ int pt_outstate_read(const char *path, const pt_colspec *specs, int n_specs, pt_
         } else {
             st->seg_levels[k] = (int)lv;
             st->seg_pairs[k] = pr;
-            for (int i = 0; i < n_specs && !rc; i++) {
-                const int64_t r = pt_h5_nrows(sf, specs[i].path);
-                if (r < 0)
-                    rc = pt_fail(e, "%s: segment %s lacks %s (written with other options?)", path,
-                                 sp, specs[i].path);
-                st->seg_rows[(size_t)k * n_specs + i] = r;
-                st->rows[i] += r;
-            }
+            for (int i = 0; i < n_specs && !rc; i++)
+                rc = seg_dataset_rows(st, k, i, sf, specs[i].path, path, sp, e);
         }
         if (sf >= 0) H5Fclose(sf);
         free(sp);

@@ -18,8 +18,11 @@ struct pt_outstate {
     char **seg_names;
     int *seg_levels;
     int64_t *seg_pairs;
-    int64_t *seg_rows; /* [n_segs][n_specs] */
-    int64_t *rows;     /* [n_specs] committed rows per dataset */
+    /* [n_segs][n_specs]: the global rows [row0, end) a segment's dataset holds (its `row0`
+     * attribute; without one, the previous segment's end). A row belongs to the last segment
+     * that holds it. */
+    int64_t *seg_row0, *seg_end;
+    int64_t *rows; /* [n_specs] committed rows per dataset */
     int n_specs;
 };
 

@@ -3,7 +3,7 @@
 For each tiny random model (make_models.py: a GQA llama, a mistral with sliding_window=4, a
 gpt2 and a qwen2), one JSONL of id records is swept twice with
 
-    --ablate knockout --positions all --patch resid --stats mass,last,resid,topk,lens
+    --ablate knockout --positions all --patch resid --stats mass,last,resid,topk,lens,massive
 
 once by ``PUNCTUM --backend cpu`` and once by ``OTHER --backend cuda`` (OTHER is punctum-emu for
 the cuda-emu test, or a GPU build of punctum), and every dataset of the two HDF5 files is
@@ -47,7 +47,10 @@ F32_RTOL, F32_ATOL = 1e-4, 5e-5
 BF16_STAT_ATOL = 2e-2
 BF16_TOP1_MIN = 0.99
 # q/k/v rounding in the tensor-core path: attention statistics within this of the cpu run
-STATS = "mass,last,resid,topk,lens"
+STATS = "mass,last,resid,topk,lens,massive"
+# resid_argmax (stat massive): the index of the largest |h_d|, which two backends may resolve
+# differently where two dimensions tie within float32 rounding: at most this share of rows
+ARGMAX_MAX_DIFFER = 0.01
 TOP1_RECORDS = 150
 TIE_NATS = 0.05  # about the bf16 resolution of these models' log-probabilities
 
@@ -132,8 +135,9 @@ def compare_f32(tab: Table, model: str, ref_path: str, got_path: str) -> None:
                 continue
             if a.dtype.kind in "iub":
                 bad = int(np.count_nonzero(a != b))
+                ok = bad == 0 or (name.endswith("resid_argmax") and bad <= ARGMAX_MAX_DIFFER * a.size)
                 tab.add(model, name, a.size, float(np.abs(a.astype(np.int64) - b.astype(np.int64)).max(initial=0)),
-                        0, bad == 0, "" if bad == 0 else f"{bad} differ")
+                        0, ok, "" if bad == 0 else f"{bad} differ")
                 continue
             a64, b64 = a.astype(np.float64), b.astype(np.float64)
             nan_a, nan_b = np.isnan(a64), np.isnan(b64)

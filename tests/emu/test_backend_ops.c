@@ -587,6 +587,91 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
     if (gpu_alt) gpu_alt->free_weights(gpu_alt, cfg, &wc);
 }
 
+/* ---- row_abs_stats (the stat `massive`) --------------------------------------------------- */
+
+static int cmp_abs_float(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Independent reference: sort |x| (qsort), median = the mean of the two middle values for even
+ * d, argmax = the first index holding the maximum. */
+static void abs_stats_ref(const float *x, int n, int d, float *mx, int32_t *arg, float *med) {
+    float *s = pt_xmalloc((size_t)d * sizeof(float));
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        for (int i = 0; i < d; i++) s[i] = fabsf(xr[i]);
+        qsort(s, (size_t)d, sizeof(float), cmp_abs_float);
+        mx[r] = s[d - 1];
+        arg[r] = 0;
+        while (fabsf(xr[arg[r]]) != s[d - 1]) arg[r]++;
+        med[r] = (float)(0.5 * ((double)s[(d - 1) / 2] + (double)s[d / 2]));
+    }
+    free(s);
+}
+
+/* Rows of one kind: 0 normal, 1 ties (a few magnitudes of either sign, the maximum repeated),
+ * 2 large outliers planted in a few dimensions, 3 all zeros but one row. */
+static float *abs_stats_input(int n, int d, int kind) {
+    float *x = rnd_vec((size_t)n * d, 1.0f);
+    for (int r = 0; r < n; r++) {
+        float *xr = x + (size_t)r * d;
+        if (kind == 1)
+            for (int i = 0; i < d; i++) xr[i] = (float)(rnd_int(4) - 2 + (xr[i] > 0 ? 0.5 : -0.5));
+        if (kind == 2)
+            for (int k = 0; k < 1 + rnd_int(3); k++)
+                xr[rnd_int(d)] = (rnd_int(2) ? 1 : -1) * 3000.0f * (1 + rnd_int(3));
+        if (kind == 3 && r > 0) memset(xr, 0, (size_t)d * sizeof(float));
+    }
+    return x;
+}
+
+/* Exact on both backends (selections over the bits of |x|), into strided, prefilled columns. */
+static void test_row_abs_stats(pair_t *P, int n, int d, int kind) {
+    if (!want("row_abs_stats")) return;
+    pt_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.d_model = d, cfg.n_heads = 1, cfg.head_dim = 2;
+    reserve_for(P->cpu, &cfg, n, 1, NULL); /* the cpu op's per-thread row of d keys */
+    const int stride = 3;
+    const size_t no = (size_t)n * stride, nx = (size_t)n * d;
+    float *x = abs_stats_input(n, d, kind), *o0 = rnd_vec(3 * no, 1.0f);
+    dbuf xa, xb, oa, ob;
+    float *dxa = dfrom(P->cpu, &xa, x, nx), *dxb = dfrom(P->gpu, &xb, x, nx);
+    float *doa = dfrom(P->cpu, &oa, o0, 3 * no), *dob = dfrom(P->gpu, &ob, o0, 3 * no);
+    P->cpu->row_abs_stats(P->cpu, dxa, n, d, doa + 1, (int32_t *)(doa + no + 1), doa + 2 * no + 1,
+                          stride);
+    P->gpu->row_abs_stats(P->gpu, dxb, n, d, dob + 1, (int32_t *)(dob + no + 1), dob + 2 * no + 1,
+                          stride);
+    float *ra = pt_xmalloc(3 * no * 4), *rb = pt_xmalloc(3 * no * 4),
+          *want_o = pt_xmalloc(3 * no * 4);
+    float *mx = pt_xmalloc((size_t)n * 4), *med = pt_xmalloc((size_t)n * 4);
+    int32_t *arg = pt_xmalloc((size_t)n * 4);
+    dget(&oa, ra), dget(&ob, rb);
+    abs_stats_ref(x, n, d, mx, arg, med);
+    memcpy(want_o, o0, 3 * no * 4); /* untouched columns keep their fill */
+    for (int r = 0; r < n; r++) {
+        const size_t o = (size_t)r * stride + 1;
+        want_o[o] = mx[r], want_o[2 * no + o] = med[r];
+        memcpy(want_o + no + o, &arg[r], 4);
+    }
+    const char *kinds[] = {"normal", "ties", "outliers", "zero rows"};
+    char shape[96];
+    snprintf(shape, sizeof shape, "n=%d d=%d stride=%d %s", n, d, stride, kinds[kind]);
+    const float *got[2] = {rb, ra};
+    const char *tags[2] = {"f32", "cpu"};
+    for (int b = 0; b < 2; b++) { /* the cuda backend, then the cpu one, against the sort */
+        cmp_t c;
+        cmp_init(&c);
+        cmp_f(&c, got[b], want_o, no, 0, 0);
+        cmp_i(&c, (const int32_t *)(got[b] + no), (const int32_t *)(want_o + no), no);
+        cmp_f(&c, got[b] + 2 * no, want_o + 2 * no, no, 0, 0);
+        report("row_abs_stats", shape, tags[b], &c, 0, 0, dguards(b ? &oa : &ob));
+    }
+    dfree(&xa), dfree(&xb), dfree(&oa), dfree(&ob);
+    free(x), free(o0), free(ra), free(rb), free(want_o), free(mx), free(med), free(arg);
+}
+
 /* ---- vocabulary ops --------------------------------------------------------------------------- */
 
 static void test_vocab(pair_t *P, int V, int m, int K) {
@@ -1008,6 +1093,17 @@ int main(int argc, char **argv) {
             test_model_ops(&pairs[p], &S, NULL, NULL);
             synth_free(&S);
         }
+    }
+
+    /* the stat massive: ragged row counts, d odd and even, across the block's thread counts,
+     * and one row of 48 KiB of keys (the kernel opts in to more shared memory) */
+    static const int abs_shapes[][3] = {{1, 1, 0},   {2, 2, 1},    {7, 3, 0},    {5, 48, 1},
+                                        {9, 63, 2},  {33, 64, 0},  {4, 257, 1},  {3, 576, 2},
+                                        {6, 577, 3}, {2, 4099, 1}, {1, 12288, 2}};
+    for (size_t i = 0; i < sizeof abs_shapes / sizeof abs_shapes[0]; i++) {
+        g_rng = seed + 500 + i;
+        if (!quick || abs_shapes[i][1] < 4096)
+            test_row_abs_stats(&pairs[0], abs_shapes[i][0], abs_shapes[i][1], abs_shapes[i][2]);
     }
 
     /* vocabulary */

@@ -16,8 +16,14 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+# this checkout's analysis package first: a venv shared between checkouts may have another
+# one installed (editable) and the tests must test this one
+for _p in (os.path.join(os.path.dirname(os.path.dirname(HERE)), "python"), HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+_PKG = os.path.join(os.path.dirname(os.path.dirname(HERE)), "python")  # ... and `python -m punctum`
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_PKG] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _PKG])
 
 import tiny_models  # noqa: E402
 

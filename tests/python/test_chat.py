@@ -367,6 +367,9 @@ def test_run_chat(chat_model, tmp_path):
         tgt = hf(texts[2] + " the", add_special_tokens=False)["input_ids"][len(hf(texts[2], add_special_tokens=False)["input_ids"])]
         assert int(f["seqs/target_id"][2]) == tgt
         assert f.attrs["opt_chat"] != "none"
+        role0 = list(f["tokens/role"][int(f["seqs/tok_start"][0]):][:int(f["seqs/n_tok"][0])])
+    import punctum  # the analysis package shows the roles too
+    assert list(punctum.open(str(out)).tokens("sign", "a")["role"]) == role0
 
 
 def test_run_chat_without_template_writes_nothing(tiny_model, tmp_path):

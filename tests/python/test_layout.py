@@ -25,6 +25,7 @@ DTYPES = {
     "/tokens/id": "i4", "/tokens/seq": "i8", "/tokens/pos": "i4", "/tokens/text": "str",
     "/tokens/byte_start": "i4", "/tokens/byte_end": "i4", "/tokens/is_punct": "i1", "/tokens/role": "i1",
     "/tokens/attn_mass": "f", "/tokens/attn_last": "f", "/tokens/resid_norm": "f",
+    "/tokens/resid_max": "f", "/tokens/resid_argmax": "i4", "/tokens/resid_median": "f",
     "/patterns/value": "f",
 }
 ROOT_ATTRS = ["punctum_format", "punctum_version", "model_dir", "model_type", "n_layers",
@@ -57,7 +58,7 @@ def _run(punctum, m, tmp_path, *extra, name="o"):
 def full_run(tiny_model, punctum, tmp_path_factory):
     m = tiny_model(MODEL)
     tmp = tmp_path_factory.mktemp("layout")
-    text, out, started = _run(punctum, m, tmp, "--stats", "mass,last,resid,topk,patterns")
+    text, out, started = _run(punctum, m, tmp, "--stats", "mass,last,resid,topk,massive,patterns")
     return m, text, out, started
 
 
@@ -113,7 +114,8 @@ def test_dtypes_and_shapes(full_run):
     special = {"/pairs/resid_cos": (N, L + 1), "/seqs/topk_id": (S, 10),
                "/seqs/topk_logprob": (S, 10), "/tokens/attn_mass": (Ttot, L, H),
                "/tokens/attn_last": (Ttot, L, H), "/tokens/resid_norm": (Ttot, L + 1),
-               "/patterns/value": (Rp, L, H)}
+               "/tokens/resid_max": (Ttot, L + 1), "/tokens/resid_argmax": (Ttot, L + 1),
+               "/tokens/resid_median": (Ttot, L + 1), "/patterns/value": (Rp, L, H)}
     problems = []
     with h5py.File(out, "r") as f:
         for name, want in DTYPES.items():
@@ -214,3 +216,70 @@ def test_store_f16(tiny_model, reference, punctum, tmp_path):
         # float16 keeps ~11 bits: tolerances x10 (rtol 1e-3)
         problems += R.compare_file(f, exp, scale=10.0)
     assert not problems, "\n".join(problems)
+
+
+def test_store_f16_saturates_and_counts(tiny_model, punctum, tmp_path):
+    """--store f16 never writes an infinity for a finite value: a model whose residual norms
+    exceed float16's range (embeddings scaled by 1e6) stores them as +-65504, counts every one
+    in the root attribute f16_saturated and warns once at the end; the other values are the f32
+    run's rounded to float16."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+    m = tiny_model(MODEL)
+    big = str(tmp_path / "big-model")
+    shutil.copytree(m.path, big)
+    w = load_file(os.path.join(big, "model.safetensors"))
+    w["transformer.wte.weight"] = w["transformer.wte.weight"] * np.float32(1e6)
+    save_file(w, os.path.join(big, "model.safetensors"))
+    pairs = tmp_path / "p.jsonl"
+    R.write_pairs(str(pairs), _lines(m.vocab_size))
+    f32, f16 = str(tmp_path / "f32.h5"), str(tmp_path / "f16.h5")
+    stats = ["--stats", "mass,last,resid,topk,lens"]
+    punctum.run(big, str(pairs), f32, *stats)
+    p = punctum.run(big, str(pairs), f16, *stats, "--store", "f16")
+    want_sat = 0
+    with h5py.File(f32, "r") as a, h5py.File(f16, "r") as b:
+        for name, ds in _all_datasets(a).items():
+            if ds.dtype != np.float32:
+                continue
+            x = ds[()]
+            y = b[name][()]
+            assert y.dtype == np.float16, name
+            over = np.isfinite(x) & (np.abs(x) >= 65520)  # rounds beyond float16's range
+            want_sat += int(over.sum())
+            expect = np.where(over, np.sign(x) * 65504, x).astype(np.float16)
+            np.testing.assert_array_equal(y, expect, err_msg=name)
+            assert not (np.isinf(y) & np.isfinite(x)).any(), name
+        assert want_sat > 0, "the scaled model should overflow float16"
+        assert int(b.attrs["f16_saturated"]) == want_sat
+    warn = [l for l in p.stderr.splitlines() if "f16_saturated" in l]
+    assert len(warn) == 1 and str(want_sat) in warn[0] and "65504" in warn[0], p.stderr
+
+
+def test_h5dump_reads_the_chunks(full_run):
+    """The chunks punctum encodes itself (shuffle + deflate, written with H5Dwrite_chunk) decode
+    in the HDF5 command-line tools too: h5dump lists the two filters and prints every value of
+    the statistics as h5py reads them."""
+    import re
+    import shutil
+    import subprocess
+    h5dump = shutil.which("h5dump")
+    if not h5dump:
+        pytest.skip("h5dump not installed (scripts/setup.sh installs hdf5-tools)")
+    _, _, out, _ = full_run
+    with h5py.File(out, "r") as f:
+        for name in ("/tokens/attn_mass", "/tokens/resid_norm", "/patterns/value", "/tokens/id",
+                     "/tokens/resid_argmax", "/tokens/resid_median"):
+            head = subprocess.run([h5dump, "-p", "-H", "-d", name, out], capture_output=True,
+                                  text=True, check=True).stdout
+            assert "PREPROCESSING SHUFFLE" in head and "COMPRESSION DEFLATE" in head, head
+            body = subprocess.run([h5dump, "-y", "-w", "0", "-m", "%.9g", "-d", name, out],
+                                  capture_output=True, text=True, check=True).stdout
+            data = body[body.index("DATA {") + 6:body.rindex("}", 0, body.rindex("}"))]
+            vals = np.array([float(v) for v in re.findall(r"[-+0-9.eEinfa]+", data)
+                             if re.match(r"^[-+]?(\d|inf|nan)", v)])
+            want = f[name][()].astype(np.float64).ravel()
+            assert vals.shape == want.shape, (name, vals.shape, want.shape)
+            np.testing.assert_array_equal(vals.astype(f[name].dtype), want.astype(f[name].dtype),
+                                          err_msg=name)

@@ -531,7 +531,8 @@ def test_massive_census_on_engine_bookkeeping(punctum, tiny_model, tmp_path, nam
         with pytest.raises(AssertionError, match="resid_median"):
             _compare_engine_massive(raw, ref)
         raw = Raw(out)
-    np.testing.assert_allclose(raw.d["tokens/resid_max"][:T], ref["resid_max"], rtol=1e-6)
+        # transformers' values, stored as float32
+        np.testing.assert_allclose(raw.d["tokens/resid_max"][:T], ref["resid_max"], rtol=1e-6)
     # thresholds inside the data's range, so that every kind has both outcomes
     vmax = raw.d["tokens/resid_max"][:T].astype(np.float64)
     rat = vmax / raw.d["tokens/resid_median"][:T]

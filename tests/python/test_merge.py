@@ -27,7 +27,7 @@ import test_resilience as R  # noqa: E402
 from conftest import punctum_bin  # noqa: E402
 
 N = 160
-EXPERIMENTS = ["--ablate", "knockout", "--patch", "resid", "--stats", "mass,last,resid,topk,lens,patterns",
+EXPERIMENTS = ["--ablate", "knockout", "--patch", "resid", "--stats", "mass,last,resid,topk,lens,massive,patterns",
                "--positions", "last:2", "--windows", "0:1,1:3"]
 TOL = 1e-5
 
@@ -83,7 +83,8 @@ def test_merge_of_three_shards_equals_one_run(work, shards, whole):
     with h5py.File(out, "r") as f, h5py.File(whole, "r") as g:
         assert int(f.attrs["committed_pairs"]) == N and int(f.attrs["run_complete"]) == 1
         assert f.attrs["opt_shard"] == g.attrs["opt_shard"] == "0/1"
-        for k in ("ablation/knockout/seq", "patching/resid/pair", "lens/seq", "seqs/pattern_start"):
+        for k in ("ablation/knockout/seq", "patching/resid/pair", "lens/seq", "seqs/pattern_start",
+                  "tokens/resid_argmax", "tokens/resid_max", "tokens/resid_median"):
             assert f[k].shape[0] > 0, k
     R.assert_same_h5(out, whole, float_tol=TOL,
                      skip_attrs=("created", "command_line", "merged_from", "opt_batch_tokens", "input_offset",

@@ -73,10 +73,12 @@ def pairs(work):
 @pytest.fixture(scope="module")
 def plain(work, model, pairs):
     out = str(work / "plain.h5")
-    R.run(R.run_args(model, pairs, out))
+    R.run(R.run_args(model, pairs, out, *STATS))
     return out
 
 
+# the default statistics and the stat massive (its three [Ttot, L+1] columns: int32 and float)
+STATS = ["--stats", "mass,last,resid,topk,massive"]
 SKIP_ATTRS = ("created", "command_line", "mpi_size", "mpi_view", "rank_files", "merged_from", "device")
 
 
@@ -84,8 +86,8 @@ SKIP_ATTRS = ("created", "command_line", "mpi_size", "mpi_view", "rank_files", "
 @pytest.mark.parametrize("np_", [2, 3])
 def test_view_and_merge_equal_one_plain_run(work, model, pairs, plain, np_):
     out = str(work / f"job{np_}.h5")
-    p = subprocess.run(mpirun_args(np_, *R.run_args(model, pairs, out)), capture_output=True, text=True,
-                       timeout=600, env=mpi_env())
+    p = subprocess.run(mpirun_args(np_, *R.run_args(model, pairs, out, *STATS)), capture_output=True,
+                       text=True, timeout=600, env=mpi_env())
     assert p.returncode == 0, p.stderr[-3000:]
     for r in range(np_):
         rank_file = str(work / f"job{np_}.rank{r}.h5")
@@ -96,6 +98,7 @@ def test_view_and_merge_equal_one_plain_run(work, model, pairs, plain, np_):
     with h5py.File(out, "r") as f:
         assert int(f.attrs["committed_pairs"]) == N and int(f.attrs["mpi_size"]) == np_
         assert f["tokens/attn_mass"].is_virtual and f["pairs/kl_ab"].is_virtual
+        assert f["tokens/resid_argmax"].is_virtual and f["tokens/resid_median"].is_virtual
         assert not f["tokens/seq"].is_virtual and not f["pairs/seq_a"].is_virtual  # renumbered, stored
     R.assert_same_h5(out, plain, float_tol=TOL, skip_attrs=SKIP_ATTRS)
     merged = str(work / f"job{np_}-merged.h5")

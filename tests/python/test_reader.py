@@ -349,6 +349,12 @@ def test_to_xarray_lazy_and_selection(files):
         np.testing.assert_array_equal(ds.attn_last.isel(token=slice(1, 40, 3), layer=2).values,
                                       d["tokens/attn_last"][1:40:3, 2])
         np.testing.assert_array_equal(ds.resid_norm.isel(token=5).values, d["tokens/resid_norm"][5])
+        # one layer (or head) across all tokens: the selection goes to h5py (fewer chunks read)
+        np.testing.assert_array_equal(ds.attn_mass.isel(layer=1).values, d["tokens/attn_mass"][:T, 1])
+        np.testing.assert_array_equal(ds.attn_mass.isel(layer=slice(1, 3), head=-1).values,
+                                      d["tokens/attn_mass"][:T, 1:3, -1])
+        np.testing.assert_array_equal(ds.resid_norm.isel(resid_layer=0).values,
+                                      d["tokens/resid_norm"][:T, 0])
         np.testing.assert_array_equal(ds.seq.values, d["tokens/seq"][:T])
         assert list(ds.text.values) == list(d["tokens/text"][:T])
         np.testing.assert_array_equal(ds.is_punct.values, d["tokens/is_punct"][:T] != 0)
