@@ -108,6 +108,7 @@ typedef struct {
 typedef struct {
     char *path;
     int table, base, nonneg;
+    int gen_variant; /* /gen/variant: a knockout or patching row, by /gen/kind */
     hid_t ds, mt;
     size_t esz;
     int is_str;
@@ -126,7 +127,7 @@ typedef struct {
     int64_t block[T_N]; /* rows per block buffer of each table */
     int64_t out_cap[T_N];
     int has[T_N];
-    int line_col, ntok_col, gen_ntok_col, owner_col[T_N];
+    int line_col, ntok_col, gen_ntok_col, gen_kind_col, owner_col[T_N];
     int64_t G[T_N]; /* rows emitted per table */
     hid_t out;
     pt_cwriter *cw;
@@ -214,7 +215,13 @@ static int emit(merger *M, part_t *p, int t, int64_t r0, int64_t r1, const int64
             char *dst = o->buf + (size_t)o->n * o->esz;
             memcpy(dst, src, o->esz);
             if (o->is_str) *(char **)src = NULL; /* moved */
-            if (o->base >= 0) {
+            if (o->gen_variant) {
+                const char *k = M->gen_kind_col < 0 ? NULL : row(M, p, M->gen_kind_col, r);
+                int64_t v;
+                memcpy(&v, dst, sizeof v);
+                if (k && v >= 0) v += delta[*(const int8_t *)k == 1 ? T_KO : T_PATCH];
+                memcpy(dst, &v, sizeof v);
+            } else if (o->base >= 0) {
                 int64_t v;
                 memcpy(&v, dst, sizeof v);
                 if (!(o->nonneg && v < 0)) v += delta[o->base];
@@ -528,7 +535,7 @@ int pt_merge_files(const char *out, char *const *paths, int n_parts, int allow_p
     }
     for (int k = 0; k < n_parts; k++)
         for (int t = 0; t < T_N; t++) M->parts[k].nrows[t] = -1;
-    M->line_col = M->ntok_col = M->gen_ntok_col = -1;
+    M->line_col = M->ntok_col = M->gen_ntok_col = M->gen_kind_col = -1;
     for (int t = 0; t < T_N; t++) M->owner_col[t] = -1;
     for (int j = 0; j < M->n_cols && !rc; j++) {
         ocol *o = &M->cols[j];
@@ -545,6 +552,8 @@ int pt_merge_files(const char *out, char *const *paths, int n_parts, int allow_p
         if (!strcmp(o->path, "/pairs/line")) M->line_col = j;
         if (!strcmp(o->path, "/seqs/n_tok")) M->ntok_col = j;
         if (!strcmp(o->path, "/gen/n_tok")) M->gen_ntok_col = j;
+        if (!strcmp(o->path, "/gen/kind")) M->gen_kind_col = j;
+        o->gen_variant = !strcmp(o->path, "/gen/variant");
         for (int t = 0; t < T_N; t++)
             if (OWNER[t] && !strcmp(o->path, OWNER[t])) M->owner_col[t] = j;
         for (int k = 0; k < n_parts && !rc; k++) {

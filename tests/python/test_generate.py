@@ -343,7 +343,8 @@ def test_generate_emulated_cuda_matches_cpu(name, tiny_model, tmp_path):
 
 def _gen_run_args(model, pairs, out, *extra):
     import test_resilience as R
-    return R.run_args(model, pairs, out, "--generate", "5", "--stop-at-newline", *extra)
+    return R.run_args(model, pairs, out, "--generate", "5", "--stop-at-newline", "--ablate",
+                      "knockout", "--positions", "last:1", "--patch", "resid", *extra)
 
 
 def test_generate_kill9_resume_and_merge(tiny_model, tmp_path):
@@ -360,14 +361,18 @@ def test_generate_kill9_resume_and_merge(tiny_model, tmp_path):
     R.run(_gen_run_args(model, pairs, whole))
     print(f"[uninterrupted run {time.time() - t0:.2f} s]")
     with h5py.File(whole, "r") as f:
-        assert f["gen/seq"].shape[0] == f["seqs/pair"].shape[0] > 0
+        kind = f["gen/kind"][()]
+        assert (kind == 0).sum() == f["seqs/pair"].shape[0] > 0
+        assert (kind == 1).sum() == f["ablation/knockout/seq"].shape[0] > 0
+        assert (kind == 2).sum() == f["patching/resid/pair"].shape[0] > 0
         assert int(f["gen/n_tok"][()].sum()) == f["gen/tokens/id"].shape[0]
 
     rng = random.Random(SEED)
     out = str(tmp_path / "killed.h5")
     first, kills = True, 0
     while True:
-        args = _gen_run_args(model, pairs, out, "--force" if first else "--resume")
+        args = _gen_run_args(model, pairs, out,
+                             "--force" if first or not os.path.exists(out) else "--resume")
         p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env=R.env(PUNCTUM_COMMIT_SECONDS=0, PUNCTUM_FSYNC=0))
         first = False
@@ -548,3 +553,31 @@ def test_reader_gen_frame_and_report_section(tiny_model, punctum, tmp_path):
 def pd_isna(x) -> bool:
     import pandas as pd
     return bool(pd.isna(x))
+
+
+def test_mpi_view_carries_generation(tiny_model, tmp_path):
+    """`mpirun -np 2 punctum run --generate ...`: the view OUT.h5 (and its merge) equal one
+    plain run, /gen/seq, /gen/tok_start and /gen/variant renumbered across the rank files."""
+    import subprocess
+    import test_mpi as M
+    import test_resilience as R
+    from conftest import punctum_bin
+    if not M.MPIRUN or not M.built_with_mpi():
+        pytest.skip("needs mpirun and a punctum built with MPI")
+    model = tiny_model("gpt2").path
+    pairs = R.make_pairs(str(tmp_path / "p.jsonl"), 80, seed=31)
+    plain = str(tmp_path / "plain.h5")
+    R.run(_gen_run_args(model, pairs, plain))
+    out = str(tmp_path / "job.h5")
+    p = subprocess.run(M.mpirun_args(2, *_gen_run_args(model, pairs, out)), capture_output=True,
+                       text=True, timeout=600, env=M.mpi_env())
+    assert p.returncode == 0, p.stderr[-3000:]
+    with h5py.File(out, "r") as f:
+        assert not f["gen/variant"].is_virtual and not f["gen/seq"].is_virtual
+        assert (f["gen/kind"][()] == 1).any() and (f["gen/kind"][()] == 2).any()
+    R.assert_same_h5(out, plain, float_tol=1e-5, skip_attrs=M.SKIP_ATTRS)
+    merged = str(tmp_path / "merged.h5")
+    q = subprocess.run([punctum_bin(), "merge", "--out", merged, out], capture_output=True,
+                       text=True, env=R.env())
+    assert q.returncode == 0, q.stderr
+    R.assert_same_h5(merged, plain, float_tol=1e-5, skip_attrs=M.SKIP_ATTRS)
