@@ -44,7 +44,9 @@ int main(void) {
     expect("word\xe2\x80\x94rabbit\xe2\x80\x94word", "rabbit", 1); /* em dashes are not words */
     expect("\xe3\x80\x8crabbit\xe3\x80\x8d", "rabbit", 1);         /* CJK brackets */
     /* invalid UTF-8 in the text never matches a letter, never crashes */
-    expect("\xff" "rabbit\xc3", "rabbit", 1);
+    expect("\xff"
+           "rabbit\xc3",
+           "rabbit", 1);
     /* no target */
     expect("anything", NULL, -1);
     expect("anything", " \t\n", -1);
