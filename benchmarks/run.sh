@@ -59,6 +59,11 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include kerne
   echo '```'; echo "$PY benchmarks/bench_chunks.py --reps $((REPS + 1))"; echo '```'
   "$PY" benchmarks/bench_chunks.py --reps "$((REPS + 1))"
   echo
+  echo "## Generation: greedy decode vs transformers generate(), knockout with generation (SPEC §8)"
+  echo
+  echo '```'; echo "$PY benchmarks/bench_generate.py --reps $REPS"; echo '```'
+  "$PY" benchmarks/bench_generate.py --reps "$REPS"
+  echo
   echo "## Tokenizer throughput vs tokenizers (one thread)"
   echo
   echo '```'; echo "$PY benchmarks/bench_tokenizer.py"; echo '```'

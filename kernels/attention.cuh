@@ -11,7 +11,8 @@
  *    accumulates attn_mass for its keys in registers: each (segment, key, head) has exactly one
  *    owner, so no atomics; it also writes attn_last (the final query's row) and patterns.
  *
- * Key position j of a segment lives in cache row prefix_kv + j (j < pos0) or own_kv + j - pos0.
+ * Key position j of a segment lives in cache row prefix_kv + j (j < pos0) or own_kv + j - pos0;
+ * query position i (qpos <= i < qpos + n_q) in activation row row + i - qpos.
  * Query i sees key j iff j <= i, i - j < window (window > 0), and not (j == ko && i > j).
  *
  * Two implementations of each pass:
@@ -29,9 +30,11 @@
 
 enum { PT_SEG_MASS = 1, PT_SEG_LAST = 2, PT_SEG_PATTERN = 4 };
 
-/* A segment as the kernels see it: one layer's knockout already resolved. */
+/* A segment as the kernels see it: one layer's knockout already resolved. Its queries are
+ * positions qpos .. qpos+n_q-1 (qpos = pos0 + q_off: decode steps have own keys before their
+ * query), at rows row .. row+n_q-1. */
 struct pt_attn_seg {
-    int row, n_q, pos0, prefix_kv, own_kv;
+    int row, n_q, pos0, qpos, prefix_kv, own_kv;
     int ko;        /* knocked-out key position in this layer, -1: none */
     int final_pos; /* query position whose row goes to attn_last (-1: none) */
     int flags;     /* PT_SEG_* wanted for this segment */
@@ -96,7 +99,7 @@ __global__ void __launch_bounds__(128) k_attn_fwd(pt_attn_params P) {
     const int h = blockIdx.y, kvh = h / P.group, hd = P.hd;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int q0 = it.start, nq = s.n_q - q0 < BQ ? s.n_q - q0 : BQ;
-    const int i_first = s.pos0 + q0, i_last = i_first + nq - 1;
+    const int i_first = s.qpos + q0, i_last = i_first + nq - 1;
 
     for (int x = tid; x < BQ * HD; x += blockDim.x) {
         const int r = x / HD, d = x % HD;
@@ -204,7 +207,7 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
     const pt_attn_seg s = P.segs[it.seg];
     const int h = blockIdx.y, kvh = h / P.group, hd = P.hd, tid = threadIdx.x;
     const int lh = P.layer_off + h;
-    const int n_keys = s.pos0 + s.n_q;
+    const int n_keys = s.qpos + s.n_q;
     const int j0 = it.start, j = j0 + tid;
     const bool kvalid = j < n_keys;
 
@@ -215,7 +218,7 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
     }
     const bool want_mass = s.flags & PT_SEG_MASS, want_pat = s.flags & PT_SEG_PATTERN;
     const bool want_last = s.flags & PT_SEG_LAST;
-    int i_begin = s.pos0 > j0 ? s.pos0 : j0, i_end = n_keys;
+    int i_begin = s.qpos > j0 ? s.qpos : j0, i_end = n_keys;
     if (!want_mass && !want_pat) { /* attn_last alone: the final query only */
         i_begin = s.final_pos;
         i_end = s.final_pos + 1;
@@ -229,10 +232,10 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
         for (int x = tid; x < QB * HD; x += blockDim.x) {
             const int r = x / HD, d = x % HD;
             Qs[r][d] = r < nq && d < hd
-                           ? P.q[(size_t)(s.row + qt + r - s.pos0) * P.q_stride + (size_t)h * hd + d] : 0.0f;
+                           ? P.q[(size_t)(s.row + qt + r - s.qpos) * P.q_stride + (size_t)h * hd + d] : 0.0f;
         }
         for (int r = tid; r < QB; r += blockDim.x)
-            Ls[r] = r < nq ? P.lse[(size_t)(s.row + qt + r - s.pos0) * P.H + h] : 0.0f;
+            Ls[r] = r < nq ? P.lse[(size_t)(s.row + qt + r - s.qpos) * P.H + h] : 0.0f;
         __syncthreads();
         if (!kvalid) continue;
         for (int r = 0; r < nq; r++) {
@@ -302,7 +305,7 @@ __global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
     const int h = blockIdx.y, kvh = h / P.group, hd = P.hd;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int q0 = it.start, nq = s.n_q - q0 < C::BQ ? s.n_q - q0 : C::BQ;
-    const int i_first = s.pos0 + q0, i_last = i_first + nq - 1;
+    const int i_first = s.qpos + q0, i_last = i_first + nq - 1;
 
     pt_load_tile<HDP>(Ks, nq, hd, [&](int r) {
         return P.q + (size_t)(s.row + q0 + r) * P.q_stride + (size_t)h * hd;
@@ -439,7 +442,7 @@ __global__ void __launch_bounds__(128, 1) k_attn_stats_mma(pt_attn_params P) {
     const pt_attn_seg s = P.segs[it.seg];
     const int h = blockIdx.y, kvh = h / P.group, hd = P.hd, lh = P.layer_off + h;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int n_keys = s.pos0 + s.n_q, j0 = it.start;
+    const int n_keys = s.qpos + s.n_q, j0 = it.start;
     const int nkb = n_keys - j0 < C::KB ? n_keys - j0 : C::KB;
 
     const float *kbase = P.k + (size_t)kvh * hd;
@@ -461,7 +464,7 @@ PT_UNROLL
 
     const bool want_mass = s.flags & PT_SEG_MASS, want_pat = s.flags & PT_SEG_PATTERN;
     const bool want_last = s.flags & PT_SEG_LAST;
-    int i_begin = s.pos0 > j0 ? s.pos0 : j0, i_end = n_keys;
+    int i_begin = s.qpos > j0 ? s.qpos : j0, i_end = n_keys;
     if (!want_mass && !want_pat) {
         i_begin = s.final_pos;
         i_end = s.final_pos + 1;
@@ -473,10 +476,10 @@ PT_UNROLL
         const int nq = i_end - qt < QB ? i_end - qt : QB;
         __syncthreads(); /* key fragments loaded / previous queries consumed */
         pt_load_tile<HDP>(Qs, nq, hd, [&](int r) {
-            return P.q + (size_t)(s.row + qt + r - s.pos0) * P.q_stride + (size_t)h * hd;
+            return P.q + (size_t)(s.row + qt + r - s.qpos) * P.q_stride + (size_t)h * hd;
         });
         for (int r = threadIdx.x; r < QB; r += blockDim.x)
-            Ls[r] = r < nq ? P.lse[(size_t)(s.row + qt + r - s.pos0) * P.H + h] : 0.0f;
+            Ls[r] = r < nq ? P.lse[(size_t)(s.row + qt + r - s.qpos) * P.H + h] : 0.0f;
         __syncthreads();
         if (wj0 > qt + nq - 1 || wj0 >= n_keys) continue; /* warp-uniform: no query sees these keys */
 PT_UNROLL

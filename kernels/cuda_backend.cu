@@ -828,14 +828,17 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     const bool mma = sh.mma;
     const int HD = sh.HD, BQ = sh.BQ, KB = sh.KB;
 
-    /* segments (this layer's view) and the work items of both passes */
+    /* segments (this layer's view) and the work items of both passes (the statistics pass only
+     * for segments that want statistics: decode steps and variants want none) */
     size_t n1 = 0, n2 = 0;
     long long rows = 0;
     for (int i = 0; i < a->n_segs; i++) {
         const pt_segment *s = &a->segs[i];
         if (s->n_q <= 0) continue;
         n1 += (size_t)(s->n_q + BQ - 1) / BQ;
-        n2 += (size_t)(s->pos0 + s->n_q + KB - 1) / KB;
+        if ((a->mass && s->mass_row >= 0) || (a->last && s->last_row >= 0) ||
+            (a->pattern && s->pattern_row >= 0))
+            n2 += (size_t)(s->pos0 + s->q_off + s->n_q + KB - 1) / KB;
         if (s->row + s->n_q > rows) rows = s->row + s->n_q;
     }
     if (!n1) return;
@@ -849,12 +852,12 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     for (int i = 0; i < a->n_segs; i++) {
         const pt_segment *s = &a->segs[i];
         pt_attn_seg *d = &hs[i];
-        d->row = s->row, d->n_q = s->n_q, d->pos0 = s->pos0;
+        d->row = s->row, d->n_q = s->n_q, d->pos0 = s->pos0, d->qpos = s->pos0 + s->q_off;
         d->prefix_kv = s->prefix_kv, d->own_kv = s->own_kv;
         d->ko = s->ko_pos >= 0 && a->layer >= s->ko_lo && a->layer < s->ko_hi ? s->ko_pos : -1;
         d->flags = 0;
         if (a->mass && s->mass_row >= 0) d->flags |= PT_SEG_MASS;
-        if (a->last && s->last_row >= 0 && s->final_pos >= s->pos0 && s->final_pos < s->pos0 + s->n_q)
+        if (a->last && s->last_row >= 0 && s->final_pos >= d->qpos && s->final_pos < d->qpos + s->n_q)
             d->flags |= PT_SEG_LAST;
         if (a->pattern && s->pattern_row >= 0) d->flags |= PT_SEG_PATTERN;
         d->final_pos = d->flags & PT_SEG_LAST ? s->final_pos : -1;
@@ -863,9 +866,9 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
         for (int q0 = 0; q0 < s->n_q; q0 += BQ) it1[k1++] = pt_attn_item{i, q0};
         if (!d->flags) continue;
         int klo = 0;
-        if (!(d->flags & (PT_SEG_LAST | PT_SEG_PATTERN)) && a->window > 0 && s->pos0 - a->window + 1 > 0)
-            klo = s->pos0 - a->window + 1;
-        for (int j0 = klo; j0 < s->pos0 + s->n_q; j0 += KB) it2[k2++] = pt_attn_item{i, j0};
+        if (!(d->flags & (PT_SEG_LAST | PT_SEG_PATTERN)) && a->window > 0 && d->qpos - a->window + 1 > 0)
+            klo = d->qpos - a->window + 1;
+        for (int j0 = klo; j0 < d->qpos + s->n_q; j0 += KB) it2[k2++] = pt_attn_item{i, j0};
     }
     char *dbuf = (char *)cu_ensure(c, &c->attn, bytes, "attention segments");
     float *lse = (float *)cu_ensure(c, &c->lse, (size_t)rows * H * sizeof(float), "attention lse");

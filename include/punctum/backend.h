@@ -28,19 +28,24 @@
 #include "punctum/model.h"
 
 /* One run of consecutive query rows of one sequence (or one variant of it) in a packed batch.
- * Its queries are positions pos0 .. pos0+n_q-1; it attends to keys 0 .. pos0-1 read from the
- * layer's key/value cache at rows prefix_kv .. prefix_kv+pos0-1 (an earlier or shared run),
- * and to its own keys at rows own_kv .. own_kv+n_q-1. */
+ * It attends to keys 0 .. pos0-1 read from the layer's key/value cache at rows prefix_kv ..
+ * prefix_kv+pos0-1 (an earlier or shared run), and to its own keys, positions pos0 ..
+ * pos0+q_off+n_q-1 at rows own_kv ... Its queries are the last n_q of its own key span:
+ * positions pos0+q_off .. pos0+q_off+n_q-1. q_off = 0 for a prompt run (every own key is one
+ * of its queries); q_off > 0 for a decode step, whose earlier own keys (the prompt's rows of a
+ * variant, generated tokens) are already in the cache. */
 typedef struct {
     int row;          /* first query row in the batch's activations */
     int n_q;          /* number of query rows */
-    int pos0;         /* position of the first query = number of prefix keys */
+    int pos0;         /* position of the first own key = number of prefix keys */
     int prefix_kv;    /* cache row of key position 0 (ignored when pos0 == 0) */
     int own_kv;       /* cache row of key position pos0 */
+    int q_off;        /* own keys before the first query (0: the queries start at pos0) */
     int ko_pos;       /* knocked-out key position (-1: none) ... */
     int ko_lo, ko_hi; /* ... in layers ko_lo <= l < ko_hi, for queries i > ko_pos */
     /* Statistics outputs, rows of [rows, n_layers, n_heads] arrays (-1: not wanted):
-     * mass_row + j   receives += sum over this run's queries i of A[i, j], for j < pos0 + n_q;
+     * mass_row + j   receives += sum over this run's queries i of A[i, j], for j < pos0 +
+     *                q_off + n_q;
      * last_row + j   receives A[final, j] when the run contains the final position final_pos;
      * pattern_row + i*(i+1)/2 + j  receives A[i, j] for this run's queries i. */
     int64_t mass_row, last_row, pattern_row;

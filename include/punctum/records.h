@@ -44,6 +44,7 @@ typedef struct {
     char *system;         /* the record's system message (--chat) */
     int n_tok[2];
     char *target_text;
+    char *target_b_text;  /* `target_b` (generation's gen_hit_b; NULL: none) */
     int32_t target_id[2]; /* per side; -1: none */
     int32_t *positions;   /* per-record positions override (NULL: --positions) */
     int n_positions;

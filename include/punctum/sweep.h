@@ -28,6 +28,8 @@ typedef struct {
     pt_derive_kind derive;
     const char *derive_str;
     int chat;         /* --chat: wrap prompts in the model's chat template */
+    int generate;        /* --generate N: greedy continuation of up to N tokens (0: none) */
+    int stop_at_newline; /* --stop-at-newline */
     int batch_tokens; /* 0: sized to memory */
     int shard_i, shard_n;
     int resume, force, store_f16, strict;

@@ -36,10 +36,13 @@ TABLE_KEY = {
     "knockout": "ablation/knockout/seq",
     "patching": "patching/resid/pair",
     "lens": "lens/seq",
+    "gen": "gen/seq",
+    "gen_tokens": "gen/tokens/id",
 }
 TABLE_GROUP = {
     "pairs": "pairs", "seqs": "seqs", "tokens": "tokens", "patterns": "patterns",
     "knockout": "ablation/knockout", "patching": "patching/resid", "lens": "lens",
+    "gen": "gen", "gen_tokens": "gen/tokens",
 }
 
 
@@ -329,13 +332,21 @@ class Part:
                 R = int((ps[good] + nt[good] * (nt[good] + 1) // 2).max())
             R = min(R, self.rows("patterns/value"))
         c["patterns"] = R
-        for table, limit in (("knockout", S), ("lens", S), ("patching", P)):
+        for table, limit in (("knockout", S), ("lens", S), ("patching", P), ("gen", S)):
             key = TABLE_KEY[table]
             if limit > 0 and self.has(key):
                 n = self.rows(key)
                 c[table] = self.last_where(key, n, lambda v, m=limit: (v >= 0) & (v < m))
             else:
                 c[table] = 0
+        # generated tokens: up to the end of the last committed /gen row
+        GT = 0
+        if c["gen"] > 0 and self.has("gen/tok_start"):
+            lo = max(0, c["gen"] - 256)
+            ts = self.read("gen/tok_start", lo, c["gen"]).astype(np.int64)
+            nt = self.read("gen/n_tok", lo, c["gen"]).astype(np.int64)
+            GT = min(int((ts + nt).max()), self.rows("gen/tokens/id"))
+        c["gen_tokens"] = GT
         self.committed = c
         return c
 

@@ -85,6 +85,17 @@ def _nullable(a, valid, dtype="Int64"):
     return out
 
 
+def _nullable_bool(a):
+    """int8 flags with -1 for missing -> nullable boolean."""
+    col = pd.array(a == 1, dtype="boolean")
+    col[a < 0] = pd.NA
+    return col
+
+
+GEN_KINDS = pd.CategoricalDtype(["clean", "knockout", "patching"])
+GEN_STOPS = pd.CategoricalDtype(["length", "eos", "newline"])
+
+
 def _objcol(n, fill=None):
     a = np.empty(n, dtype=object)
     a[:] = fill
@@ -277,7 +288,7 @@ class PunctumFile:
             "attn_last": "tokens/attn_last", "resid_norm": "tokens/resid_norm",
             "resid_cos": "pairs/resid_cos", "topk": "seqs/topk_id",
             "patterns": "patterns/value", "knockout": "ablation/knockout/seq",
-            "patching": "patching/resid/pair", "lens": "lens/seq",
+            "patching": "patching/resid/pair", "lens": "lens/seq", "gen": "gen/seq",
             "massive": "tokens/resid_max",
         }.get(what, what)
         return self._parts[0].has(name)
@@ -420,9 +431,12 @@ class PunctumFile:
                         col = np.full(n, np.nan, dtype=np.float32)
                         col[valid] = v
                     cols[f"{f}_{side}"] = col
-        for k in ("kl_ab", "kl_ba", "js"):
+        for k in ("kl_ab", "kl_ba", "js", "gen_kl_ab"):
             if p.has("pairs/" + k):
                 cols[k] = r("pairs/" + k)
+        if p.has("pairs/gen_diverge"):
+            dv = r("pairs/gen_diverge").astype(np.int64)
+            cols["gen_diverge"] = dv
         if p.has("pairs/resid_cos"):
             rc = r("pairs/resid_cos")
             cols["resid_cos_final"] = rc[:, -1] if rc.ndim == 2 and rc.shape[1] else \
@@ -437,7 +451,7 @@ class PunctumFile:
                  "n_tok_b", "kl_ab", "kl_ba", "js", "resid_cos_final", "entropy_a",
                  "entropy_b", "top1_id_a", "top1_id_b", "top1_logprob_a", "top1_logprob_b",
                  "target_id_a", "target_id_b", "target_logprob_a", "target_logprob_b",
-                 "seq_a", "seq_b"]
+                 "gen_diverge", "gen_kl_ab", "seq_a", "seq_b"]
         return df[[c for c in order if c in df.columns]]
 
     def iter_pairs(self, chunk=CHUNK, join=True):
@@ -730,6 +744,83 @@ class PunctumFile:
         token_a, token_b (texts at pos), is_punct (of a's token), kl_to_b, kl_from_a,
         dlogp_top1_b. Empty without --patch resid."""
         return self._full("patching", self.iter_patching, self._patching_frame)
+
+    # ------------------------------------------------------------------ generation
+    def _gen_frame(self, p, lo, hi):
+        g = "gen/"
+        r = lambda name: p.read(g + name, lo, hi)  # noqa: E731
+        seq = r("seq").astype(np.int64)
+        valid, info = self._seq_join(p, seq)
+        n = hi - lo
+        kind = r("kind").astype(np.int64)
+        variant = r("variant").astype(np.int64)
+        ts = r("tok_start").astype(np.int64)
+        nt = r("n_tok").astype(np.int64)
+        GT = p.committed["gen_tokens"]
+        ok_tok = (ts >= 0) & (nt >= 0) & (ts + nt <= GT)
+        _check(ok_tok[valid], p, "/gen token rows")
+        ids = p.read(g + "tokens/id", 0, GT) if GT else np.zeros(0, np.int32)
+        lps = p.read(g + "tokens/logprob", 0, GT) if GT else np.zeros(0, np.float32)
+        tok_ids, lp_sum = _objcol(n), np.full(n, np.nan, np.float64)
+        for i in np.flatnonzero(ok_tok):
+            tok_ids[i] = ids[ts[i]:ts[i] + nt[i]].tolist()
+            lp_sum[i] = float(np.sum(lps[ts[i]:ts[i] + nt[i]], dtype=np.float64))
+        # the variant each row continues: knockout (pos, window) or patching (layer, pos)
+        pos = np.full(n, -1, np.int64)
+        layer = np.full(n, -1, np.int64)
+        window = np.full(n, -1, np.int64)
+        ko = (kind == 1) & (variant >= 0) & (variant < p.committed["knockout"])
+        pa = (kind == 2) & (variant >= 0) & (variant < p.committed["patching"])
+        if ko.any():
+            pos[ko] = p.gather("ablation/knockout/pos", variant[ko])
+            window[ko] = p.gather("ablation/knockout/window", variant[ko])
+        if pa.any():
+            pos[pa] = p.gather("patching/resid/pos", variant[pa])
+            layer[pa] = p.gather("patching/resid/layer", variant[pa])
+        vrow = np.where(ko, self._g("knockout", p, variant),
+                        np.where(pa, self._g("patching", p, variant), -1))
+
+        flag = lambda a: _nullable_bool(a.astype(np.int64))  # noqa: E731
+
+        cols = {
+            "seq": self._g("seqs", p, seq),
+            "pair": _nullable(self._g("pairs", p, info["pair"]), info["pair"] >= 0),
+            "pair_id": info["pair_id"],
+            "side": _cat_side(info["side"]),
+            "kind": pd.Categorical.from_codes(np.clip(kind, 0, 2), GEN_KINDS.categories),
+            "variant": _nullable(vrow, vrow >= 0),
+            "pos": _nullable(pos, pos >= 0),
+            "window": _nullable(window, window >= 0),
+            "layer": _nullable(layer, layer >= 0),
+            "n_tok": nt,
+            "text": r("text"),
+            "stop": pd.Categorical.from_codes(np.clip(r("stop").astype(np.int64), 0, 2),
+                                              GEN_STOPS.categories),
+            "diverge": r("diverge").astype(np.int64),
+            "hit": flag(r("hit")),
+            "hit_b": flag(r("hit_b")),
+            "token_ids": tok_ids,
+            "logprob_sum": lp_sum,
+        }
+        idx = pd.Index(self._g("gen", p, np.arange(lo, hi)), name="row")
+        df = _frame(cols, idx)
+        return df[valid] if not valid.all() else df
+
+    def iter_gen(self, chunk=CHUNK):
+        for p, lo, hi in self._segments("gen", chunk):
+            yield _robust(self._gen_frame, p, lo, hi)
+
+    @property
+    def gen(self):
+        """Generated continuations (``--generate``), one row per continued sequence: seq,
+        pair, pair_id, side, kind (clean / knockout / patching), variant (its row in
+        ``knockout`` / ``patching``), pos, window (knockout), layer (patching), n_tok, text,
+        stop (length / eos / newline), diverge (first step differing from the other side for
+        clean rows, from the clean continuation for variants; -1 none), hit / hit_b (whether
+        the text has target / target_b as a whole word; NA without one), token_ids,
+        logprob_sum. Per pair, ``pairs`` has gen_diverge and gen_kl_ab. Empty without
+        --generate."""
+        return self._full("gen", self.iter_gen, self._gen_frame)
 
     # ------------------------------------------------------------------ lens
     def _lens_frame(self, p, lo, hi):

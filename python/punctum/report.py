@@ -4,7 +4,9 @@
 
 One file, no network access: CSS inline, figures as base64 PNGs drawn by matplotlib
 (Agg, no display needed). Sections (each an element with that id): findings, summary,
-sinks, massive, punct, kl, attention, knockout, lens, patching. A section whose statistics
+sinks, massive, punct, kl, attention, knockout, lens, patching, gen ("What the model goes on
+to say": continuations side by side, gen_diverge / gen_kl_ab, target hit rates by patched
+layer). A section whose statistics
 the file does not hold is replaced by one line saying why. Every aggregate is computed in
 slices, so the report of a file with millions of pairs needs no more memory than one
 slice.
@@ -781,6 +783,103 @@ def _patching(f: PunctumFile, ctx):
     return _section("patching", "Residual patching", lead, _png(fig, "patching by layer"))
 
 
+# ------------------------------------------------------------------------------ generation
+
+def _gen_hits(gen):
+    """Hit rates of target / target_b for patching rows by patched layer (rows with a
+    target only), and the clean rates per side: ({layer: (n, rate_t, rate_tb)}, clean)."""
+    pa = gen[(gen["kind"] == "patching") & gen["hit"].notna() & gen["hit_b"].notna()]
+    by_layer = {}
+    for layer, d in pa.groupby(pa["layer"].astype("int64")):
+        by_layer[int(layer)] = (len(d), float(d["hit"].astype(float).mean()),
+                                float(d["hit_b"].astype(float).mean()))
+    cl = gen[(gen["kind"] == "clean") & gen["hit"].notna() & gen["hit_b"].notna()]
+    clean = {side: (float(d["hit"].astype(float).mean()), float(d["hit_b"].astype(float).mean()))
+             for side, d in cl.groupby("side", observed=True)}
+    return by_layer, clean
+
+
+def _generation(f: PunctumFile, ctx, top):
+    title = "What the model goes on to say"
+    if not f.has("gen"):
+        return _missing("gen", title, "the sweep was run without --generate.")
+    gen = f.gen
+    if not len(gen):
+        return _missing("gen", title, "no committed continuation yet.")
+    pairs = f.pairs
+    clean = gen[gen["kind"] == "clean"]
+    text = {(int(p), str(sd)): t for p, sd, t in zip(clean["pair"], clean["side"], clean["text"])}
+    both = pairs[pairs["seq_b"].notna() & pairs["ok"]] if "seq_b" in pairs else pairs.iloc[:0]
+    body = []
+    if len(both):
+        rank = both.sort_values("gen_kl_ab", ascending=False, na_position="last").head(top)
+        rows = []
+        for g, r in rank.iterrows():
+            pa, pb = _diff_html(_prompt_text(f, g, "a", r.get("text_a")),
+                                _prompt_text(f, g, "b", r.get("text_b")), limit=60)
+            rows.append([_esc(r["id"]), f'<div class="prompt">{pa}</div>',
+                         f'<div class="prompt">{_visible(text.get((int(g), "a")), 160)}</div>',
+                         f'<div class="prompt">{pb}</div>',
+                         f'<div class="prompt">{_visible(text.get((int(g), "b")), 160)}</div>',
+                         _fmt(r["gen_diverge"]), _fmt(r["gen_kl_ab"])])
+        body.append("<h3>The pairs whose answers differ most (by gen_kl_ab)</h3>")
+        body.append(_table(["id", "prompt a", "a goes on", "prompt b", "b goes on",
+                            "diverge", "gen_kl_ab"], rows, "pairs"))
+        dv = both["gen_diverge"].to_numpy(dtype=np.int64)
+        kl = both["gen_kl_ab"].to_numpy(dtype=np.float64)
+        fig = _figure(9, 3.0)
+        ax1, ax2 = fig.subplots(1, 2)
+        same = int((dv < 0).sum())
+        if (dv >= 0).any():
+            ax1.hist(dv[dv >= 0], bins=np.arange(dv.max() + 2) - 0.5, color=BLUE)
+        ax1.set_xlabel("gen_diverge: first step where a and b differ")
+        ax1.set_ylabel("pairs")
+        ax1.set_title(f"{same:,} of {len(dv):,} pairs never diverge", fontsize=10)
+        _intx(ax1)
+        k = kl[np.isfinite(kl) & (kl > 0)]
+        if len(k):
+            ax2.hist(np.log10(k), bins=30, color=ACCENT)
+        ax2.set_xlabel("log10 gen_kl_ab (nats, summed over a's steps)")
+        ax2.set_title(f"median {_fmt(np.median(k) if len(k) else np.nan)} nats; next-token "
+                      f"KL median {_fmt(both['kl_ab'].median())}", fontsize=10)
+        body.append(_png(fig, "gen_diverge and gen_kl_ab"))
+    by_layer, clean_rates = _gen_hits(gen)
+    if by_layer:
+        fig = _figure(7.5, 3.2)
+        ax = fig.subplots()
+        L = sorted(by_layer)
+        ax.plot(L, [by_layer[l][1] for l in L], marker="o", ms=3.5, color=BLUE,
+                label="patched a writes target (a's word)")
+        ax.plot(L, [by_layer[l][2] for l in L], marker="o", ms=3.5, color=ACCENT,
+                label="patched a writes target_b (b's word)")
+        for side, (ht, hb) in clean_rates.items():
+            ax.axhline(hb, color=ACCENT if side == "b" else GREY, lw=0.8, ls="--",
+                       label=f"clean {side} writes target_b ({hb:.2f}; target {ht:.2f})")
+        ax.set_ylim(-0.02, 1.02)
+        _intx(ax)
+        ax.set_xlabel("layer whose input residual is patched from b")
+        ax.set_ylabel("hit rate")
+        ax.set_title("Does patching from b switch the word the model writes?")
+        ax.legend(fontsize=8)
+        body.append("<h3>Target hit rates under residual patching</h3>")
+        body.append(_png(fig, "hit rate by patched layer"))
+        pa = gen[(gen["kind"] == "patching") & gen["hit_b"].notna()]
+        tab = pa.groupby([pa["layer"].astype("int64"), pa["pos"].astype("int64")])["hit_b"] \
+            .apply(lambda x: x.astype(float).mean()).unstack()
+        if tab.shape[1] <= 40:
+            body.append("<p class=\"dim\">target_b hit rate by patched layer (rows) and "
+                        "position (columns)</p>")
+            body.append(_table(["layer"] + [str(c) for c in tab.columns],
+                               [[str(l)] + [_fmt(v, 2) for v in row]
+                                for l, row in zip(tab.index, tab.to_numpy())], "num narrow"))
+    lead = ("Greedy continuations of a and b (and of every knockout / patching variant, its "
+            "intervention held at each generated step). gen_diverge: the first step where "
+            "a's and b's tokens differ; gen_kl_ab: Σ over a's steps of KL(P_a,t ‖ P_b,t), b "
+            "teacher-forced with a's tokens — a difference in the answer, not in the next "
+            "token alone.")
+    return _section("gen", title, lead, "".join(body) or "<p>No pair has both prompts.</p>")
+
+
 # ------------------------------------------------------------------------------ page
 
 CSS = """
@@ -859,7 +958,8 @@ def render(path, top=10, n_pairs=3, max_tokens=48, title=None):
                  ("attention", "Attention", _attention(f, ctx, n_pairs, max_tokens)),
                  ("knockout", "Knockout", _knockout(f, ctx)),
                  ("lens", "Logit lens", _lens(f, ctx)),
-                 ("patching", "Patching", _patching(f, ctx))]
+                 ("patching", "Patching", _patching(f, ctx)),
+                 ("gen", "Generation", _generation(f, ctx, top))]
         a = f.attrs
         name = os.path.basename(f.path)
     nav = "".join(f'<a href="#{k}">{_esc(t)}</a>' for k, t, h in parts

@@ -457,13 +457,15 @@ static void cpu_store_kv(pt_backend *be, const pt_config *cfg, const void *qkvv,
 
 /* One (segment, head): all of the segment's queries in blocks of ATTN_QBLOCK. Scores for a
  * block against every visible key are formed with two GEMMs (prefix keys, own keys), masked,
- * softmaxed, column-summed into attn_mass, and multiplied by V with two GEMMs. */
+ * softmaxed, column-summed into attn_mass, and multiplied by V with two GEMMs. The queries sit
+ * q_off positions into the own keys (decode steps); qp = pos0 + q_off is the first query's
+ * position. */
 static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segment *s, int h) {
     const int t = omp_get_thread_num();
     const int hd = a->head_dim, kvd = a->n_kv_heads * hd;
     const int kvh = h / (a->n_heads / a->n_kv_heads);
     const int LH = a->n_layers * a->n_heads, lh = a->layer * a->n_heads + h;
-    const int n_keys_total = s->pos0 + s->n_q;
+    const int qp = s->pos0 + s->q_off, n_keys_total = qp + s->n_q;
     const float scale = a->scale > 0 ? a->scale : 1.0f / sqrtf((float)hd), cap = a->softcap;
     const int knock = s->ko_pos >= 0 && a->layer >= s->ko_lo && a->layer < s->ko_hi;
     float *S = c->scores[t];
@@ -480,7 +482,7 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
 
     for (int q0 = 0; q0 < s->n_q; q0 += ATTN_QBLOCK) {
         const int bq = s->n_q - q0 < ATTN_QBLOCK ? s->n_q - q0 : ATTN_QBLOCK;
-        const int nk = s->pos0 + q0 + bq; /* keys visible to the block's last query */
+        const int nk = qp + q0 + bq; /* keys visible to the block's last query */
         const float *qb =
             (const float *)a->q + (size_t)(s->row + q0) * a->q_stride + (size_t)h * hd;
         /* S[bq, nk] = scale * Q K^T: one span when the prefix's keys and the run's own keys are
@@ -492,11 +494,11 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
         else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, s->pos0, hd, scale, qb,
                         a->q_stride, kp, kvd, 0.0f, S, nk);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, q0 + bq, hd, scale, qb,
-                        a->q_stride, ko, kvd, 0.0f, S + s->pos0, nk);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, s->q_off + q0 + bq, hd, scale,
+                        qb, a->q_stride, ko, kvd, 0.0f, S + s->pos0, nk);
         }
         for (int r = 0; r < bq; r++) {
-            const int i = s->pos0 + q0 + r; /* query position */
+            const int i = qp + q0 + r; /* query position */
             float *sr = S + (size_t)r * nk;
             const int lo = a->window > 0 && i - a->window + 1 > 0 ? i - a->window + 1 : 0;
             if (cap > 0) /* soft-capping (Gemma 2): c tanh(s / c), before the mask */
@@ -536,7 +538,7 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
         else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, s->pos0, 1.0f, S, nk, vp,
                         kvd, 0.0f, ob, od);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, q0 + bq, 1.0f,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, s->q_off + q0 + bq, 1.0f,
                         S + s->pos0, nk, vo, kvd, 1.0f, ob, od);
         }
     }
@@ -549,11 +551,12 @@ static void cpu_attention(pt_backend *be, const pt_attn_args *a) {
     PT_BE_GUARD(be);
     cpu_ctx *c = be->ctx;
     for (int i = 0; i < a->n_segs; i++)
-        if ((size_t)a->segs[i].pos0 + a->segs[i].n_q > c->scratch_keys) {
+        if ((size_t)a->segs[i].pos0 + a->segs[i].q_off + a->segs[i].n_q > c->scratch_keys ||
+            a->segs[i].q_off < 0) {
             pt_backend_fail(be, 0, 0,
                             "cpu backend: attention over %d keys beyond the reserved "
                             "%zu (internal error)",
-                            a->segs[i].pos0 + a->segs[i].n_q, c->scratch_keys);
+                            a->segs[i].pos0 + a->segs[i].q_off + a->segs[i].n_q, c->scratch_keys);
             return;
         }
     const int tasks = a->n_segs * a->n_heads;

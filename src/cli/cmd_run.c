@@ -32,6 +32,8 @@ static void run_usage(FILE *f) {
             "  --patch resid|none          default none\n"
             "  --derive-b append:STR|strip-punct\n"
             "  --chat                      wrap prompts in the model's chat template (SPEC §2)\n"
+            "  --generate N                greedy continuation of up to N tokens (SPEC §3)\n"
+            "  --stop-at-newline           end each continuation after its first line break\n"
             "  --batch-tokens N            token budget of one forward batch (default: sized to\n"
             "                              the GPU's free or the host's available memory)\n"
             "  --shard I/N                 take the pairs whose 0-based index %% N == I\n"
@@ -116,7 +118,8 @@ int pt_cmd_run(int argc, char **argv) {
 
     enum { O_MODEL = 256, O_PAIRS, O_OUT, O_BACKEND, O_DTYPE, O_STATS, O_TOPK, O_ABLATE, O_POSITIONS,
            O_WINDOWS, O_PATCH, O_DERIVE, O_BATCH, O_SHARD, O_RESUME, O_FORCE, O_STORE, O_STRICT,
-           O_PROGRESS, O_THREADS, O_DEVICE, O_PATTERNS_LIMIT, O_CHAT, O_WRITER_THREADS, O_HELP };
+           O_PROGRESS, O_THREADS, O_DEVICE, O_PATTERNS_LIMIT, O_CHAT, O_WRITER_THREADS,
+           O_GENERATE, O_STOP_NL, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"pairs", required_argument, 0, O_PAIRS},
         {"out", required_argument, 0, O_OUT}, {"backend", required_argument, 0, O_BACKEND},
@@ -132,6 +135,8 @@ int pt_cmd_run(int argc, char **argv) {
         {"threads", required_argument, 0, O_THREADS}, {"device", required_argument, 0, O_DEVICE},
         {"patterns-limit", required_argument, 0, O_PATTERNS_LIMIT},
         {"writer-threads", required_argument, 0, O_WRITER_THREADS},
+        {"generate", required_argument, 0, O_GENERATE},
+        {"stop-at-newline", no_argument, 0, O_STOP_NL},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
 
     /* the command line is recorded in the output file */
@@ -247,6 +252,13 @@ int pt_cmd_run(int argc, char **argv) {
             }
             break;
         case O_STRICT: o.strict = 1; break;
+        case O_GENERATE:
+            if (parse_int(optarg, 0, 1 << 16, &o.generate)) {
+                rc = usage_error("--generate %s: expected a number of tokens in [0, 65536]", optarg);
+                goto out;
+            }
+            break;
+        case O_STOP_NL: o.stop_at_newline = 1; break;
         case O_PROGRESS:
             if (!strcmp(optarg, "auto")) o.progress = -1;
             else if (!strcmp(optarg, "always")) o.progress = 1;

@@ -7,6 +7,8 @@
  * and run through the same forward as the clean pass. */
 #include "engine/experiments.h"
 
+#include "engine/generate.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +53,9 @@ struct pt_experiments {
     pt_i32buf windows; /* [n_windows][2]: lo, hi */
     /* one sub-batch under construction */
     int n_var, n_rows, start_layer;
+    int kv_used; /* variant cache rows taken (with --generate: their tokens' rows too) */
     pt_segment segs[MAX_VARIANTS];
+    pt_gen_variant gen[MAX_VARIANTS];
     struct variant vars[MAX_VARIANTS];
     int32_t fin[MAX_VARIANTS], top1[MAX_VARIANTS], ids_tmp[MAX_VARIANTS];
     float lp_tmp[MAX_VARIANTS], lp_tmp2[MAX_VARIANTS], tq[MAX_VARIANTS];
@@ -204,21 +208,21 @@ static int add_variant(pt_sweep *S, int kind, int seq, int p, int layer, int ko_
                        int ko_hi, int patch_row, struct variant v) {
     pt_experiments *X = S->ex;
     const pt_bseq *q = &S->plan.seqs.v[seq];
-    const int n_q = q->T - p;
+    const int n_q = q->T - p, n_kv = n_q + (S->gen ? S->o->generate : 0);
     if (X->n_var > 0 &&
         (X->n_var == max_variants(S) || X->n_rows + n_q > S->variant_rows ||
-         layer != X->start_layer) &&
+         X->kv_used + n_kv > S->variant_kv || layer != X->start_layer) &&
         flush_variants(S, kind))
         return -1;
     X->start_layer = layer;
-    const int row = X->n_rows;
+    const int row = X->n_rows, own_kv = S->plan.n_rows + X->kv_used;
     const size_t need = (size_t)row + (size_t)n_q;
     if (PT_SWEEP_FIT(S, &X->pos, need) || PT_SWEEP_FIT(S, &X->kvr, need) ||
         PT_SWEEP_FIT(S, &X->src_rows, need))
         return -1;
     for (int k = 0; k < n_q; k++) {
         X->pos.v[row + k] = p + k;
-        X->kvr.v[row + k] = S->plan.n_rows + row + k; /* variant keys live after the clean rows */
+        X->kvr.v[row + k] = own_kv + k; /* variant keys live after the clean rows */
         X->src_rows.v[row + k] = q->kv0 + p + k;
     }
     if (patch_row >= 0) X->src_rows.v[row] = patch_row;
@@ -226,7 +230,7 @@ static int add_variant(pt_sweep *S, int kind, int seq, int p, int layer, int ko_
                                      .n_q = n_q,
                                      .pos0 = p,
                                      .prefix_kv = q->kv0,
-                                     .own_kv = S->plan.n_rows + row,
+                                     .own_kv = own_kv,
                                      .ko_pos = ko_pos,
                                      .ko_lo = ko_lo,
                                      .ko_hi = ko_hi,
@@ -235,6 +239,18 @@ static int add_variant(pt_sweep *S, int kind, int seq, int p, int layer, int ko_
                                      .pattern_row = -1,
                                      .final_pos = q->T - 1};
     X->fin[X->n_var] = row + n_q - 1;
+    X->gen[X->n_var] = (pt_gen_variant){
+        .seq = seq,
+        .kind = kind == KIND_KNOCKOUT ? 1 : 2,
+        .variant = kind == KIND_KNOCKOUT ? v.slot : S->plan.n_patch_rows++,
+        .n_own = n_q,
+        .own_kv = own_kv,
+        .clean_kv = q->kv0 + p,
+        .ko_pos = ko_pos,
+        .ko_lo = ko_lo,
+        .ko_hi = ko_hi,
+    };
+    X->kv_used += n_kv;
     X->vars[X->n_var] = v;
     X->n_var++;
     X->n_rows += n_q;
@@ -329,8 +345,11 @@ static int flush_variants(pt_sweep *S, int kind) {
             compare_patch(S, Q, v0, v1);
         v0 = v1;
     }
+    /* --generate: the variants go on, their interventions held */
+    if (pt_generate_variants(S, X->gen, m, X->start_layer, X->top1, X->lp_tmp)) return -1;
     X->n_var = 0;
     X->n_rows = 0;
+    X->kv_used = 0;
     return pt_backend_failed(be) ? -1 : 0;
 }
 
@@ -375,6 +394,7 @@ static int knockout(pt_sweep *S) {
             }
     }
     if (flush_variants(S, KIND_KNOCKOUT)) return -1;
+    P->n_ko_rows = X->first.v[P->n_seqs];
     for (int s = 0; s < P->n_seqs; s++)
         for (int w = 0; w < X->n_windows; w++)
             for (int k = 0; k < X->set_n.v[s]; k++) {
@@ -486,6 +506,7 @@ int64_t pt_experiments_rows(pt_sweep *S, const pt_record *r) {
 }
 
 int pt_experiments_run(pt_sweep *S, pt_record **recs, int n) {
+    S->ex->n_var = S->ex->n_rows = S->ex->kv_used = 0; /* after a failed batch */
     if (S->o->stat_lens && lens(S)) return -1;
     if (S->o->ablate_knockout && knockout(S)) return -1;
     if (S->o->patch_resid && patching(S, recs, n)) return -1;

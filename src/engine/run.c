@@ -19,6 +19,7 @@
 
 #include "engine/batch.h"
 #include "engine/experiments.h"
+#include "engine/generate.h"
 #include "io/h5util.h"
 #include "io/job.h"
 #include "io/outstate.h"
@@ -37,7 +38,7 @@ typedef struct {
     char value[320];
 } ident_t;
 
-enum { N_IDENT = 16 };
+enum { N_IDENT = 17 };
 
 typedef enum { PROGRESS_OFF = 0, PROGRESS_TERMINAL, PROGRESS_LINES } progress_mode;
 
@@ -319,6 +320,7 @@ static int model_open(pt_run *R, pt_error *e) {
         return 2; /* no template, or one the interpreter cannot run */
     if (pt_jsonl_open(&R->in, o->pairs_path, e)) return 1;
     if (pt_experiments_setup(S, e)) return 2;
+    if (pt_generate_setup(S, e)) return 1;
     int rc = backend_open(R, e);
     if (rc) return rc;
     if (S->be->load_weights(S->be, S->cfg, &S->model.host, &S->dev_w, e)) return 1;
@@ -432,6 +434,8 @@ static void build_identity(pt_run *R) {
     else
         ID("opt_derive_b", "--derive-b", "%s",
            o->derive == PT_DERIVE_STRIP_PUNCT ? "strip-punct" : "none");
+    ID("opt_generate", "--generate", "%d%s", o->generate,
+       o->generate > 0 && o->stop_at_newline ? ",newline" : "");
     ID("opt_chat", "--chat", "%s", S->chat ? pt_chat_fingerprint(S->chat) : "none");
     ID("opt_batch_tokens", "--batch-tokens", "%d", S->commit_budget);
     if (R->J.size > 1)
@@ -666,6 +670,10 @@ static int run_output(pt_run *R, pt_error *e) {
         S->rows.seqs = col_rows(S, &R->ost, C_SEQ_PAIR);
         S->rows.tok = col_rows(S, &R->ost, C_TOK_ID);
         S->rows.pat = col_rows(S, &R->ost, C_PAT_VALUE);
+        S->rows.gen = col_rows(S, &R->ost, C_GEN_SEQ);
+        S->rows.gen_tok = col_rows(S, &R->ost, C_GENTOK_ID);
+        S->rows.ko = col_rows(S, &R->ost, C_KO_SEQ);
+        S->rows.patch = col_rows(S, &R->ost, C_PA_PAIR);
         R->P.pairs_seen = R->P.pairs_at_start = R->ost.committed_pairs;
     }
     if (S->experiments && (!R->resume || col_rows(S, &R->ost, C_WIN) == 0))
@@ -804,6 +812,7 @@ static void run_free(pt_run *R) {
     if (R->in.f) pt_jsonl_close(&R->in);
     pt_outstate_free(&R->ost);
     pt_experiments_free(S);
+    pt_generate_free(S);
     pt_batch_free(&S->batch);
     pt_sweep_free_buffers(S);
     if (S->be) {

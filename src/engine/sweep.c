@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engine/experiments.h"
+#include "engine/generate.h"
 
 /* ---- output schema (SPEC §5) ---------------------------------------------------------------- */
 
@@ -88,6 +89,22 @@ void pt_sweep_build_schema(pt_sweep *S) {
         add_col(S, C_LENS_TOP1, "/lens/logp_top1", PT_F32, 1, L + 1, 0);
         add_col(S, C_LENS_TARGET, "/lens/logp_target", PT_F32, 1, L + 1, 0);
     }
+    if (o->generate > 0) {
+        add_col(S, C_PAIR_GEN_DIVERGE, "/pairs/gen_diverge", PT_I32, 0, 0, 0);
+        add_col(S, C_PAIR_GEN_KL, "/pairs/gen_kl_ab", PT_F32, 0, 0, 0);
+        add_col(S, C_GEN_SEQ, "/gen/seq", PT_I64, 0, 0, 0);
+        add_col(S, C_GEN_KIND, "/gen/kind", PT_I8, 0, 0, 0);
+        add_col(S, C_GEN_VARIANT, "/gen/variant", PT_I64, 0, 0, 0);
+        add_col(S, C_GEN_TOK_START, "/gen/tok_start", PT_I64, 0, 0, 0);
+        add_col(S, C_GEN_N_TOK, "/gen/n_tok", PT_I32, 0, 0, 0);
+        add_col(S, C_GEN_TEXT, "/gen/text", PT_STR, 0, 0, 0);
+        add_col(S, C_GEN_STOP, "/gen/stop", PT_I8, 0, 0, 0);
+        add_col(S, C_GEN_DIVERGE, "/gen/diverge", PT_I32, 0, 0, 0);
+        add_col(S, C_GEN_HIT, "/gen/hit", PT_I8, 0, 0, 0);
+        add_col(S, C_GEN_HIT_B, "/gen/hit_b", PT_I8, 0, 0, 0);
+        add_col(S, C_GENTOK_ID, "/gen/tokens/id", PT_I32, 0, 0, 0);
+        add_col(S, C_GENTOK_LP, "/gen/tokens/logprob", PT_F32, 0, 0, 0);
+    }
 }
 
 /* ---- planning a batch ------------------------------------------------------------------------ */
@@ -155,6 +172,7 @@ static int plan_batch(pt_sweep *S, pt_record **recs, int n) {
     pt_plan *P = &S->plan;
     P->n_seqs = P->n_rows = 0;
     P->n_tok_rows = P->n_pat_rows = 0;
+    P->n_ko_rows = P->n_patch_rows = 0;
     if (PT_SWEEP_FIT(S, &P->seqs, 2 * (size_t)n)) return -1;
     for (int p = 0; p < n; p++) {
         pt_record *r = recs[p];
@@ -214,15 +232,24 @@ static int reserve_engine(pt_sweep *S) {
     int longest = 1;
     for (int s = 0; s < P->n_seqs; s++)
         if (P->seqs.v[s].T > longest) longest = P->seqs.v[s].T;
-    pt_engine_size sz = {P->n_rows, P->n_rows, S->o->ablate_knockout || S->o->patch_resid,
-                         P->n_seqs, longest,   S->topk};
-    S->variant_rows = 0;
+    const int lanes = pt_generate_lanes(S), N = S->o->generate;
+    pt_engine_size sz = {
+        P->n_rows, P->n_rows,   S->o->ablate_knockout || S->o->patch_resid || lanes > 0,
+        P->n_seqs, longest + N, S->topk};
+    S->variant_rows = S->variant_kv = 0;
     if (S->experiments) {
         S->variant_rows = S->fwd_budget > longest ? S->fwd_budget : longest;
         if (S->variant_rows > sz.rows) sz.rows = S->variant_rows;
-        sz.kv_rows += S->variant_rows;
+        /* with --generate a variant's tokens follow its own rows: room for as many again */
+        S->variant_kv = lanes > 0 ? 2 * S->variant_rows + N : S->variant_rows;
+        sz.kv_rows += S->variant_kv;
         const int fr = pt_experiments_final_rows(S); /* variant and lens sub-batches */
         if (sz.final_rows < fr) sz.final_rows = fr;
+    }
+    if (lanes > 0) { /* decode steps: a query row per lane; N cache rows each after the rest */
+        if (sz.rows < lanes) sz.rows = lanes;
+        if (sz.final_rows < lanes) sz.final_rows = lanes;
+        sz.kv_rows += lanes * N;
     }
     return pt_engine_reserve(&S->en, &sz);
 }
@@ -467,9 +494,12 @@ static int forward_batch(pt_sweep *S, pt_record **recs, int n) {
     if (emit_pairs(S, recs, n)) return -1;
     emit_seqs(S);
     if (emit_token_stats(S)) return -1;
+    if (pt_generate_run(S, S->plan.n_rows + S->variant_kv)) return -1;
     if (S->plan.n_seqs > 0 && S->experiments && pt_experiments_run(S, recs, n)) return -1;
-    if (pt_backend_failed(S->be)) return -1;
+    if (pt_generate_emit(S, recs, n) || pt_backend_failed(S->be)) return -1;
     S->rows.pairs += n;
+    S->rows.ko += S->plan.n_ko_rows;
+    S->rows.patch += S->plan.n_patch_rows;
     S->rows.seqs += S->plan.n_seqs;
     S->rows.tok += S->plan.n_tok_rows;
     S->rows.pat += S->plan.n_pat_rows;
@@ -565,6 +595,7 @@ void pt_sweep_release(pt_sweep *S) {
                          &S->d.tap,  &S->d.resid_all, &S->d.logits, &S->d.massive};
     for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) pt_devbuf_free(S->be, bufs[k]);
     pt_experiments_release(S);
+    pt_generate_release(S);
     if (S->have_engine) pt_engine_release(&S->en);
 }
 

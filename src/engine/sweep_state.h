@@ -24,6 +24,9 @@ enum {
     C_WIN, C_KO_SEQ, C_KO_POS, C_KO_WIN, C_KO_KL, C_KO_DTOP1, C_KO_DTARGET, C_KO_CHANGED,
     C_PA_PAIR, C_PA_LAYER, C_PA_POS, C_PA_KL_TO_B, C_PA_KL_FROM_A, C_PA_DTOP1_B,
     C_LENS_SEQ, C_LENS_POS, C_LENS_TOP1, C_LENS_TARGET,
+    C_PAIR_GEN_DIVERGE, C_PAIR_GEN_KL,
+    C_GEN_SEQ, C_GEN_KIND, C_GEN_VARIANT, C_GEN_TOK_START, C_GEN_N_TOK, C_GEN_TEXT, C_GEN_STOP,
+    C_GEN_DIVERGE, C_GEN_HIT, C_GEN_HIT_B, C_GENTOK_ID, C_GENTOK_LP,
     C_COUNT
 };
 // clang-format on
@@ -53,6 +56,7 @@ typedef struct {
     pt_bseqbuf seqs;
     int n_seqs, n_rows;
     int64_t n_tok_rows, n_pat_rows;
+    int64_t n_ko_rows, n_patch_rows; /* rows the experiments wrote */
     pt_f64buf entropy;   /* [n_seqs] */
     pt_i32buf topk_id;   /* [n_seqs, K] */
     pt_f32buf topk_lp;   /* [n_seqs, K] */
@@ -62,6 +66,8 @@ typedef struct {
 /* Rows already in the output (or in the batch being filled): the global index of the next. */
 typedef struct {
     int64_t pairs, seqs, tok, pat;
+    int64_t gen, gen_tok; /* /gen and /gen/tokens */
+    int64_t ko, patch;    /* /ablation/knockout and /patching/resid */
 } pt_row_counts;
 
 /* Where a batch's rows start, to drop them again (pt_sweep_rollback). */
@@ -71,6 +77,7 @@ typedef struct {
 } pt_sweep_mark;
 
 typedef struct pt_experiments pt_experiments;
+typedef struct pt_generation pt_generation;
 
 typedef struct {
     const pt_run_opts *o;
@@ -95,8 +102,10 @@ typedef struct {
     int experiments;   /* knockout, patching or lens: keep every layer's cache and residuals */
     int commit_budget; /* --batch-tokens: cuts the input into commits (fixed for a run) */
     int fwd_budget;    /* tokens of one forward: commit_budget, halved on out of memory */
-    int variant_rows;  /* cache rows reserved for experiment variants in this batch */
+    int variant_rows;  /* activation rows of an experiment sub-batch in this batch */
+    int variant_kv;    /* cache rows reserved for them (with --generate: their tokens' too) */
     pt_experiments *ex;
+    pt_generation *gen; /* --generate (generate.h) */
 
     pt_plan plan;
     float *logp_dev; /* [n_seqs, V] clean log-probabilities of the batch */

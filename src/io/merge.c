@@ -14,9 +14,12 @@
 #include "io/h5util.h"
 #include "io/outstate.h"
 
-enum { T_PAIRS, T_SEQS, T_TOKENS, T_PATTERNS, T_WINDOWS, T_KO, T_PATCH, T_LENS, T_N };
-static const char *const TNAMES[T_N] = {"pairs",   "seqs",     "tokens",   "patterns",
-                                        "windows", "knockout", "patching", "lens"};
+// clang-format off
+enum { T_PAIRS, T_SEQS, T_TOKENS, T_PATTERNS, T_WINDOWS, T_KO, T_PATCH, T_LENS, T_GEN, T_GENTOK,
+       T_N };
+// clang-format on
+static const char *const TNAMES[T_N] = {"pairs",    "seqs",     "tokens", "patterns", "windows",
+                                        "knockout", "patching", "lens",   "gen",      "gen_tokens"};
 #define BUDGET_BYTES ((size_t)256 << 20) /* all block buffers together */
 
 static int table_id(const char *p) {
@@ -29,7 +32,9 @@ static int table_id(const char *p) {
                {"/patterns/", T_PATTERNS},
                {"/ablation/knockout/", T_KO},
                {"/patching/resid/", T_PATCH},
-               {"/lens/", T_LENS}};
+               {"/lens/", T_LENS},
+               {"/gen/tokens/", T_GENTOK}, /* before /gen/: the first match wins */
+               {"/gen/", T_GEN}};
     if (!strcmp(p, "/ablation/windows")) return T_WINDOWS;
     for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
         if (!strncmp(p, map[k].prefix, strlen(map[k].prefix))) return map[k].t;
@@ -48,7 +53,9 @@ static int index_base_id(const char *p) {
                {"/tokens/seq", T_SEQS},
                {"/ablation/knockout/seq", T_SEQS},
                {"/patching/resid/pair", T_PAIRS},
-               {"/lens/seq", T_SEQS}};
+               {"/lens/seq", T_SEQS},
+               {"/gen/seq", T_SEQS},
+               {"/gen/tok_start", T_GENTOK}};
     for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
         if (!strcmp(p, map[k].path)) return map[k].base;
     return -1;
@@ -72,7 +79,9 @@ static const char *const OWNER[T_N] = {NULL,
                                        NULL,
                                        "/ablation/knockout/seq",
                                        "/patching/resid/pair",
-                                       "/lens/seq"};
+                                       "/lens/seq",
+                                       "/gen/seq",
+                                       NULL};
 
 /* ---- parts --------------------------------------------------------------------------------- */
 
@@ -99,6 +108,7 @@ typedef struct {
 typedef struct {
     char *path;
     int table, base, nonneg;
+    int gen_variant; /* /gen/variant: a knockout or patching row, by /gen/kind */
     hid_t ds, mt;
     size_t esz;
     int is_str;
@@ -117,7 +127,7 @@ typedef struct {
     int64_t block[T_N]; /* rows per block buffer of each table */
     int64_t out_cap[T_N];
     int has[T_N];
-    int line_col, ntok_col, owner_col[T_N];
+    int line_col, ntok_col, gen_ntok_col, gen_kind_col, owner_col[T_N];
     int64_t G[T_N]; /* rows emitted per table */
     hid_t out;
     pt_cwriter *cw;
@@ -205,7 +215,13 @@ static int emit(merger *M, part_t *p, int t, int64_t r0, int64_t r1, const int64
             char *dst = o->buf + (size_t)o->n * o->esz;
             memcpy(dst, src, o->esz);
             if (o->is_str) *(char **)src = NULL; /* moved */
-            if (o->base >= 0) {
+            if (o->gen_variant) {
+                const char *k = M->gen_kind_col < 0 ? NULL : row(M, p, M->gen_kind_col, r);
+                int64_t v;
+                memcpy(&v, dst, sizeof v);
+                if (k && v >= 0) v += delta[*(const int8_t *)k == 1 ? T_KO : T_PATCH];
+                memcpy(dst, &v, sizeof v);
+            } else if (o->base >= 0) {
                 int64_t v;
                 memcpy(&v, dst, sizeof v);
                 if (!(o->nonneg && v < 0)) v += delta[o->base];
@@ -238,8 +254,8 @@ static int emit_pair(merger *M, part_t *p) {
             s1++;
     end[T_SEQS] = s1;
     /* rows owned by its sequences or by the pair */
-    const int by_seq[] = {T_TOKENS, T_KO, T_LENS};
-    for (size_t k = 0; k < 3; k++) {
+    const int by_seq[] = {T_TOKENS, T_KO, T_LENS, T_GEN};
+    for (size_t k = 0; k < 4; k++) {
         const int t = by_seq[k];
         if (!M->has[t]) continue;
         int64_t r = p->cur[t];
@@ -267,6 +283,20 @@ static int emit_pair(merger *M, part_t *p) {
         end[T_PATTERNS] = p->cur[T_PATTERNS] + rows;
         if (end[T_PATTERNS] > p->nrows[T_PATTERNS]) err = 1;
     }
+    if (M->has[T_GENTOK]) { /* the generated tokens of its /gen rows */
+        int64_t rows = 0;
+        for (int64_t g = p->cur[T_GEN]; g < end[T_GEN] && !err; g++) {
+            char *x = M->gen_ntok_col < 0 ? NULL : row(M, p, M->gen_ntok_col, g);
+            int32_t n = 0;
+            if (!x)
+                err = 1;
+            else
+                memcpy(&n, x, sizeof n);
+            rows += n;
+        }
+        end[T_GENTOK] = p->cur[T_GENTOK] + rows;
+        if (end[T_GENTOK] > p->nrows[T_GENTOK]) err = 1;
+    }
     if (err)
         return M->e->msg[0]
                    ? -1
@@ -290,7 +320,7 @@ static const struct {
              {"opt_topk", "--topk"},           {"opt_ablate", "--ablate"},
              {"opt_positions", "--positions"}, {"opt_windows", "--windows"},
              {"opt_patch", "--patch"},         {"opt_derive_b", "--derive-b"},
-             {"opt_chat", "--chat"},
+             {"opt_chat", "--chat"},           {"opt_generate", "--generate"},
              {"store_dtype", "--store"}};
 
 static int parse_shard(part_t *p) {
@@ -505,7 +535,7 @@ int pt_merge_files(const char *out, char *const *paths, int n_parts, int allow_p
     }
     for (int k = 0; k < n_parts; k++)
         for (int t = 0; t < T_N; t++) M->parts[k].nrows[t] = -1;
-    M->line_col = M->ntok_col = -1;
+    M->line_col = M->ntok_col = M->gen_ntok_col = M->gen_kind_col = -1;
     for (int t = 0; t < T_N; t++) M->owner_col[t] = -1;
     for (int j = 0; j < M->n_cols && !rc; j++) {
         ocol *o = &M->cols[j];
@@ -521,6 +551,9 @@ int pt_merge_files(const char *out, char *const *paths, int n_parts, int allow_p
         M->has[o->table] = 1;
         if (!strcmp(o->path, "/pairs/line")) M->line_col = j;
         if (!strcmp(o->path, "/seqs/n_tok")) M->ntok_col = j;
+        if (!strcmp(o->path, "/gen/n_tok")) M->gen_ntok_col = j;
+        if (!strcmp(o->path, "/gen/kind")) M->gen_kind_col = j;
+        o->gen_variant = !strcmp(o->path, "/gen/variant");
         for (int t = 0; t < T_N; t++)
             if (OWNER[t] && !strcmp(o->path, OWNER[t])) M->owner_col[t] = j;
         for (int k = 0; k < n_parts && !rc; k++) {

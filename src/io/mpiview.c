@@ -57,9 +57,10 @@ static int64_t table_rows(hid_t f, const char *table, const pt_h5_dsets *dl) {
 
 int pt_mpi_view_write(const char *out, int size, pt_error *e) {
     pt_h5_quiet();
-    static const char *const tables[] = {"pairs",   "seqs",     "tokens",   "patterns",
-                                         "windows", "knockout", "patching", "lens"};
-    enum { NT = 8 };
+    static const char *const tables[] = {"pairs",   "seqs",      "tokens",   "patterns",
+                                         "windows", "knockout",  "patching", "lens",
+                                         "gen",     "gen_tokens"};
+    enum { NT = 10 };
     hid_t *rf = pt_xcalloc((size_t)size, sizeof(hid_t));
     char **paths = pt_xcalloc((size_t)size, sizeof(char *));
     int64_t *rows = pt_xcalloc((size_t)size * NT, sizeof(int64_t)); /* [rank][table] */
@@ -94,6 +95,7 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
         if (vf < 0) rc = pt_fail(e, "%s: cannot create", tmp);
     }
     int64_t *buf = pt_xmalloc(BLOCK_ROWS * sizeof(int64_t));
+    int64_t *kbuf = pt_xmalloc(BLOCK_ROWS * sizeof(int64_t)); /* /gen/kind */
     const pt_cwriter_opts co = {pt_writer_auto_threads(-1, 1), 0};
     pt_cwriter *cw = rc ? NULL : pt_cwriter_new(&co);
     if (!rc && !cw) rc = pt_fail(e, "%s: cannot start the encoding threads", tmp);
@@ -133,13 +135,15 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
             total += n[r] > 0 ? n[r] : 0;
         }
         pt_colspec spec = {path, PT_I8, rank - 1, {(int)dims[1], (int)dims[2]}};
-        if (!rc && (b >= 0 || total == 0)) {
+        /* /gen/variant is a row of /ablation/knockout or /patching/resid, by /gen/kind */
+        const int gen_variant = !strcmp(path, "/gen/variant");
+        if (!rc && (b >= 0 || gen_variant || total == 0)) {
             /* stored: the renumbered index column (or an empty dataset), chunks encoded by the
              * pool and written directly */
             hid_t ds = pt_h5_create_col(vf, &spec, ft, 0);
             if (ds < 0) rc = pt_fail(e, "%s: cannot create %s", tmp, path);
             int col = -1;
-            if (ds >= 0 && b >= 0) {
+            if (ds >= 0 && (b >= 0 || gen_variant)) {
                 col = pt_cwriter_add(cw, &spec, sizeof(int64_t), 0);
                 pt_cwriter_target(cw, col, ds, 0);
             }
@@ -147,21 +151,32 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
             int64_t at = 0;
             for (int r = 0; r < size && !rc; r++) {
                 hid_t sd = H5Dopen2(rf[r], path, H5P_DEFAULT);
+                hid_t kd = gen_variant ? H5Dopen2(rf[r], "/gen/kind", H5P_DEFAULT) : -1;
                 for (int64_t r0 = 0; r0 < n[r] && !rc; r0 += BLOCK_ROWS) {
                     const int64_t m = n[r] - r0 < BLOCK_ROWS ? n[r] - r0 : BLOCK_ROWS;
                     if (pt_h5_read_rows(sd, H5T_NATIVE_INT64, r0, m, buf)) {
                         rc = pt_fail(e, "%s: reading %s failed", paths[r], path);
                         break;
                     }
-                    const int64_t d = off[r * NT + b];
-                    for (int64_t k = 0; k < m; k++)
-                        if (!(nonneg && buf[k] < 0)) buf[k] += d;
+                    if (gen_variant) {
+                        if (pt_h5_read_rows(kd, H5T_NATIVE_INT64, r0, m, kbuf)) {
+                            rc = pt_fail(e, "%s: reading /gen/kind failed", paths[r]);
+                            break;
+                        }
+                        for (int64_t k = 0; k < m; k++) /* tables[5] knockout, [6] patching */
+                            if (buf[k] >= 0) buf[k] += off[r * NT + (kbuf[k] == 1 ? 5 : 6)];
+                    } else {
+                        const int64_t d = off[r * NT + b];
+                        for (int64_t k = 0; k < m; k++)
+                            if (!(nonneg && buf[k] < 0)) buf[k] += d;
+                    }
                     if (pt_cwriter_append(cw, col, buf, (size_t)m))
                         rc = pt_fail(e, "%s: writing %s failed%s", tmp, path,
                                      errno == ENOSPC ? ": no space left on device" : "");
                     at += m;
                 }
                 if (sd >= 0) H5Dclose(sd);
+                if (kd >= 0) H5Dclose(kd);
             }
             if (col >= 0 && pt_cwriter_flush(cw, 0) && !rc)
                 rc = pt_fail(e, "%s: writing %s failed%s", tmp, path,
@@ -199,6 +214,7 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
         H5Tclose(ft);
     }
     free(buf);
+    free(kbuf);
     pt_cwriter_free(cw);
     /* root attributes: rank 0's, with the job's totals */
     if (!rc) {

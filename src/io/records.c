@@ -86,6 +86,7 @@ void pt_record_free(pt_record *rec) {
     }
     free(rec->system);
     free(rec->target_text);
+    free(rec->target_b_text);
     free(rec->positions);
     memset(rec, 0, sizeof *rec);
 }
@@ -372,6 +373,11 @@ void pt_record_parse(const pt_record_ctx *ctx, const char *json, size_t len, int
             for (int s = 0; s < 1 + rec->has_b && !rec->status; s++)
                 rec->target_id[s] = target_in_context(ctx, rec, rec->text[s], rec->target_text);
     }
+
+    /* the continuation b leads to (only matched against generated text) */
+    json_t *ttb = json_object_get(obj, "target_b");
+    if (!rec->status && ttb && !json_is_null(ttb))
+        rec->target_b_text = get_text(rec, obj, "target_b");
 
     /* per-record positions */
     json_t *pos = json_object_get(obj, "positions");

@@ -1044,6 +1044,17 @@ static void add_ext(attn_case *A, int base, int pos0, int n_q, int ko, int ko_lo
     if (A->n_rows > A->n_cache) A->n_cache = A->n_rows;
 }
 
+/* Append a decode-like segment after the segment `base`: keys 0..pos0-1 from base's cache rows,
+ * own keys pos0 .. pos0+q_off+n_q-1 in fresh cache rows (the first q_off of them already there,
+ * as a variant's prompt rows or earlier generated tokens are), queries the last n_q of them. */
+static void add_decode(attn_case *A, int base, int pos0, int q_off, int n_q, int ko, int stats_rows) {
+    add_ext(A, base, pos0, q_off + n_q, ko, 0, ko >= 0 ? A->n_layers : 0, stats_rows);
+    pt_segment *s = &A->segs[A->n_segs - 1];
+    s->q_off = q_off;
+    s->n_q = n_q;
+    A->n_rows -= q_off; /* only the queries take activation rows */
+}
+
 static void attn_init(attn_case *A, const char *name, int H, int KV, int hd, int window, int stats) {
     memset(A, 0, sizeof *A);
     A->name = name;
@@ -1116,8 +1127,8 @@ static void test_attn_case(pair_t *P, const attn_case *A, uint64_t seed) {
     int pos = 0;
     for (int i = 0; i < A->n_segs && pos < 26; i++) /* pos0 + n_q per segment, k: knockout */
         pos += snprintf(segdesc + pos, sizeof segdesc - (size_t)pos, "%s%d%s%d%s", i ? "," : "",
-                        A->segs[i].pos0, A->segs[i].ko_pos >= 0 ? "k" : "+", A->segs[i].n_q,
-                        i + 1 < A->n_segs && pos >= 22 ? ",..." : "");
+                        A->segs[i].pos0 + A->segs[i].q_off, A->segs[i].ko_pos >= 0 ? "k" : "+",
+                        A->segs[i].n_q, i + 1 < A->n_segs && pos >= 22 ? ",..." : "");
     snprintf(shape, sizeof shape, "%s H%d/%d hd%d w%d%s [%s]", A->name, A->H, A->KV, A->hd, A->window,
              A->softcap > 0 ? " cap" : "", segdesc);
     cmp_t c;
@@ -1220,6 +1231,38 @@ static int build_attn_cases(attn_case *C, int quick) {
         add_clean(A, 75);
         add_ext(A, 0, 75, 1, -1, 0, 0, 1);
     }
+    /* decode steps (queries after own keys already in the cache): a clean sequence's first and
+     * sixth generated token, a knockout variant's generated token (the key stays hidden), a
+     * teacher-forced run of 6 tokens, a query past a key tile, one with statistics rows */
+    A = &C[n++];
+    attn_init(A, "decode", 4, 2, 16, 0, 7);
+    add_clean(A, 30);
+    add_decode(A, 0, 30, 0, 1, -1, 0);
+    add_decode(A, 0, 30, 5, 1, -1, 0);
+    add_decode(A, 0, 7, 27, 1, 6, 0);
+    add_decode(A, 0, 30, 0, 6, -1, 0);
+    add_decode(A, 0, 12, 70, 1, 11, 0);
+    add_decode(A, 0, 20, 9, 3, 4, 1);
+    A = &C[n++];
+    attn_init(A, "decode-window5", 4, 2, 16, 5, 7);
+    add_clean(A, 40);
+    add_decode(A, 0, 40, 3, 1, -1, 0);
+    add_decode(A, 0, 9, 35, 1, 8, 0);
+    add_decode(A, 0, 38, 4, 2, 36, 1);
+    A = &C[n++];
+    attn_init(A, "decode-gqa", 8, 2, 64, 0, 1);
+    add_clean(A, 66);
+    add_decode(A, 0, 66, 65, 1, -1, 0);
+    add_decode(A, 0, 3, 90, 1, 2, 0);
+    add_decode(A, 0, 66, 1, 33, -1, 1);
+    /* decode steps on Gemma's attention: soft-capping, scale, head_dim 256 */
+    A = &C[n++];
+    attn_init(A, "decode-gemma-hd256", 2, 1, 256, 0, 7);
+    A->scale = 1.0f / sqrtf(224.0f), A->softcap = 5.0f;
+    add_clean(A, 40);
+    add_decode(A, 0, 40, 0, 1, -1, 0);
+    add_decode(A, 0, 33, 12, 1, 20, 0);
+    add_decode(A, 0, 40, 3, 2, -1, 1);
     /* long: several query and key tiles on both paths, decode-like single query */
     A = &C[n++];
     attn_init(A, "long", 2, 1, 64, 0, 7);
