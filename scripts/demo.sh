@@ -9,8 +9,11 @@
 #   2. rhyme: couplets whose first lines end in different rhyme sounds (examples/couplets.jsonl,
 #      target / target_b the two rhyme words); residual patching from the other couplet at
 #      every layer and position, each patched run continued to the end of the line.
+#   3. literature: the published phenomena these rest on (examples/literature.md): attention
+#      sinks on 64-token natural text vs a repeated-token control, massive activations at the
+#      first token and the first delimiter (stat massive).
 # Sizes are kept small so the whole demo stays within minutes on 2 cores; DEMO_PAIRS=N
-# takes N period pairs (default 16), DEMO_COUPLETS=N couplets (default 4).
+# takes N period pairs (default 16), DEMO_COUPLETS=N couplets (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -19,7 +22,7 @@ OUTDIR=${1:-examples/out}
 mkdir -p "$OUTDIR"
 VENV="${PUNCTUM_VENV:-$HOME/.cache/punctum/venv}"
 NP=${DEMO_PAIRS:-16}
-NC=${DEMO_COUPLETS:-4}
+NC=${DEMO_COUPLETS:-2}
 half=$(( (NP + 1) / 2 ))
 { grep '"id": "instr-' examples/pairs.jsonl | head -n "$half"
   grep '"id": "stmt-' examples/pairs.jsonl | head -n $(( NP - half )); } > "$OUTDIR/periods.jsonl"
@@ -29,7 +32,7 @@ report() {
   build/punctum inspect "$1"
   if "$VENV/bin/python" -c "import punctum.report" 2>/dev/null; then
     "$VENV/bin/python" -m punctum report "$1" --out "${1%.h5}.html"
-    echo "report: $PWD/${1%.h5}.html"
+    echo "report: $(realpath "${1%.h5}.html")"
   fi
 }
 t0=$(date +%s)
@@ -45,4 +48,7 @@ report "$OUTDIR/knockout.h5"
 run --pairs "$OUTDIR/couplets.jsonl" --out "$OUTDIR/couplets.h5" --patch resid --generate 6 \
   --stop-at-newline
 report "$OUTDIR/couplets.h5"
+# 3. the literature: sink share and massive activations (no experiment: one forward each)
+run --pairs examples/literature.jsonl --out "$OUTDIR/literature.h5" --stats mass,last,resid,topk,massive
+report "$OUTDIR/literature.h5"
 echo "demo: $(( $(date +%s) - t0 )) s of sweeps and reports"
