@@ -311,7 +311,13 @@ def test_kill9_during_compaction_and_finishing_then_resume(work, model, pairs, r
                 break
             continue
         p.send_signal(signal.SIGKILL)
-        assert p.wait(timeout=120) == -signal.SIGKILL
+        rc = p.wait(timeout=120)
+        if rc == 0:  # it finished between the poll above and the signal: a complete run
+            p.stderr.close()
+            complete = True
+            assert_same_h5(out, reference)
+            continue
+        assert rc == -signal.SIGKILL, p.stderr.read()[-2000:]
         p.stderr.close()
         hits["merge"] += merging
         hits["finishing"] += finishing
