@@ -24,8 +24,9 @@ VENV="${PUNCTUM_VENV:-$HOME/.cache/punctum/venv}"
 NP=${DEMO_PAIRS:-16}
 NC=${DEMO_COUPLETS:-2}
 half=$(( (NP + 1) / 2 ))
-{ grep '"id": "instr-' examples/pairs.jsonl | head -n "$half"
-  grep '"id": "stmt-' examples/pairs.jsonl | head -n $(( NP - half )); } > "$OUTDIR/periods.jsonl"
+# grep -m, not grep | head: under pipefail a head that stops reading fails the pipe (SIGPIPE)
+{ grep -m "$half" '"id": "instr-' examples/pairs.jsonl
+  grep -m $(( NP - half )) '"id": "stmt-' examples/pairs.jsonl; } > "$OUTDIR/periods.jsonl"
 head -n "$NC" examples/couplets.jsonl > "$OUTDIR/couplets.jsonl"
 run() { echo "+ punctum run $*" >&2; build/punctum run --model "$MODEL" --force --progress always "$@"; }
 report() {
