@@ -6,6 +6,7 @@
 #include "punctum/backend.h"
 
 #include "backend/cpu_math.h"
+#include "backend/cpu_rows.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -44,6 +45,8 @@ typedef struct {
     /* ... and rows of a converted position embedding */
     float **rowbuf;
     size_t rowbuf_floats;
+    /* linears of at most this many rows stream the weights (cpu_rows.h); more use the GEMM */
+    int few_rows;
     /* converted weight blocks (shared: the threads convert a block together) */
     float *wblock;
     size_t wblock_floats;
@@ -351,6 +354,12 @@ static void convert_block(const pt_linear_part *p, int in, int r0, int rb, float
 /* y[:, col .. col+p->out) = x W_p^T, ldy = row stride of y. */
 static void part_gemm(cpu_ctx *c, const float *x, int n, int in, const pt_linear_part *p, float *y,
                       int ldy) {
+    /* decode steps: one pass over the weights, no packing (at 16 rows OpenBLAS's own F32
+     * kernel matches it: benchmarks/bench_linear.c) */
+    if (n <= c->few_rows && !(n == PT_CPU_FEW_ROWS && in_place(p))) {
+        pt_cpu_rows_linear(x, n, in, p, y, ldy);
+        return;
+    }
     if (in_place(p)) { /* one call: OpenBLAS threads it */
         const float *w = p->w.data;
         if (p->transposed)
@@ -455,6 +464,47 @@ static void cpu_store_kv(pt_backend *be, const pt_config *cfg, const void *qkvv,
     }
 }
 
+/* The attention's products. At a decode step's one or few queries per (segment, head) the
+ * GEMM library's per-call cost exceeds the work, so few query rows take plain loops. */
+enum { ATTN_LOOP_ROWS = 4 };
+
+/* C[m, n] (ldc) = alpha A[m, k] (lda) B[n, k]^T (ldb) */
+PT_CLONES static void attn_gemm_nt(int m, int n, int k, float alpha, const float *A, int lda,
+                                   const float *B, int ldb, float *C, int ldc) {
+    if (m > ATTN_LOOP_ROWS) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, alpha, A, lda, B, ldb, 0.0f,
+                    C, ldc);
+        return;
+    }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            const float *a = A + (size_t)i * lda, *b = B + (size_t)j * ldb;
+            float d = 0;
+#pragma omp simd reduction(+ : d)
+            for (int p = 0; p < k; p++) d += a[p] * b[p];
+            C[(size_t)i * ldc + j] = alpha * d;
+        }
+}
+
+/* C[m, n] (ldc) = A[m, k] (lda) B[k, n] (ldb), + C when accumulate */
+PT_CLONES static void attn_gemm_nn(int m, int n, int k, const float *A, int lda, const float *B,
+                                   int ldb, float *C, int ldc, int accumulate) {
+    if (m > ATTN_LOOP_ROWS) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, A, lda, B, ldb,
+                    accumulate ? 1.0f : 0.0f, C, ldc);
+        return;
+    }
+    for (int i = 0; i < m; i++) {
+        float *c = C + (size_t)i * ldc;
+        if (!accumulate) memset(c, 0, (size_t)n * sizeof(float));
+        for (int p = 0; p < k; p++) {
+            const float a = A[(size_t)i * lda + p], *b = B + (size_t)p * ldb;
+#pragma omp simd
+            for (int j = 0; j < n; j++) c[j] += a * b[j];
+        }
+    }
+}
+
 /* One (segment, head): all of the segment's queries in blocks of ATTN_QBLOCK. Scores for a
  * block against every visible key are formed with two GEMMs (prefix keys, own keys), masked,
  * softmaxed, column-summed into attn_mass, and multiplied by V with two GEMMs. The queries sit
@@ -489,13 +539,11 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
          * adjacent in the cache (a clean or prefix-shared sequence: the same GEMM, so the same
          * rounding, as an independent pass), else prefix span then own span (variants) */
         if (contiguous)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, hd, scale, qb, a->q_stride,
-                        kp, kvd, 0.0f, S, nk);
+            attn_gemm_nt(bq, nk, hd, scale, qb, a->q_stride, kp, kvd, S, nk);
         else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, s->pos0, hd, scale, qb,
-                        a->q_stride, kp, kvd, 0.0f, S, nk);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, s->q_off + q0 + bq, hd, scale,
-                        qb, a->q_stride, ko, kvd, 0.0f, S + s->pos0, nk);
+            attn_gemm_nt(bq, s->pos0, hd, scale, qb, a->q_stride, kp, kvd, S, nk);
+            attn_gemm_nt(bq, s->q_off + q0 + bq, hd, scale, qb, a->q_stride, ko, kvd, S + s->pos0,
+                         nk);
         }
         for (int r = 0; r < bq; r++) {
             const int i = qp + q0 + r; /* query position */
@@ -533,13 +581,10 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
         float *ob = (float *)a->out + (size_t)(s->row + q0) * (a->n_heads * hd) + (size_t)h * hd;
         const int od = a->n_heads * hd;
         if (contiguous)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, nk, 1.0f, S, nk, vp, kvd,
-                        0.0f, ob, od);
+            attn_gemm_nn(bq, hd, nk, S, nk, vp, kvd, ob, od, 0);
         else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, s->pos0, 1.0f, S, nk, vp,
-                        kvd, 0.0f, ob, od);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, hd, s->q_off + q0 + bq, 1.0f,
-                        S + s->pos0, nk, vo, kvd, 1.0f, ob, od);
+            attn_gemm_nn(bq, hd, s->pos0, S, nk, vp, kvd, ob, od, 0);
+            attn_gemm_nn(bq, hd, s->q_off + q0 + bq, S + s->pos0, nk, vo, kvd, ob, od, 1);
         }
     }
     if (a->mass && s->mass_row >= 0)
@@ -744,12 +789,15 @@ static void cpu_log_softmax(pt_backend *be, float *logits, int m, int V, double 
         double sum = 0;
         for (int v = 0; v < V; v++) sum += exp((double)(x[v] - mx));
         const float lse = (float)log(sum);
-        double ent = 0;
-        for (int v = 0; v < V; v++) {
-            x[v] = (x[v] - mx) - lse;
-            ent -= exp((double)x[v]) * x[v];
-        }
-        if (entropy) entropy[r] = ent;
+        if (entropy) {
+            double ent = 0;
+            for (int v = 0; v < V; v++) {
+                x[v] = (x[v] - mx) - lse;
+                ent -= exp((double)x[v]) * x[v];
+            }
+            entropy[r] = ent;
+        } else
+            for (int v = 0; v < V; v++) x[v] = (x[v] - mx) - lse;
         if (K > 0 && topk_id) row_topk(x, V, K, topk_id + (size_t)r * K, topk_logp + (size_t)r * K);
     }
 }
@@ -802,6 +850,16 @@ static void cpu_model_name(char *out, size_t n) {
     fclose(f);
 }
 
+/* PT_CPU_FEW_ROWS, or PUNCTUM_CPU_FEW_ROWS (0 .. PT_CPU_FEW_ROWS: for benchmarks and tests
+ * that compare the two paths at the same row count). */
+static int few_rows_limit(void) {
+    const char *s = getenv("PUNCTUM_CPU_FEW_ROWS");
+    if (!s || !*s) return PT_CPU_FEW_ROWS;
+    char *end;
+    const long v = strtol(s, &end, 10);
+    return *end || v < 0 || v > PT_CPU_FEW_ROWS ? PT_CPU_FEW_ROWS : (int)v;
+}
+
 pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     if (n_threads > 0) {
         omp_set_num_threads(n_threads);
@@ -812,6 +870,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     const int nt = omp_get_max_threads();
     if (c) {
         c->n_threads = nt;
+        c->few_rows = few_rows_limit();
         c->scores = pt_try_calloc((size_t)nt, sizeof(float *), "the cpu backend", e);
         c->mass_acc = pt_try_calloc((size_t)nt, sizeof(double *), "the cpu backend", e);
         c->rowbuf = pt_try_calloc((size_t)nt, sizeof(float *), "the cpu backend", e);

@@ -7,6 +7,14 @@
 #ifndef PUNCTUM_CPU_MATH_H
 #define PUNCTUM_CPU_MATH_H
 
+/* Hot loops compiled twice, for x86-64-v3 (AVX2 + FMA) and the baseline the build targets, the
+ * version chosen once at load time (GCC target_clones): Debian's binaries run on any x86-64. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define PT_CLONES
+#endif
+
 #include <stdint.h>
 #include <string.h>
 

@@ -5,7 +5,9 @@
  *   odd (unaligned) address, strided;
  * - linear on F32 (aligned: in place; unaligned: converted), F16 and BF16 weights, stored
  *   [out, in] or transposed [in, out], as one part or q|k|v-like parts with biases, with more
- *   output rows than one conversion block: against a float64 loop over the same values;
+ *   output rows than one conversion block, with few rows (the row-streaming kernels) and with
+ *   more (the GEMM), the few-row kernels in both versions (AVX2 intrinsics and portable C):
+ *   against a float64 loop over the same values;
  * - embed with BF16 token and F16 position embeddings, converted row by row;
  * - the sticky status: an allocation refused by PUNCTUM_TEST_ALLOC_LIMIT is out of memory with
  *   its size, later operations do nothing, taking the error clears it.
@@ -13,6 +15,8 @@
  * Random inputs from a fixed seed (printed). Tolerance: 2e-5 relative to the row's largest
  * |term| sum (float32 accumulation of `in` products), NaN/Inf rejected first. */
 #include "punctum/backend.h"
+
+#include "backend/cpu_rows.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -103,8 +107,8 @@ static void reference_linear(const double *x, int n, int in, const float **w, co
             for (int o = 0; o < rows[k]; o++) {
                 double s = b[k] ? b[k][o] : 0, a = fabs(s);
                 for (int i = 0; i < in; i++) {
-                    const double wv = transposed[k] ? w[k][(size_t)i * rows[k] + o]
-                                                    : w[k][(size_t)o * in + i];
+                    const double wv =
+                        transposed[k] ? w[k][(size_t)i * rows[k] + o] : w[k][(size_t)o * in + i];
                     s += x[(size_t)r * in + i] * wv;
                     a += fabs(x[(size_t)r * in + i] * wv);
                 }
@@ -153,8 +157,10 @@ static void linear_case(pt_backend *be, const char *name, pt_dtype dt, int skew,
     pt_error e;
     CHECK(be->load_weights(be, &cfg, &host, &dev, &e) == 0, "%s: load_weights: %s", name, e.msg);
 
-    float *x = malloc((size_t)n * in * sizeof(float)), *y = malloc((size_t)n * lin.out * sizeof(float));
-    double *xd = malloc((size_t)n * in * sizeof(double)), *yd = malloc((size_t)n * lin.out * sizeof(double));
+    float *x = malloc((size_t)n * in * sizeof(float)),
+          *y = malloc((size_t)n * lin.out * sizeof(float));
+    double *xd = malloc((size_t)n * in * sizeof(double)),
+           *yd = malloc((size_t)n * lin.out * sizeof(double));
     double *sc = malloc((size_t)n * lin.out * sizeof(double));
     for (size_t i = 0; i < (size_t)n * in; i++) xd[i] = x[i] = (float)rnd();
     be->linear(be, x, n, &lin, y);
@@ -189,6 +195,22 @@ static void test_linear(pt_backend *be) {
     /* 8 MiB blocks of float32 rows of 4096: 512 rows a block, so three blocks */
     linear_case(be, "bf16 several conversion blocks", PT_DT_BF16, 0, 0, 3, 4096, big, 1, 1);
     linear_case(be, "f16 several blocks, transposed", PT_DT_F16, 0, 1, 2, 4096, big, 1, 0);
+    /* up to PT_CPU_FEW_ROWS rows take the row-streaming kernels (cpu_rows.c), more rows the
+     * GEMM: both sides of the threshold, inputs that straddle its 256-input chunks and are no
+     * multiple of the vector width, output counts that leave a short last group of 4 / block
+     * of 64 */
+    const int odd[1] = {71}, parts3[3] = {33, 2, 66};
+    linear_case(be, "rows: f32 one row", PT_DT_F32, 0, 0, 1, 61, odd, 1, 1);
+    linear_case(be, "rows: bf16 at the threshold", PT_DT_BF16, 0, 0, PT_CPU_FEW_ROWS, 601, odd, 1,
+                0);
+    linear_case(be, "gemm: bf16 one past the threshold", PT_DT_BF16, 0, 0, PT_CPU_FEW_ROWS + 1, 601,
+                odd, 1, 0);
+    linear_case(be, "rows: unaligned bf16 parts", PT_DT_BF16, 1, 0, 13, 517, parts3, 3, 1);
+    linear_case(be, "rows: f16 parts", PT_DT_F16, 0, 0, 8, 300, parts3, 3, 1);
+    linear_case(be, "rows: f32 transposed, short block", PT_DT_F32, 0, 1, 16, 77, odd, 1, 1);
+    linear_case(be, "rows: bf16 transposed parts", PT_DT_BF16, 0, 1, 6, 77, parts3, 3, 0);
+    linear_case(be, "gemm: f32 transposed, 40 rows", PT_DT_F32, 0, 1, 40, 77, odd, 1, 1);
+    linear_case(be, "gemm: f16 parts, 33 rows", PT_DT_F16, 0, 0, 33, 300, parts3, 3, 1);
 }
 
 static void test_embed(pt_backend *be) {
@@ -215,8 +237,7 @@ static void test_embed(pt_backend *be) {
     be->embed(be, &cfg, &dev, ids, ps, n, x);
     int bad = 0;
     for (int r = 0; r < n; r++)
-        for (int i = 0; i < d; i++)
-            bad += x[r * d + i] != tv[ids[r] * d + i] + pv[ps[r] * d + i];
+        for (int i = 0; i < d; i++) bad += x[r * d + i] != tv[ids[r] * d + i] + pv[ps[r] * d + i];
     CHECK(bad == 0, "embed (bf16 tokens + f16 positions): %d values differ", bad);
     be->free_weights(be, &cfg, &dev);
     free(tok.raw), free(pos.raw), free(tv), free(pv);
@@ -267,6 +288,12 @@ int main(void) {
     pt_error e;
     pt_backend *be = pt_backend_cpu_create(0, &e); /* OMP_NUM_THREADS (valgrind.sh: 1) */
     test_linear(be);
+    /* the few-row kernels again in their portable version (on x86-64 with AVX2 the intrinsics
+     * ran above) */
+    setenv("PUNCTUM_CPU_NO_AVX2", "1", 1);
+    printf("-- portable few-row kernels (PUNCTUM_CPU_NO_AVX2=1)\n");
+    test_linear(be);
+    unsetenv("PUNCTUM_CPU_NO_AVX2");
     test_embed(be);
     be->destroy(be);
     printf("test_cpu_weights: %s\n", g_fail ? "FAILED" : "ok");

@@ -1,0 +1,290 @@
+/* punctum — the cpu backend's linear for a few rows (cpu_rows.h).
+ *
+ * Weights [out, in]: output rows in groups of ROW_GROUP, threads over groups; a group walks the
+ * inputs in chunks, takes the chunk of its 4 weight rows and multiplies it with the same chunk
+ * of every row of x, 2 rows of x at a time, so each weight is read from memory once per call
+ * and the chunk stays in L1 while the rows of x pass over it. Float32 accumulation: vector
+ * partial sums per chunk, added into a float per output.
+ *
+ * Two versions of the group: the portable one (C, the compiler's vectoriser; weights as float32
+ * in place for aligned F32, else converted chunk by chunk into a stack buffer) and, on x86-64
+ * with AVX2 + FMA + F16C, intrinsics reading weights in their dtype (chosen at run time;
+ * PUNCTUM_CPU_NO_AVX2=1 forces the portable one, for tests). Transposed weights [in, out]
+ * (GPT-2's Conv1D): columns in blocks of COL_BLOCK, threads over blocks, one weight row segment
+ * per input. */
+#include "backend/cpu_rows.h"
+
+#include "backend/cpu_math.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PT_HAVE_AVX2_PATH 1
+#else
+#define PT_HAVE_AVX2_PATH 0
+#endif
+
+enum { ROW_GROUP = 4, IN_CHUNK = 1024, AVX2_CHUNK = 512, COL_BLOCK = 64 };
+
+typedef union {
+    uint32_t bits[IN_CHUNK];
+    float f[IN_CHUNK];
+} chunk_buf;
+
+/* Weight row o, inputs k0 .. k0+kc, as float32: into the mapping when it can be read in place,
+ * else converted into buf (BF16 inline: it is the common case and the shift vectorizes). */
+static inline const float *row_chunk(const pt_linear_part *p, int in, int o, int k0, int kc,
+                                     chunk_buf *buf) {
+    const size_t i0 = (size_t)o * in + (size_t)k0;
+    const pt_tensor *t = &p->w;
+    if (t->dtype == PT_DT_F32 && (uintptr_t)t->data % sizeof(float) == 0)
+        return (const float *)t->data + i0;
+    if (t->dtype == PT_DT_BF16) {
+        uint16_t h[IN_CHUNK];
+        memcpy(h, (const unsigned char *)t->data + 2 * i0, 2 * (size_t)kc);
+        for (int k = 0; k < kc; k++) buf->bits[k] = (uint32_t)h[k] << 16;
+        return buf->f;
+    }
+    pt_tensor_to_f32(t, i0, 1, (size_t)kc, buf->f);
+    return buf->f;
+}
+
+/* Short rows (one chunk): the next group's weight rows, a few KB, requested while this group
+ * is multiplied. Long rows stream well on the hardware prefetcher alone, and a burst of
+ * requests for a whole next chunk measured slower (benchmarks/bench_linear.c). */
+static inline void prefetch_group(const pt_linear_part *p, int in, int o) {
+    if (in > AVX2_CHUNK || o + ROW_GROUP > p->out) return;
+    const size_t es = pt_tensor_esize(p->w.dtype), bytes = (size_t)ROW_GROUP * in * es;
+    const char *base = (const char *)p->w.data + (size_t)o * in * es;
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(base + b, 0, 0);
+}
+
+/* acc[i][j] += x_i . w_j over kc inputs, for rows x_i = x + i*ldx of x: 2 rows of x x 4 weight
+ * rows, 8 independent sums to cover the FMA latency; the 1-row form finishes an odd count. */
+static inline __attribute__((always_inline)) void
+dot_2x4(const float *x, int ldx, const float *const w[ROW_GROUP], int kc, float acc[][ROW_GROUP]) {
+    const float *xa = x, *xb = x + ldx;
+    const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
+    for (int k = 0; k < kc; k++) {
+        const float u = xa[k], v = xb[k];
+        a0 += u * w0[k], a1 += u * w1[k], a2 += u * w2[k], a3 += u * w3[k];
+        b0 += v * w0[k], b1 += v * w1[k], b2 += v * w2[k], b3 += v * w3[k];
+    }
+    acc[0][0] += a0, acc[0][1] += a1, acc[0][2] += a2, acc[0][3] += a3;
+    acc[1][0] += b0, acc[1][1] += b1, acc[1][2] += b2, acc[1][3] += b3;
+}
+
+static inline __attribute__((always_inline)) void
+dot_1x4(const float *x, const float *const w[ROW_GROUP], int kc, float acc[ROW_GROUP]) {
+    const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+    for (int k = 0; k < kc; k++) {
+        const float u = x[k];
+        a0 += u * w0[k], a1 += u * w1[k], a2 += u * w2[k], a3 += u * w3[k];
+    }
+    acc[0] += a0, acc[1] += a1, acc[2] += a2, acc[3] += a3;
+}
+
+/* y[r, o .. o+g) for all r < n; g <= ROW_GROUP (a short last group repeats its first row). */
+static void row_group(const float *x, int n, int in, const pt_linear_part *p, int o, int g,
+                      float *y, int ldy) {
+    float acc[PT_CPU_FEW_ROWS][ROW_GROUP];
+    memset(acc, 0, sizeof acc);
+    chunk_buf buf[ROW_GROUP];
+    for (int k0 = 0; k0 < in; k0 += IN_CHUNK) {
+        const int kc = in - k0 < IN_CHUNK ? in - k0 : IN_CHUNK;
+        const float *w[ROW_GROUP];
+        for (int j = 0; j < ROW_GROUP; j++)
+            w[j] = j < g ? row_chunk(p, in, o + j, k0, kc, &buf[j]) : w[0];
+        int r = 0;
+        for (; r + 1 < n; r += 2) dot_2x4(x + (size_t)r * in + k0, in, w, kc, &acc[r]);
+        if (r < n) dot_1x4(x + (size_t)r * in + k0, w, kc, acc[r]);
+    }
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < g; j++) y[(size_t)r * ldy + o + j] = acc[r][j];
+}
+
+#if PT_HAVE_AVX2_PATH
+/* ---- x86-64 with AVX2 + FMA + F16C: register-blocked 2 x 4 kernels, weights read in their
+ * dtype (BF16 widened by a shift, F16 by vcvtph2ps), so a BF16 model streams 2 bytes a weight.
+ * 2 rows of x x 4 weight rows = 8 sums + 6 loads in 14 of the 16 ymm registers: left to the
+ * compiler, the 3 x 4 form above runs out of registers and reloads every weight per row of x. */
+#include <immintrin.h>
+
+#define PT_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+static inline PT_AVX2 __attribute__((always_inline)) __m256 load8(const unsigned char *row, int k,
+                                                                  pt_dtype dt) {
+    if (dt == PT_DT_F32) return _mm256_loadu_ps((const float *)(const void *)(row + 4 * (size_t)k));
+    const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(row + 2 * (size_t)k));
+    if (dt == PT_DT_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static inline PT_AVX2 float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* acc[i][j] += x_i . w_j over inputs k0 .. k0+kc for the rows x_i (i < rows <= 2) of x. */
+static inline PT_AVX2 __attribute__((always_inline)) void
+block_avx2(const float *x, int ldx, int rows, const pt_linear_part *p,
+           const unsigned char *const w[ROW_GROUP], size_t i_row[ROW_GROUP], int k0, int kc,
+           pt_dtype dt, float acc[][ROW_GROUP]) {
+    const int kv = kc & ~7;
+    if (rows == 2) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
+               b3 = a0;
+        const float *xa = x + k0, *xb = xa + ldx;
+        for (int k = 0; k < kv; k += 8) {
+            __m256 w0 = load8(w[0], k0 + k, dt), w1 = load8(w[1], k0 + k, dt);
+            __m256 w2 = load8(w[2], k0 + k, dt), w3 = load8(w[3], k0 + k, dt);
+            /* keep each weight vector in a register: folded into the FMAs it is loaded twice */
+            __asm__("" : "+x"(w0), "+x"(w1), "+x"(w2), "+x"(w3));
+            const __m256 u = _mm256_loadu_ps(xa + k), v = _mm256_loadu_ps(xb + k);
+            a0 = _mm256_fmadd_ps(u, w0, a0), a1 = _mm256_fmadd_ps(u, w1, a1);
+            a2 = _mm256_fmadd_ps(u, w2, a2), a3 = _mm256_fmadd_ps(u, w3, a3);
+            b0 = _mm256_fmadd_ps(v, w0, b0), b1 = _mm256_fmadd_ps(v, w1, b1);
+            b2 = _mm256_fmadd_ps(v, w2, b2), b3 = _mm256_fmadd_ps(v, w3, b3);
+        }
+        acc[0][0] += hsum8(a0), acc[0][1] += hsum8(a1), acc[0][2] += hsum8(a2);
+        acc[0][3] += hsum8(a3), acc[1][0] += hsum8(b0), acc[1][1] += hsum8(b1);
+        acc[1][2] += hsum8(b2), acc[1][3] += hsum8(b3);
+    } else {
+        /* one row: two sums per weight row (even and odd vectors), again 8 in flight */
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
+               b3 = a0;
+        const float *xa = x + k0;
+        int k = 0;
+        for (; k + 16 <= kv; k += 16) {
+            const __m256 u = _mm256_loadu_ps(xa + k), v = _mm256_loadu_ps(xa + k + 8);
+            a0 = _mm256_fmadd_ps(u, load8(w[0], k0 + k, dt), a0);
+            a1 = _mm256_fmadd_ps(u, load8(w[1], k0 + k, dt), a1);
+            a2 = _mm256_fmadd_ps(u, load8(w[2], k0 + k, dt), a2);
+            a3 = _mm256_fmadd_ps(u, load8(w[3], k0 + k, dt), a3);
+            b0 = _mm256_fmadd_ps(v, load8(w[0], k0 + k + 8, dt), b0);
+            b1 = _mm256_fmadd_ps(v, load8(w[1], k0 + k + 8, dt), b1);
+            b2 = _mm256_fmadd_ps(v, load8(w[2], k0 + k + 8, dt), b2);
+            b3 = _mm256_fmadd_ps(v, load8(w[3], k0 + k + 8, dt), b3);
+        }
+        if (k < kv) {
+            const __m256 u = _mm256_loadu_ps(xa + k);
+            a0 = _mm256_fmadd_ps(u, load8(w[0], k0 + k, dt), a0);
+            a1 = _mm256_fmadd_ps(u, load8(w[1], k0 + k, dt), a1);
+            a2 = _mm256_fmadd_ps(u, load8(w[2], k0 + k, dt), a2);
+            a3 = _mm256_fmadd_ps(u, load8(w[3], k0 + k, dt), a3);
+        }
+        acc[0][0] += hsum8(_mm256_add_ps(a0, b0)), acc[0][1] += hsum8(_mm256_add_ps(a1, b1));
+        acc[0][2] += hsum8(_mm256_add_ps(a2, b2)), acc[0][3] += hsum8(_mm256_add_ps(a3, b3));
+    }
+    for (int k = k0 + kv; k < k0 + kc; k++) /* the last inputs of a row that no vector covers */
+        for (int j = 0; j < ROW_GROUP; j++) {
+            const float wv = pt_tensor_get(&p->w, i_row[j] + (size_t)k);
+            for (int i = 0; i < rows; i++) acc[i][j] += x[(size_t)i * ldx + k] * wv;
+        }
+}
+
+static inline PT_AVX2 __attribute__((always_inline)) void group_avx2(const float *x, int n, int in,
+                                                                     const pt_linear_part *p, int o,
+                                                                     int g, pt_dtype dt,
+                                                                     float acc[][ROW_GROUP]) {
+    const size_t es = pt_tensor_esize(dt);
+    const unsigned char *w[ROW_GROUP];
+    size_t i_row[ROW_GROUP];
+    for (int j = 0; j < ROW_GROUP; j++) {
+        i_row[j] = (size_t)(o + (j < g ? j : 0)) * (size_t)in;
+        w[j] = (const unsigned char *)p->w.data + i_row[j] * es;
+    }
+    prefetch_group(p, in, o + ROW_GROUP);
+    for (int k0 = 0; k0 < in; k0 += AVX2_CHUNK) {
+        const int kc = in - k0 < AVX2_CHUNK ? in - k0 : AVX2_CHUNK;
+        for (int r = 0; r < n; r += 2)
+            block_avx2(x + (size_t)r * in, in, n - r >= 2 ? 2 : 1, p, w, i_row, k0, kc, dt,
+                       &acc[r]);
+    }
+}
+
+/* y[r, o .. o+g) for all r < n, as row_group. */
+static PT_AVX2 void row_group_avx2(const float *x, int n, int in, const pt_linear_part *p, int o,
+                                   int g, float *y, int ldy) {
+    float acc[PT_CPU_FEW_ROWS][ROW_GROUP];
+    memset(acc, 0, (size_t)n * sizeof acc[0]);
+    switch (p->w.dtype) { /* one specialised loop per dtype */
+    case PT_DT_F32:
+        group_avx2(x, n, in, p, o, g, PT_DT_F32, acc);
+        break;
+    case PT_DT_F16:
+        group_avx2(x, n, in, p, o, g, PT_DT_F16, acc);
+        break;
+    default:
+        group_avx2(x, n, in, p, o, g, PT_DT_BF16, acc);
+        break;
+    }
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < g; j++) y[(size_t)r * ldy + o + j] = acc[r][j];
+}
+
+static int use_avx2(void) {
+    static int have = -1; /* a benign race: every thread computes the same value */
+    if (have < 0)
+        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    return have;
+}
+#endif
+
+/* Transposed weights: y[r, c0 .. c0+cb) for all r < n, cb <= COL_BLOCK. */
+PT_CLONES static void col_block(const float *x, int n, int in, const pt_linear_part *p, int c0,
+                                int cb, float *y, int ldy) {
+    float acc[PT_CPU_FEW_ROWS][COL_BLOCK];
+    memset(acc, 0, sizeof acc);
+    const int in_place = p->w.dtype == PT_DT_F32 && (uintptr_t)p->w.data % sizeof(float) == 0;
+    float seg[COL_BLOCK];
+    for (int k = 0; k < in; k++) {
+        const size_t i0 = (size_t)k * p->out + (size_t)c0;
+        const float *w = seg;
+        if (in_place)
+            w = (const float *)p->w.data + i0;
+        else
+            pt_tensor_to_f32(&p->w, i0, 1, (size_t)cb, seg);
+        for (int r = 0; r < n; r++) {
+            const float xv = x[(size_t)r * in + k];
+            float *a = acc[r];
+#pragma omp simd
+            for (int j = 0; j < cb; j++) a[j] += xv * w[j];
+        }
+    }
+    for (int r = 0; r < n; r++)
+        memcpy(y + (size_t)r * ldy + c0, acc[r], (size_t)cb * sizeof(float));
+}
+
+void pt_cpu_rows_linear(const float *x, int n, int in, const pt_linear_part *p, float *y, int ldy) {
+    const int out = p->out;
+    if (p->transposed) {
+        const int blocks = (out + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < blocks; b++) {
+            const int c0 = b * COL_BLOCK;
+            col_block(x, n, in, p, c0, out - c0 < COL_BLOCK ? out - c0 : COL_BLOCK, y, ldy);
+        }
+        return;
+    }
+    const int groups = (out + ROW_GROUP - 1) / ROW_GROUP;
+    void (*group)(const float *, int, int, const pt_linear_part *, int, int, float *, int) =
+        row_group;
+#if PT_HAVE_AVX2_PATH
+    if (use_avx2() && !getenv("PUNCTUM_CPU_NO_AVX2")) group = row_group_avx2;
+#endif
+#pragma omp parallel for schedule(static)
+    for (int gi = 0; gi < groups; gi++) {
+        const int o = gi * ROW_GROUP;
+        group(x, n, in, p, o, out - o < ROW_GROUP ? out - o : ROW_GROUP, y, ldy);
+    }
+}

@@ -1,0 +1,21 @@
+/* punctum — the cpu backend's linear for a few rows (decode steps, small variant batches).
+ *
+ * At a handful of rows a GEMM library spends its time packing the weight matrix, not
+ * multiplying: OpenBLAS sgemm reaches ~5-8 GFLOP/s at 8 rows on 2 cores where it reaches ~55 on
+ * a prompt. These kernels stream each weight row once for all rows of x instead, converting
+ * F16/BF16 weights chunk by chunk on the fly, so a decode step costs one pass over the weights. */
+#ifndef PUNCTUM_CPU_ROWS_H
+#define PUNCTUM_CPU_ROWS_H
+
+#include "punctum/model.h"
+
+/* At most this many rows take the row-streaming path (measured crossover with OpenBLAS sgemm
+ * on AVX2: benchmarks/RESULTS.md "Generation"). */
+#define PT_CPU_FEW_ROWS 16
+
+/* y[r, 0 .. p->out) = x[r, 0 .. in) W_p^T for r < n (n <= PT_CPU_FEW_ROWS), ldy = row stride of
+ * y; W_p [out, in], or [in, out] when p->transposed, in any dtype and alignment. Threads over
+ * output rows with OpenMP. */
+void pt_cpu_rows_linear(const float *x, int n, int in, const pt_linear_part *p, float *y, int ldy);
+
+#endif
