@@ -64,6 +64,11 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include kerne
   echo '```'; echo "$PY benchmarks/bench_generate.py --reps $REPS"; echo '```'
   "$PY" benchmarks/bench_generate.py --reps "$REPS"
   echo
+  echo "### The few-row linear kernels (decode steps) against sgemm"
+  echo
+  echo '```'; echo "build/bench_linear --threads 2 --rows 1,4,8,12,16,32 --markdown"; echo '```'
+  build/bench_linear --threads 2 --rows 1,4,8,12,16,32 --markdown
+  echo
   echo "## Tokenizer throughput vs tokenizers (one thread)"
   echo
   echo '```'; echo "$PY benchmarks/bench_tokenizer.py"; echo '```'
