@@ -43,6 +43,10 @@ extern "C" {
 struct cu_buf {
     void *p;
     size_t cap;
+    /* what the last upload put there (host copy, sent_bytes valid bytes; 0: unknown): a table
+     * that every layer of a forward uploads again unchanged is sent once (upload_once) */
+    void *sent;
+    size_t sent_bytes, sent_cap;
 };
 
 struct cu_plan { /* a cached cuBLASLt matmul */
@@ -53,7 +57,10 @@ struct cu_plan { /* a cached cuBLASLt matmul */
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
 };
-enum { CU_PLANS = 64, CU_IDX_SLOTS = 3 };
+/* index staging slots: one per kind of table, so that a table repeated by every layer
+ * (positions, cache rows) stays in its slot and is uploaded once per forward */
+enum { CU_PLANS = 64, CU_IDX_SLOTS = 6 };
+enum { IDX_IDS = 0, IDX_POS_EMB = 1, IDX_GATHER = 2, IDX_ROPE_POS = 3, IDX_ROPE_ALT = 4, IDX_KV_ROWS = 5 };
 /* host staging for weight conversion: bounded, whatever the model's size */
 static const size_t STAGE_BYTES = (size_t)4 << 20;
 
@@ -159,6 +166,7 @@ static void cu_release(cu_ctx *c, void *p) {
 static void *cu_ensure(cu_ctx *c, cu_buf *b, size_t bytes, const char *what) {
     if (bytes <= b->cap && b->p) return b->p;
     const size_t want = bytes + bytes / 4 + 256;
+    b->sent_bytes = 0; /* a new buffer holds nothing we sent */
     if (b->p) {
         CU(cudaStreamSynchronize(c->stream)); /* work in flight may still read it */
         cu_release(c, b->p);
@@ -185,20 +193,35 @@ static void *host_scratch(cu_ctx *c, void **p, size_t *cap, size_t bytes) {
     return *p;
 }
 
+/* n host bytes into b->p (allocated, >= n bytes), unless b already holds exactly these bytes
+ * from an earlier upload: the layers of a forward stage the same positions, cache rows and
+ * attention segments one after another. Stream-ordered, so the kernels of the previous layer
+ * have read the old contents before new ones land. -1: failed (status set). */
+static int upload_once(cu_ctx *c, cu_buf *b, const void *host, size_t n) {
+    if (!n || (b->sent_bytes == n && !memcmp(b->sent, host, n))) return 0;
+    b->sent_bytes = 0;
+    if (CU(cudaMemcpyAsync(b->p, host, n, cudaMemcpyHostToDevice, c->stream))) return -1;
+    if (n > b->sent_cap) { /* no host copy: the next upload simply is not skipped */
+        void *q = realloc(b->sent, n);
+        if (!q) return 0;
+        b->sent = q, b->sent_cap = n;
+    }
+    memcpy(b->sent, host, n);
+    b->sent_bytes = n;
+    return 0;
+}
+
 /* Copy n host int32 values into staging slot `slot`; returns the device copy (NULL: failed). */
 static const int32_t *stage_idx(cu_ctx *c, int slot, const int32_t *host, size_t n) {
     int32_t *d = (int32_t *)cu_ensure(c, &c->idx[slot], n * sizeof(int32_t) + 4, "index staging");
-    if (!d) return NULL;
-    if (n && CU(cudaMemcpyAsync(d, host, n * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream)))
-        return NULL;
+    if (!d || upload_once(c, &c->idx[slot], host, n * sizeof(int32_t))) return NULL;
     return d;
 }
 
 /* The same for n host bytes (row flags). */
 static const uint8_t *stage_bytes(cu_ctx *c, int slot, const uint8_t *host, size_t n) {
     uint8_t *d = (uint8_t *)cu_ensure(c, &c->idx[slot], n + 4, "index staging");
-    if (!d) return NULL;
-    if (n && CU(cudaMemcpyAsync(d, host, n, cudaMemcpyHostToDevice, c->stream))) return NULL;
+    if (!d || upload_once(c, &c->idx[slot], host, n)) return NULL;
     return d;
 }
 
@@ -456,8 +479,8 @@ static void cuda_embed(pt_backend *be, const pt_config *cfg, const pt_weights *w
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
     float *x = (float *)xv;
-    const int32_t *di = stage_idx(c, 0, ids, (size_t)n);
-    const int32_t *dp = w->pos_emb.data ? stage_idx(c, 1, pos, (size_t)n) : NULL;
+    const int32_t *di = stage_idx(c, IDX_IDS, ids, (size_t)n);
+    const int32_t *dp = w->pos_emb.data ? stage_idx(c, IDX_POS_EMB, pos, (size_t)n) : NULL;
     if (!di || (w->pos_emb.data && !dp)) return;
     const int d = cfg->d_model;
     const float sc = pt_embed_scale(cfg);
@@ -512,9 +535,9 @@ static void cuda_rope(pt_backend *be, const pt_config *cfg, const float *inv_fre
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
-    const int32_t *dp = stage_idx(c, 0, pos, (size_t)n);
+    const int32_t *dp = stage_idx(c, IDX_ROPE_POS, pos, (size_t)n);
     const bool alt = alt_freq && alt_rows;
-    const uint8_t *da = alt ? stage_bytes(c, 1, alt_rows, (size_t)n) : NULL;
+    const uint8_t *da = alt ? stage_bytes(c, IDX_ROPE_ALT, alt_rows, (size_t)n) : NULL;
     if (!dp || (alt && !da)) return;
     const int hd = cfg->head_dim;
     const int stride = (cfg->n_heads + 2 * cfg->n_kv_heads) * hd;
@@ -529,7 +552,7 @@ static void cuda_store_kv(pt_backend *be, const pt_config *cfg, const void *qkv,
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
-    const int32_t *dr = stage_idx(c, 0, kv_rows, (size_t)n);
+    const int32_t *dr = stage_idx(c, IDX_KV_ROWS, kv_rows, (size_t)n);
     if (!dr) return;
     const int hd = cfg->head_dim;
     PT_LAUNCH(k_store_kv, n, 128, c->stream, (const float *)qkv, (float *)k_cache, (float *)v_cache,
@@ -595,7 +618,7 @@ static void cuda_gather_rows(pt_backend *be, const void *src, const int32_t *row
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
-    const int32_t *dr = stage_idx(c, 2, rows, (size_t)m);
+    const int32_t *dr = stage_idx(c, IDX_GATHER, rows, (size_t)m);
     if (!dr) return;
     PT_LAUNCH(k_gather_rows, m, 128, c->stream, (const float *)src, dr, d, (float *)dst);
     CU_LAUNCHED("k_gather_rows");
@@ -846,6 +869,7 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     const size_t bytes = seg_bytes + (n1 + n2) * sizeof(pt_attn_item);
     char *h = (char *)host_scratch(c, &c->h_attn, &c->h_attn_cap, bytes);
     if (!h) return;
+    memset(h, 0, bytes); /* padding too: upload_once compares the bytes with the last upload */
     pt_attn_seg *hs = (pt_attn_seg *)h;
     pt_attn_item *it1 = (pt_attn_item *)(h + seg_bytes), *it2 = it1 + n1;
     size_t k1 = 0, k2 = 0;
@@ -872,9 +896,7 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     }
     char *dbuf = (char *)cu_ensure(c, &c->attn, bytes, "attention segments");
     float *lse = (float *)cu_ensure(c, &c->lse, (size_t)rows * H * sizeof(float), "attention lse");
-    if (!dbuf || !lse ||
-        CU(cudaMemcpyAsync(dbuf, h, seg_bytes + (n1 + k2) * sizeof(pt_attn_item), cudaMemcpyHostToDevice,
-                           c->stream)))
+    if (!dbuf || !lse || upload_once(c, &c->attn, h, seg_bytes + (n1 + k2) * sizeof(pt_attn_item)))
         return;
 
     pt_attn_params P;
@@ -979,7 +1001,7 @@ static void cuda_pick(pt_backend *be, const float *logp, int m, int V, const int
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
-    const int32_t *di = stage_idx(c, 0, ids, (size_t)m);
+    const int32_t *di = stage_idx(c, IDX_IDS, ids, (size_t)m);
     float *d = (float *)cu_ensure(c, &c->res, (size_t)m * sizeof(float), "vocabulary results");
     if (!di || !d) return;
     PT_LAUNCH(k_pick, (m + 127) / 128, 128, c->stream, logp, m, V, di, d);
@@ -1021,11 +1043,12 @@ static int cuda_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *
 static void cuda_release_scratch(pt_backend *be) {
     cu_ctx *c = ctx_of(be);
     CU(cudaStreamSynchronize(c->stream));
-    cu_buf *bufs[] = {&c->idx[0], &c->idx[1], &c->idx[2], &c->act, &c->lse, &c->attn, &c->res};
+    cu_buf *bufs[CU_IDX_SLOTS + 4] = {&c->act, &c->lse, &c->attn, &c->res};
+    for (int k = 0; k < CU_IDX_SLOTS; k++) bufs[4 + k] = &c->idx[k];
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         cu_release(c, bufs[i]->p);
-        bufs[i]->p = NULL;
-        bufs[i]->cap = 0;
+        free(bufs[i]->sent);
+        memset(bufs[i], 0, sizeof *bufs[i]);
     }
     free(c->h_attn);
     free(c->h_res);
@@ -1046,6 +1069,9 @@ static void cuda_destroy(pt_backend *be) {
     cublasLtDestroy(c->lt);
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
+    for (int k = 0; k < CU_IDX_SLOTS; k++) free(c->idx[k].sent);
+    cu_buf *more[] = {&c->act, &c->lse, &c->attn, &c->res};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) free(more[i]->sent);
     free(c->h_attn);
     free(c->h_res);
     free(c);

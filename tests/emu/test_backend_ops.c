@@ -480,14 +480,22 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
         float *x = rnd_vec((size_t)n * qkv_w, 1.0f);
         dbuf xa, xb;
         float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * qkv_w), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * qkv_w);
-        P->cpu->rope(P->cpu, cfg, wa.rope_inv_freq, dxa, n, pos, NULL, NULL);
-        P->gpu->rope(P->gpu, cfg, wb.rope_inv_freq, dxb, n, pos, NULL, NULL);
+        /* positions A, then B, then A again on the same rows: the cuda backend uploads a table
+         * only when it differs from the last one in its slot, so a stale table would show */
+        int32_t pos_b[23];
+        for (int i = 0; i < n; i++) pos_b[i] = rnd_int(20000);
+        const int32_t *seq[3] = {pos, pos_b, pos};
+        for (int k = 0; k < 3; k++) {
+            P->cpu->rope(P->cpu, cfg, wa.rope_inv_freq, dxa, n, seq[k], NULL, NULL);
+            P->gpu->rope(P->gpu, cfg, wb.rope_inv_freq, dxb, n, seq[k], NULL, NULL);
+        }
         float *ha = pt_xmalloc((size_t)n * qkv_w * 4), *hb = pt_xmalloc((size_t)n * qkv_w * 4);
         dget(&xa, ha), dget(&xb, hb);
         cmp_t c;
         cmp_init(&c);
         cmp_f(&c, hb, ha, (size_t)n * qkv_w, 1e-6, rt);
-        snprintf(shape, sizeof shape, "%s n=%d heads=%d+%d hd=%d pos<20000", S->name, n, H, KV, hd);
+        snprintf(shape, sizeof shape, "%s n=%d heads=%d+%d hd=%d pos<20000 (A, B, A)", S->name, n, H, KV,
+                 hd);
         report("rope", shape, P->tag, &c, 1e-6, rt, dguards(&xb));
         dfree(&xa), dfree(&xb), free(ha), free(hb), free(x);
     }
