@@ -138,6 +138,7 @@ if(PT_CUDA_INCLUDE_DIR)
   add_library(punctum_core_emu STATIC ${PT_CORE_SOURCES}
     ${CMAKE_SOURCE_DIR}/tests/emu/cuda_emu.cpp
     ${CMAKE_SOURCE_DIR}/tests/emu/cuda_emu_check.cpp
+    ${CMAKE_SOURCE_DIR}/tests/emu/cuda_emu_roofline.cpp
     ${CMAKE_SOURCE_DIR}/tests/emu/emu_backend.cpp)
   target_include_directories(punctum_core_emu PUBLIC ${PT_CORE_INCS})
   target_include_directories(punctum_core_emu PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
