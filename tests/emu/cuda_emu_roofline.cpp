@@ -152,15 +152,17 @@ void roof_launch_end() {
     t_row = nullptr;
 }
 
-/* off: byte offset inside the device arena */
-void roof_access(size_t off, size_t n, bool write) {
+/* arena_off: byte offset inside the device arena */
+void roof_access(size_t arena_off, size_t n, bool write) {
     RoofRow *r = t_row;
+    const size_t span = in::dev_reserve_bytes();
     if (!r || !n) return;
+    if (n > span - arena_off) n = span - arena_off; /* (an access past the arena's end) */
     (write ? r->bytes_written : r->bytes_read).fetch_add(n, std::memory_order_relaxed);
     const int w = write;
     uint8_t *bits = t_sectors->bits[w];
     unsigned long long fresh = 0;
-    for (size_t s = off / SECTOR; s <= (off + n - 1) / SECTOR; s++) {
+    for (size_t s = arena_off / SECTOR; s <= (arena_off + n - 1) / SECTOR; s++) {
         const uint8_t m = (uint8_t)(1u << (s % 8));
         if (bits[s / 8] & m) continue;
         bits[s / 8] |= m;
