@@ -69,6 +69,13 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include kerne
   echo '```'; echo "build/bench_linear --threads 2 --rows 1,4,8,12,16,32 --markdown"; echo '```'
   build/bench_linear --threads 2 --rows 1,4,8,12,16,32 --markdown
   echo
+  if [ -f build/compile_commands.json ] && command -v nvcc >/dev/null 2>&1; then
+    echo "## CUDA kernels: registers, shared memory, spills (issue 17)"
+    echo
+    echo '```'; echo "benchmarks/kernel_resources.py"; echo '```'
+    "$PY" benchmarks/kernel_resources.py
+    echo
+  fi
   echo "## Tokenizer throughput vs tokenizers (one thread)"
   echo
   echo '```'; echo "$PY benchmarks/bench_tokenizer.py"; echo '```'

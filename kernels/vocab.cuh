@@ -62,7 +62,8 @@ k_log_softmax(float *logits, int V, double *entropy, int K, int32_t *topk_id, fl
             const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
             if (oi >= 0 && (bi < 0 || pt_before(ov, oi, bv, bi))) bv = ov, bi = oi;
         }
-        __syncthreads(); /* prev_v / rv from the previous round have been read */
+        /* no barrier before this write: the previous round's reads of rv / ri (warp 0) and of
+         * prev_v / prev_i (everyone, before the scan) are ordered by the barriers below */
         if (lane == 0) rv[warp] = bv, ri[warp] = bi;
         __syncthreads();
         if (warp == 0) {

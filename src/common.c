@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,52 @@ void *pt_try_alloc(size_t n, const char *what, pt_error *e) {
     void *p = malloc(n ? n : 1);
     if (!p) pt_fail(e, "out of memory allocating %zu bytes for %s", n, what);
     return p;
+}
+
+struct pt_arena_blk {
+    struct pt_arena_blk *next;
+    size_t used, cap;
+};
+
+void pt_arena_init(pt_arena *a, size_t first_block, size_t max_block) {
+    memset(a, 0, sizeof *a);
+    a->first_block = first_block;
+    a->max_block = max_block;
+}
+
+void *pt_arena_alloc(pt_arena *a, size_t n) {
+    if (n > SIZE_MAX - 64) return NULL;
+    n = (n + 15) & ~(size_t)15;
+    if (!a->blk || a->blk->used + n > a->blk->cap) {
+        size_t cap = a->blk ? a->blk->cap * 2 : a->first_block;
+        if (cap > a->max_block) cap = a->max_block;
+        if (cap < n) cap = n;
+        pt_arena_blk *b = malloc(sizeof *b + 16 + cap); /* + 16: room to align the start */
+        if (!b) return NULL;
+        b->next = a->blk, b->used = 0, b->cap = cap;
+        a->blk = b;
+    }
+    char *base = (char *)(a->blk + 1);
+    base += (16 - ((uintptr_t)base & 15)) & 15;
+    void *p = base + a->blk->used;
+    a->blk->used += n;
+    a->total += n;
+    return p;
+}
+
+void *pt_arena_xalloc(pt_arena *a, size_t n) {
+    void *p = pt_arena_alloc(a, n);
+    if (!p) oom(n);
+    return p;
+}
+
+void pt_arena_free(pt_arena *a) {
+    while (a->blk) {
+        pt_arena_blk *next = a->blk->next;
+        free(a->blk);
+        a->blk = next;
+    }
+    a->total = 0;
 }
 
 void *pt_try_calloc(size_t n, size_t size, const char *what, pt_error *e) {

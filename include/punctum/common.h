@@ -48,6 +48,23 @@ char *pt_xstrdup(const char *s);
 void *pt_try_alloc(size_t n, const char *what, pt_error *e);
 void *pt_try_calloc(size_t n, size_t size, const char *what, pt_error *e);
 
+/* A bump allocator for many small objects freed together (a template's values, a text's
+ * pieces): 16-byte aligned allocations from blocks that double from first_block up to
+ * max_block bytes (a larger request gets a block of its own). */
+typedef struct pt_arena_blk pt_arena_blk;
+typedef struct {
+    pt_arena_blk *blk;
+    size_t total; /* bytes handed out since init / the last free */
+    size_t first_block, max_block;
+} pt_arena;
+
+void pt_arena_init(pt_arena *a, size_t first_block, size_t max_block);
+/* n bytes, NULL when out of memory (or n overflows). Not zeroed. */
+void *pt_arena_alloc(pt_arena *a, size_t n);
+/* The same, ending the process on out of memory as pt_xmalloc does (parsers' bookkeeping). */
+void *pt_arena_xalloc(pt_arena *a, size_t n);
+void pt_arena_free(pt_arena *a);
+
 /* Test-only: PUNCTUM_TEST_ALLOC_LIMIT=N makes the engine's large allocations (backend memory,
  * the cpu backend's buffers) above N bytes fail as if memory were exhausted, so that the
  * out-of-memory path (halve the batch and retry, SPEC §7) can be tested. 1: refuse `bytes`. */

@@ -26,18 +26,12 @@
 
 typedef enum { JE_SYNTAX = 1, JE_UNSUPPORTED, JE_RUNTIME, JE_RAISE, JE_LIMIT } jn_errkind;
 
-typedef struct jn_blk {
-    struct jn_blk *next;
-    size_t used, cap;
-} jn_blk;
-
 typedef struct {
     const char *name; /* template name in messages (a file, or file[key]) */
     jmp_buf jmp;
     jn_errkind kind;
     pt_error *e;
-    jn_blk *blk;
-    size_t total;
+    pt_arena arena; /* every value of a rendering, freed by jn_release */
     int depth;
     long steps;
 } jn_ctx;

@@ -15,37 +15,20 @@ void jn_init(jn_ctx *c, const char *name, pt_error *e) {
     memset(c, 0, sizeof *c);
     c->name = name;
     c->e = e;
+    pt_arena_init(&c->arena, (size_t)1 << 14, (size_t)16 << 20);
 }
 
 void jn_release(jn_ctx *c) {
-    while (c->blk) {
-        jn_blk *n = c->blk->next;
-        free(c->blk);
-        c->blk = n;
-    }
-    c->total = 0;
+    pt_arena_free(&c->arena);
 }
 
+/* Zeroed; a template past JN_MAX_ARENA bytes, or out of memory, fails the rendering. */
 void *jn_alloc(jn_ctx *c, size_t n) {
-    n = (n + 15) & ~(size_t)15;
-    if (n > JN_MAX_ARENA || c->total > JN_MAX_ARENA - n)
+    if (n > JN_MAX_ARENA || c->arena.total > JN_MAX_ARENA - n)
         jn_fail(c, JE_LIMIT, 0, "the template needs more than %zu MiB of memory",
                 JN_MAX_ARENA >> 20);
-    if (!c->blk || c->blk->used + n > c->blk->cap) {
-        size_t cap = c->blk ? c->blk->cap * 2 : (size_t)1 << 14;
-        if (cap > ((size_t)16 << 20)) cap = (size_t)16 << 20;
-        if (cap < n) cap = n;
-        jn_blk *b = pt_xmalloc(sizeof(jn_blk) + 16 + cap);
-        b->next = c->blk;
-        b->used = 0;
-        b->cap = cap;
-        c->blk = b;
-    }
-    char *base = (char *)(c->blk + 1);
-    base += (16 - ((uintptr_t)base & 15)) & 15;
-    void *p = base + c->blk->used;
-    c->blk->used += n;
-    c->total += n;
+    void *p = pt_arena_alloc(&c->arena, n);
+    if (!p) jn_fail(c, JE_LIMIT, 0, "out of memory (%zu bytes)", n);
     memset(p, 0, n);
     return p;
 }

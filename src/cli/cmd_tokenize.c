@@ -17,6 +17,7 @@
 #include "punctum/chat.h"
 #include "punctum/cli.h"
 #include "punctum/common.h"
+#include "punctum/model.h"
 #include "punctum/tokenizer.h"
 
 #include <jansson.h>
@@ -72,7 +73,8 @@ static void usage(FILE *f) {
         f,
         "usage: punctum tokenize --model DIR [--json] [--no-special] [--jsonl] [--chat] TEXT|-\n"
         "       punctum tokenize --model DIR --vocab\n"
-        "  --model DIR     directory holding tokenizer.json\n"
+        "  --model DIR     directory holding tokenizer.json (or org/name in the Hugging Face "
+        "cache)\n"
         "  --json          one JSON object per text (ids, byte_start, byte_end, pieces)\n"
         "  --no-special    no special tokens from the post-processor (no BOS)\n"
         "  --jsonl         with '-': each stdin line is a JSON string\n"
@@ -265,11 +267,18 @@ int pt_cmd_tokenize(int argc, char **argv) {
     }
 
     pt_error err = {{0}};
+    char *model_dir = pt_model_resolve(model, &err); /* a directory, or org/name in the HF cache */
+    if (!model_dir) {
+        fprintf(stderr, "punctum tokenize: %s\n", err.msg);
+        return 2;
+    }
+    model = model_dir;
     char *path = pt_path_join(model, "tokenizer.json");
     pt_tokenizer *t = pt_tokenizer_load(path, &err);
     if (!t) {
         fprintf(stderr, "punctum tokenize: %s\n", err.msg);
         free(path);
+        free(model_dir);
         return 1;
     }
     pt_chat *ch = NULL;
@@ -279,6 +288,7 @@ int pt_cmd_tokenize(int argc, char **argv) {
             fprintf(stderr, "punctum tokenize: %s\n", err.msg);
             pt_tokenizer_free(t);
             free(path);
+            free(model_dir);
             return 2;
         }
         co.chat = ch;
@@ -355,6 +365,7 @@ int pt_cmd_tokenize(int argc, char **argv) {
     pt_chat_free(ch);
     pt_tokenizer_free(t);
     free(path);
+    free(model_dir);
     if (fflush(stdout) != 0) {
         fprintf(stderr, "punctum tokenize: error writing output\n");
         rc = 1;

@@ -229,7 +229,7 @@ static int64_t patterns_bytes(pt_run *R, int *longest) {
 static void budget_costs(const pt_sweep *S, int longest_pattern, double *per_token, double *fixed) {
     const pt_backend *be = S->be;
     const pt_config *c = S->cfg;
-    const int keep_kv = S->o->ablate_knockout || S->o->patch_resid;
+    const int keep_kv = S->o->ablate_knockout || S->o->patch_resid || S->o->generate > 0;
     /* sequences are assumed at least this long on average when sizing per-sequence buffers
      * (shorter ones make a batch run out of memory and be halved) */
     const double min_seq = 16;
@@ -238,6 +238,10 @@ static void budget_costs(const pt_sweep *S, int longest_pattern, double *per_tok
     double t = (double)pt_engine_row_bytes(be, c, keep_kv) + (double)tok;
     t += ((double)seq + (double)pt_engine_final_row_bytes(be, c)) / min_seq;
     if (S->experiments) t += (double)pt_engine_row_bytes(be, c, keep_kv); /* variant rows */
+    if (S->o->generate > 0) { /* each sequence's continuation: key/value rows in every layer */
+        const double kv_row = 2.0 * c->n_kv_heads * c->head_dim * c->n_layers * be->kv_bytes;
+        t += (double)S->o->generate * kv_row / min_seq;
+    }
     const double LH = (double)c->n_layers * c->n_heads;
     if (S->o->stat_patterns) t += (longest_pattern + 1) / 2.0 * LH * 4;
     if (!strcmp(be->name, "cpu")) { /* output rows in the batch being filled, queued, written */

@@ -39,11 +39,6 @@ typedef struct {
     int32_t tok;         /* -1: still to tokenize; else the index of the added token */
 } tk_split;
 
-typedef struct tk_blk {
-    struct tk_blk *next;
-    size_t used, cap;
-} tk_blk;
-
 typedef struct {
     int32_t id;
     uint32_t s, e; /* byte offsets in the original, then char offsets after conversion */
@@ -53,7 +48,7 @@ typedef struct {
 typedef struct {
     const pt_tokenizer *t;
     pt_error *e;
-    tk_blk *blk;
+    pt_arena arena; /* the pieces' text and alignment, freed with the context */
     tk_split *cur, *nxt;
     size_t ncur, nnxt, capcur, capnxt;
     tk_piecevec pv;
@@ -68,22 +63,7 @@ typedef struct {
 } tk_ctx;
 
 static void *ar_alloc(tk_ctx *c, size_t n) {
-    n = (n + 15) & ~(size_t)15;
-    if (!c->blk || c->blk->used + n > c->blk->cap) {
-        size_t cap = c->blk ? c->blk->cap * 2 : 1 << 16;
-        if (cap < n) cap = n;
-        if (cap > ((size_t)64 << 20) && n < ((size_t)64 << 20)) cap = (size_t)64 << 20;
-        tk_blk *b = pt_xmalloc(sizeof(tk_blk) + 16 + cap);
-        b->next = c->blk;
-        b->used = 0;
-        b->cap = cap;
-        c->blk = b;
-    }
-    char *base = (char *)(c->blk + 1);
-    base += (16 - ((uintptr_t)base & 15)) & 15;
-    void *p = base + c->blk->used;
-    c->blk->used += n;
-    return p;
+    return pt_arena_xalloc(&c->arena, n);
 }
 
 static void push_split(tk_ctx *c, tk_split sp) {
@@ -611,11 +591,7 @@ static void post_template(tk_ctx *c, const tk_post *pp, int add_special) {
 }
 
 static void ctx_free(tk_ctx *c) {
-    while (c->blk) {
-        tk_blk *n = c->blk->next;
-        free(c->blk);
-        c->blk = n;
-    }
+    pt_arena_free(&c->arena);
     free(c->cur);
     free(c->nxt);
     free(c->pv.v);
@@ -648,6 +624,7 @@ int pt_tokenizer_encode(const pt_tokenizer *t, const char *text, size_t len, int
         return pt_fail(e, "%s: text is not valid UTF-8 (byte %zu)", t->name, bad);
     tk_ctx c;
     memset(&c, 0, sizeof c);
+    pt_arena_init(&c.arena, (size_t)64 << 10, (size_t)64 << 20);
     c.t = t;
     c.e = e;
     c.md = pcre2_match_data_create(16, NULL);
@@ -752,6 +729,7 @@ void pt_encoding_free(pt_encoding *enc) {
 int tk_normalize_string(const pt_tokenizer *t, const char *s, size_t n, tk_buf *out, pt_error *e) {
     tk_ctx c;
     memset(&c, 0, sizeof c);
+    pt_arena_init(&c.arena, (size_t)64 << 10, (size_t)64 << 20);
     c.t = t;
     c.e = e;
     c.md = pcre2_match_data_create(16, NULL);

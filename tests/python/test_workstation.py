@@ -421,6 +421,14 @@ def test_model_id_from_the_local_hugging_face_cache(tiny_model, tmp_path):
     p = sweep("tiny-org/gpt2.tiny_v1", pairs, out, "--progress", "never", HF_HUB_CACHE=hub, HF_HOME=None)
     assert startup(p.stderr)["model"] == snap
     assert_same_content(out, want, rtol=0)
+    # `punctum tokenize` resolves the same ids
+    env = dict(os.environ, HF_HUB_CACHE=hub)
+    env.pop("HF_HOME", None)
+    tok = [subprocess.run([punctum_bin(), "tokenize", "--model", m, "--json", "The cat sat."],
+                          capture_output=True, text=True, env=env) for m in
+           (tiny.path, "tiny-org/gpt2.tiny_v1", "tiny-org/absent")]
+    assert tok[0].returncode == 0 and tok[1].returncode == 0 and tok[1].stdout == tok[0].stdout
+    assert tok[2].returncode == 2 and "models--tiny-org--absent" in tok[2].stderr
     # $HF_HOME/hub, then ~/.cache/huggingface/hub
     home = tmp_path / "hfhome"
     _fake_hub(str(home / "hub"), "o", "m", tiny.path)
