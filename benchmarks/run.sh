@@ -80,6 +80,21 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include kerne
   echo
   echo '```'; echo "$PY benchmarks/bench_tokenizer.py"; echo '```'
   "$PY" benchmarks/bench_tokenizer.py
+  echo
+  echo "## Roofline model of the cuda backend (emulation-counted, predicted H100)"
+  echo
+  echo "The CUDA backend run by the emulation (build/punctum-emu) with PUNCTUM_EMU_ROOFLINE: per"
+  echo "kernel, bytes (distinct 32-byte sectors per launch) and FLOPs (mma.sync, cuBLASLt) counted as"
+  echo "it runs, on a Llama-3.2-1B-shaped bf16 model (1 and 2 layers, scaled exactly to 16), then"
+  echo "predicted H100 SXM time = max(bytes / 3.35 TB/s, FLOPs / 989 TFLOP/s) per kernel, and MFU."
+  echo "No GPU involved: a model of the design, to check against benchmarks/results/ when one is lent."
+  echo
+  if [ -x build/punctum-emu ]; then
+    echo '```'; echo "$PY benchmarks/roofline.py --emu build/punctum-emu"; echo '```'
+    "$PY" benchmarks/roofline.py --emu build/punctum-emu
+  else
+    echo "(not run: build/punctum-emu was not built, no CUDA headers)"
+  fi
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 echo "wrote $OUT"

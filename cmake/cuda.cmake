@@ -138,6 +138,7 @@ if(PT_CUDA_INCLUDE_DIR)
   add_library(punctum_core_emu STATIC ${PT_CORE_SOURCES}
     ${CMAKE_SOURCE_DIR}/tests/emu/cuda_emu.cpp
     ${CMAKE_SOURCE_DIR}/tests/emu/cuda_emu_check.cpp
+    ${CMAKE_SOURCE_DIR}/tests/emu/cuda_emu_roofline.cpp
     ${CMAKE_SOURCE_DIR}/tests/emu/emu_backend.cpp)
   target_include_directories(punctum_core_emu PUBLIC ${PT_CORE_INCS})
   target_include_directories(punctum_core_emu PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
@@ -239,6 +240,19 @@ if(PT_CUDA_INCLUDE_DIR)
   endif()
   add_test(NAME cuda_emu_wrappers COMMAND test_wrappers_emu)
   set_tests_properties(cuda_emu_wrappers PROPERTIES LABELS cuda-emu TIMEOUT 60)
+
+  # the roofline counting (PUNCTUM_EMU_ROOFLINE, benchmarks/roofline.py) on hand-checked cases
+  add_executable(test_emu_roofline ${CMAKE_SOURCE_DIR}/tests/emu/test_emu_roofline.cpp)
+  target_include_directories(test_emu_roofline PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
+  target_include_directories(test_emu_roofline SYSTEM PRIVATE ${PT_CUDA_INCLUDE_DIR})
+  target_compile_definitions(test_emu_roofline PRIVATE PT_CUDA_EMU)
+  target_link_libraries(test_emu_roofline PRIVATE punctum_core_emu)
+  if(_pt_trace_opts)
+    set_source_files_properties(${CMAKE_SOURCE_DIR}/tests/emu/test_emu_roofline.cpp PROPERTIES
+      COMPILE_OPTIONS "${_pt_selftest_opts}")
+  endif()
+  add_test(NAME cuda_emu_roofline COMMAND test_emu_roofline)
+  set_tests_properties(cuda_emu_roofline PROPERTIES LABELS cuda-emu TIMEOUT 60 SKIP_RETURN_CODE 77)
 
   # end to end: punctum-emu --backend cuda vs punctum --backend cpu on tiny random models
   if(_pt_py)

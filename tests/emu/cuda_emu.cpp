@@ -532,6 +532,7 @@ void launch(dim3 grid, dim3 block, size_t dynamic_smem, cudaStream_t stream, con
     t_block_dim = uint3{block.x, block.y, block.z};
     g_stats.launches++;
     launch_begin(&s);
+    if (g_roof_on) roof_launch_begin(name, func);
     for (unsigned bz = 0; bz < grid.z && !s.aborted; bz++)
         for (unsigned by = 0; by < grid.y && !s.aborted; by++)
             for (unsigned bx = 0; bx < grid.x && !s.aborted; bx++) {
@@ -542,6 +543,7 @@ void launch(dim3 grid, dim3 block, size_t dynamic_smem, cudaStream_t stream, con
                 g_stats.blocks++;
                 g_stats.threads += (unsigned long long)n;
             }
+    if (g_roof_on) roof_launch_end();
     if (s.aborted) t_last_error = cudaErrorLaunchFailure;
     s.cur = nullptr;
     t_sched = nullptr;
@@ -699,6 +701,12 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpy
         !pt_emu::in::api_range_check("cudaMemcpy", "destination", dst, bytes))
         return set_error(cudaErrorInvalidValue);
     if (bytes) memmove(dst, src, bytes);
+    if (pt_emu::g_roof_on) {
+        static const char *const names[] = {"cudaMemcpy HtoH", "cudaMemcpy HtoD", "cudaMemcpy DtoH",
+                                            "cudaMemcpy DtoD", "cudaMemcpy Default"};
+        const int k = kind >= cudaMemcpyHostToHost && kind <= cudaMemcpyDefault ? (int)kind : 4;
+        pt_emu::in::roof_add(names[k], 1, bytes, bytes, 0, false);
+    }
     return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
@@ -710,6 +718,7 @@ cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
     if (!pt_emu::in::api_range_check("cudaMemset", "destination", dst, bytes))
         return set_error(cudaErrorInvalidValue);
     memset(dst, value, bytes);
+    if (pt_emu::g_roof_on) pt_emu::in::roof_add("cudaMemset", 1, 0, bytes, 0, false);
     return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t stream) {
@@ -843,6 +852,27 @@ static bool gemm_ranges_ok(const char *api, const GemmArgs &g) {
             pt_emu::in::api_range_check(api, "bias", g.bias, (size_t)g.m * sizeof(float)));
 }
 
+static const char *dtype_name(cudaDataType t) {
+    return t == CUDA_R_32F ? "f32" : t == CUDA_R_16BF ? "bf16" : "f16";
+}
+
+/* Roofline row of one GEMM call: A, B (and C when beta != 0, the bias) read once, D written
+ * once; 2*m*n*k FLOPs per batch entry, on tensor cores when the inputs are 16-bit. */
+static void roof_gemm(const char *api, const GemmArgs &g) {
+    const unsigned long long m = (unsigned long long)g.m, n = (unsigned long long)g.n,
+                             k = (unsigned long long)g.k, nb = (unsigned long long)g.batch;
+    unsigned long long rd =
+        nb * (m * k * (unsigned)dtype_size(g.at) + k * n * (unsigned)dtype_size(g.bt));
+    if (g.beta != 0.0f && g.C) rd += nb * m * n * (unsigned)dtype_size(g.ct);
+    if (g.bias) rd += m * sizeof(float);
+    const unsigned long long wr = nb * m * n * (unsigned)dtype_size(g.dt);
+    char name[160];
+    snprintf(name, sizeof name, "%s %s->%s %lldx%lldx%lld%s", api, dtype_name(g.at),
+             dtype_name(g.dt), (long long)g.m, (long long)g.n, (long long)g.k,
+             g.batch > 1 ? " batched" : "");
+    pt_emu::in::roof_add(name, 1, rd, wr, 2 * m * n * k * nb, g.at != CUDA_R_32F);
+}
+
 static void cpu_gemm(const GemmArgs &g) {
     const int64_t arows = g.ta == CUBLAS_OP_N ? g.m : g.k, acols = g.ta == CUBLAS_OP_N ? g.k : g.m;
     const int64_t brows = g.tb == CUBLAS_OP_N ? g.k : g.n, bcols = g.tb == CUBLAS_OP_N ? g.n : g.k;
@@ -951,6 +981,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
     g.D = C, g.dt = Ctype, g.ldd = ldc;
     g.batch = 1;
     if (!gemm_ranges_ok("cublasGemmEx", g)) return CUBLAS_STATUS_EXECUTION_FAILED;
+    if (pt_emu::g_roof_on) roof_gemm("cublasGemmEx", g);
     cpu_gemm(g);
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -1219,6 +1250,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
         g.bias = (const float *)d->bias;
     }
     if (!gemm_ranges_ok("cublasLtMatmul", g)) return CUBLAS_STATUS_EXECUTION_FAILED;
+    if (pt_emu::g_roof_on) roof_gemm("cublasLtMatmul", g);
     cpu_gemm(g);
     return CUBLAS_STATUS_SUCCESS;
 }

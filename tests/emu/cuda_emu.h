@@ -160,6 +160,12 @@ struct Stats {
 };
 Stats stats();
 
+/* Roofline counting (cuda_emu_roofline.cpp): on when PUNCTUM_EMU_ROOFLINE names a file, which
+ * receives per kernel launches, global bytes read / written, FLOPs at exit. */
+extern bool g_roof_on;
+bool roofline_enabled();
+void roofline_mma(); /* one warp-wide mma.sync.m16n8k16 of the running kernel */
+
 enum { SHFL_XOR = 0, SHFL_DOWN, SHFL_UP, SHFL_IDX };
 
 template <class T> static inline T shfl_from(unsigned mask, T v, int mode, int arg, int width) {
@@ -235,6 +241,7 @@ static inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t 
         return;
     }
     const int lane = t_lane, g = lane >> 2, t = lane & 3;
+    if (g_roof_on && lane == 0) roofline_mma();
     float out[4];
     for (int i = 0; i < 4; i++) {
         const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);

@@ -207,6 +207,10 @@ cudaError_t dev_free(void *p) {
     return cudaSuccess;
 }
 
+size_t dev_reserve_bytes() {
+    return DEV_RESERVE;
+}
+
 bool dev_range_ok(const void *p, size_t n) {
     const uintptr_t a = (uintptr_t)p;
     if (!g_dev_span || a - g_dev_lo >= g_dev_span) return true;
@@ -609,8 +613,10 @@ void global_access(uintptr_t a, size_t n, bool write, const void *pc) {
 
 /* Every traced load / store of an instrumented translation unit. */
 static inline void on_access(const void *p, size_t n, bool write, const void *pc) {
-    if (t_tid < 0 || !checks_on()) return;
+    if (t_tid < 0) return;
     const uintptr_t a = (uintptr_t)p;
+    if (g_roof_on && a - g_dev_lo < g_dev_span) roof_access(a - g_dev_lo, n, write);
+    if (!checks_on()) return;
     if (a - t_smem_lo < t_smem_span) {
         g_stats.checked_accesses++;
         shared_access((intptr_t)(a - (uintptr_t)t_smem->data), n, write, pc);
@@ -781,6 +787,7 @@ void cp_async(void *dst, const void *src, int cp_bytes, int src_bytes) {
     c.pc = pc;
     memset(c.data, 0, sizeof c.data);
     if (src_bytes > 0) {
+        if (g_roof_on) roof_access(a - g_dev_lo, (size_t)src_bytes, false);
         global_access(a, (size_t)src_bytes, false, pc);
         if (dev_valid(a - g_dev_lo, (size_t)src_bytes)) memcpy(c.data, src, (size_t)src_bytes);
     }

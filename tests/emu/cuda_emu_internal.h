@@ -122,6 +122,16 @@ bool dev_range_ok(const void *p, size_t n);
 bool api_range_check(const char *api, const char *what, const void *p, size_t n);
 
 extern Stats g_stats;
+size_t dev_reserve_bytes(); /* the arena's span (device addresses are base + [0, span)) */
+
+/* Roofline counting (cuda_emu_roofline.cpp), only where g_roof_on. */
+/* A launch of kernel `func` (launched as `name`): later accesses of this OS thread count for it */
+void roof_launch_begin(const char *name, const void *func);
+void roof_launch_end();
+void roof_access(size_t arena_off, size_t n, bool write); /* a kernel's global access */
+/* A library call (GEMM, copy) as a row of its own: bytes read / written once, its FLOPs. */
+void roof_add(const std::string &name, unsigned long long calls, unsigned long long read,
+              unsigned long long written, unsigned long long flops, bool tensor_core);
 
 } // namespace in
 } // namespace pt_emu
