@@ -625,8 +625,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
-    *free_bytes = (size_t)6 << 30;
-    *total = (size_t)8 << 30;
+    pt_emu::in::dev_mem_info(free_bytes, total);
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {

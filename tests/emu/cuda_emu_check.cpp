@@ -211,6 +211,15 @@ size_t dev_reserve_bytes() {
     return DEV_RESERVE;
 }
 
+void dev_mem_info(size_t *free_bytes, size_t *total) {
+    std::lock_guard<std::mutex> lk(g_dev.mu);
+    dev_init_locked();
+    /* an 8 GiB card, or PUNCTUM_EMU_MEM_LIMIT's: what the engine sizes its batches from */
+    const size_t cap = g_dev.limit != (size_t)-1 ? g_dev.limit : (size_t)8 << 30;
+    *total = cap;
+    *free_bytes = g_dev.used < cap ? cap - g_dev.used : 0;
+}
+
 bool dev_range_ok(const void *p, size_t n) {
     const uintptr_t a = (uintptr_t)p;
     if (!g_dev_span || a - g_dev_lo >= g_dev_span) return true;

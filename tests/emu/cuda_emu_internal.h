@@ -123,6 +123,7 @@ bool api_range_check(const char *api, const char *what, const void *p, size_t n)
 
 extern Stats g_stats;
 size_t dev_reserve_bytes(); /* the arena's span (device addresses are base + [0, span)) */
+void dev_mem_info(size_t *free_bytes, size_t *total); /* cudaMemGetInfo: limit (8 GiB) - used */
 
 /* Roofline counting (cuda_emu_roofline.cpp), only where g_roof_on. */
 /* A launch of kernel `func` (launched as `name`): later accesses of this OS thread count for it */
