@@ -694,8 +694,10 @@ static cu_plan *lt_plan(pt_backend *be, int out, int in, int n, int bias, int al
     return p->ok ? p : NULL;
 }
 
-/* y = x W^T + b on the device weights (one fused part, [out, in] in the compute dtype). */
-static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y) {
+/* y = x W^T + b on the device weights (one fused part, [out, in] in the compute dtype); y += that
+ * when accumulate (the GEMM's beta = 1: the residual add done in its epilogue). */
+static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y,
+                            int accumulate) {
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
@@ -718,7 +720,7 @@ static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_line
         if (CU_LAUNCHED("k_convert")) return;
         xin = a;
     }
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     if (c->use_lt) {
         int align = ptr_align(xin);
         const int aw = ptr_align(w), ay = ptr_align(y), ab = bias ? ptr_align(bias) : 256;
@@ -731,13 +733,13 @@ static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_line
             if (bias && blas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                                     &bias, sizeof bias), "BIAS_POINTER"))
                 return;
-            blas_check(c, cublasLtMatmul(c->lt, p->desc, &one, w, p->la, xin, p->lb, &zero, y, p->lc, y, p->lc,
+            blas_check(c, cublasLtMatmul(c->lt, p->desc, &one, w, p->la, xin, p->lb, &beta, y, p->lc, y, p->lc,
                                          &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream), "cublasLtMatmul");
             return;
         }
     }
     if (blas_check(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, lin->out, n, lin->in, &one, w, t, lin->in,
-                                   xin, t, lin->in, &zero, y, CUDA_R_32F, lin->out, CUBLAS_COMPUTE_32F,
+                                   xin, t, lin->in, &beta, y, CUDA_R_32F, lin->out, CUBLAS_COMPUTE_32F,
                                    CUBLAS_GEMM_DEFAULT),
                    "cublasGemmEx"))
         return;
@@ -749,10 +751,13 @@ static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_line
 }
 
 static void cuda_linear(pt_backend *be, const void *x, int n, const pt_linear *lin, void *y) {
-    cuda_linear_f32(be, (const float *)x, n, lin, (float *)y); /* activations are float32 */
+    cuda_linear_f32(be, (const float *)x, n, lin, (float *)y, 0); /* activations are float32 */
+}
+static void cuda_linear_add(pt_backend *be, const void *x, int n, const pt_linear *lin, void *resid) {
+    cuda_linear_f32(be, (const float *)x, n, lin, (float *)resid, 1); /* the residual: float32 */
 }
 static void cuda_logits(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y) {
-    cuda_linear_f32(be, (const float *)x, n, lin, y);
+    cuda_linear_f32(be, (const float *)x, n, lin, y, 0);
 }
 
 /* ---- attention -------------------------------------------------------------------------------- */
@@ -1192,6 +1197,7 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->rms_norm = cuda_rms_norm;
     be->softcap = cuda_softcap;
     be->linear = cuda_linear;
+    be->linear_add = cuda_linear_add;
     be->logits = cuda_logits;
     be->rope = cuda_rope;
     be->store_kv = cuda_store_kv;

@@ -139,6 +139,10 @@ struct pt_backend {
                  const float *bias, void *y);
     /* y[n, out] = x[n, in] W^T + b (activations in and out). */
     void (*linear)(pt_backend *be, const void *x, int n, const pt_linear *lin, void *y);
+    /* resid[n, out] += x[n, in] W^T + b: a projection whose output goes straight into the
+     * residual stream (the attention output and down projections when no norm follows them),
+     * the add done by the GEMM itself (beta = 1) instead of a pass of its own. */
+    void (*linear_add)(pt_backend *be, const void *x, int n, const pt_linear *lin, void *resid);
     /* The same with float32 output: the LM head. */
     void (*logits)(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y);
     /* In place on activation rows x[r * row_stride + col0 + g * width + i], i < width, for the

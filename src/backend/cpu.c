@@ -351,23 +351,24 @@ static void convert_block(const pt_linear_part *p, int in, int r0, int rb, float
         pt_tensor_to_f32(&p->w, (size_t)k * p->out + r0, 1, (size_t)rb, buf + (size_t)k * rb);
 }
 
-/* y[:, col .. col+p->out) = x W_p^T, ldy = row stride of y. */
+/* y[:, col .. col+p->out) = x W_p^T (+= when accumulate), ldy = row stride of y. */
 static void part_gemm(cpu_ctx *c, const float *x, int n, int in, const pt_linear_part *p, float *y,
-                      int ldy) {
+                      int ldy, int accumulate) {
+    const float beta = accumulate ? 1.0f : 0.0f;
     /* decode steps: one pass over the weights, no packing (at 16 rows OpenBLAS's own F32
      * kernel matches it: benchmarks/bench_linear.c) */
     if (n <= c->few_rows && !(n == PT_CPU_FEW_ROWS && in_place(p))) {
-        pt_cpu_rows_linear(x, n, in, p, y, ldy);
+        pt_cpu_rows_linear(x, n, in, p, y, ldy, accumulate);
         return;
     }
     if (in_place(p)) { /* one call: OpenBLAS threads it */
         const float *w = p->w.data;
         if (p->transposed)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, p->out, in, 1.0f, x, in, w,
-                        p->out, 0.0f, y, ldy);
+                        p->out, beta, y, ldy);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, p->out, in, 1.0f, x, in, w, in,
-                        0.0f, y, ldy);
+                        beta, y, ldy);
         return;
     }
     /* blocks of output rows, each converted (by all threads) and multiplied (OpenBLAS threads
@@ -378,20 +379,21 @@ static void part_gemm(cpu_ctx *c, const float *x, int n, int in, const pt_linear
         convert_block(p, in, r0, m, c->wblock);
         if (p->transposed)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m, in, 1.0f, x, in, c->wblock,
-                        m, 0.0f, y + r0, ldy);
+                        m, beta, y + r0, ldy);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, in, 1.0f, x, in, c->wblock,
-                        in, 0.0f, y + r0, ldy);
+                        in, beta, y + r0, ldy);
     }
 }
 
-static void cpu_linear_f32(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y) {
+static void cpu_linear_f32(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y,
+                           int accumulate) {
     cpu_ctx *c = be->ctx;
     if (n <= 0) return;
     int col = 0;
     for (int k = 0; k < lin->n_parts; k++) {
         const pt_linear_part *p = &lin->part[k];
-        part_gemm(c, x, n, lin->in, p, y + col, lin->out);
+        part_gemm(c, x, n, lin->in, p, y + col, lin->out, accumulate);
         if (p->b) {
             const float *b = p->b;
             const int out = lin->out, m = p->out, c0 = col;
@@ -407,11 +409,16 @@ static void cpu_linear_f32(pt_backend *be, const float *x, int n, const pt_linea
 
 static void cpu_linear(pt_backend *be, const void *x, int n, const pt_linear *lin, void *y) {
     PT_BE_GUARD(be);
-    cpu_linear_f32(be, x, n, lin, y);
+    cpu_linear_f32(be, x, n, lin, y, 0);
+}
+static void cpu_linear_add(pt_backend *be, const void *x, int n, const pt_linear *lin,
+                           void *resid) {
+    PT_BE_GUARD(be);
+    cpu_linear_f32(be, x, n, lin, resid, 1);
 }
 static void cpu_logits(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y) {
     PT_BE_GUARD(be);
-    cpu_linear_f32(be, x, n, lin, y);
+    cpu_linear_f32(be, x, n, lin, y, 0);
 }
 
 static void cpu_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkvv, int n,
@@ -908,6 +915,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->rms_norm = cpu_rms_norm;
     be->softcap = cpu_softcap;
     be->linear = cpu_linear;
+    be->linear_add = cpu_linear_add;
     be->logits = cpu_logits;
     be->rope = cpu_rope;
     be->store_kv = cpu_store_kv;

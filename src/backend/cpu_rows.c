@@ -51,6 +51,16 @@ static inline const float *row_chunk(const pt_linear_part *p, int in, int o, int
     return buf->f;
 }
 
+/* y[r, 0 .. g) = acc[r] (+= when accumulate) for r < n. */
+static inline void store_group(const float acc[][ROW_GROUP], int n, int g, float *y, int ldy,
+                               int accumulate) {
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < g; j++) {
+            float *d = y + (size_t)r * ldy + j;
+            *d = accumulate ? *d + acc[r][j] : acc[r][j];
+        }
+}
+
 /* Short rows (one chunk): the next group's weight rows, a few KB, requested while this group
  * is multiplied. Long rows stream well on the hardware prefetcher alone, and a burst of
  * requests for a whole next chunk measured slower (benchmarks/bench_linear.c). */
@@ -92,7 +102,7 @@ dot_1x4(const float *x, const float *const w[ROW_GROUP], int kc, float acc[ROW_G
 
 /* y[r, o .. o+g) for all r < n; g <= ROW_GROUP (a short last group repeats its first row). */
 static void row_group(const float *x, int n, int in, const pt_linear_part *p, int o, int g,
-                      float *y, int ldy) {
+                      float *y, int ldy, int accumulate) {
     float acc[PT_CPU_FEW_ROWS][ROW_GROUP];
     memset(acc, 0, sizeof acc);
     chunk_buf buf[ROW_GROUP];
@@ -105,8 +115,7 @@ static void row_group(const float *x, int n, int in, const pt_linear_part *p, in
         for (; r + 1 < n; r += 2) dot_2x4(x + (size_t)r * in + k0, in, w, kc, &acc[r]);
         if (r < n) dot_1x4(x + (size_t)r * in + k0, w, kc, acc[r]);
     }
-    for (int r = 0; r < n; r++)
-        for (int j = 0; j < g; j++) y[(size_t)r * ldy + o + j] = acc[r][j];
+    store_group(acc, n, g, y + o, ldy, accumulate);
 }
 
 #if PT_HAVE_AVX2_PATH
@@ -214,7 +223,7 @@ static inline PT_AVX2 __attribute__((always_inline)) void group_avx2(const float
 
 /* y[r, o .. o+g) for all r < n, as row_group. */
 static PT_AVX2 void row_group_avx2(const float *x, int n, int in, const pt_linear_part *p, int o,
-                                   int g, float *y, int ldy) {
+                                   int g, float *y, int ldy, int accumulate) {
     float acc[PT_CPU_FEW_ROWS][ROW_GROUP];
     memset(acc, 0, (size_t)n * sizeof acc[0]);
     switch (p->w.dtype) { /* one specialised loop per dtype */
@@ -228,8 +237,7 @@ static PT_AVX2 void row_group_avx2(const float *x, int n, int in, const pt_linea
         group_avx2(x, n, in, p, o, g, PT_DT_BF16, acc);
         break;
     }
-    for (int r = 0; r < n; r++)
-        for (int j = 0; j < g; j++) y[(size_t)r * ldy + o + j] = acc[r][j];
+    store_group(acc, n, g, y + o, ldy, accumulate);
 }
 
 static int use_avx2(void) {
@@ -243,7 +251,7 @@ static int use_avx2(void) {
 
 /* Transposed weights: y[r, c0 .. c0+cb) for all r < n, cb <= COL_BLOCK. */
 PT_CLONES static void col_block(const float *x, int n, int in, const pt_linear_part *p, int c0,
-                                int cb, float *y, int ldy) {
+                                int cb, float *y, int ldy, int accumulate) {
     float acc[PT_CPU_FEW_ROWS][COL_BLOCK];
     memset(acc, 0, sizeof acc);
     const int in_place = p->w.dtype == PT_DT_F32 && (uintptr_t)p->w.data % sizeof(float) == 0;
@@ -262,23 +270,27 @@ PT_CLONES static void col_block(const float *x, int n, int in, const pt_linear_p
             for (int j = 0; j < cb; j++) a[j] += xv * w[j];
         }
     }
-    for (int r = 0; r < n; r++)
-        memcpy(y + (size_t)r * ldy + c0, acc[r], (size_t)cb * sizeof(float));
+    for (int r = 0; r < n; r++) {
+        float *d = y + (size_t)r * ldy + c0;
+        for (int j = 0; j < cb; j++) d[j] = accumulate ? d[j] + acc[r][j] : acc[r][j];
+    }
 }
 
-void pt_cpu_rows_linear(const float *x, int n, int in, const pt_linear_part *p, float *y, int ldy) {
+void pt_cpu_rows_linear(const float *x, int n, int in, const pt_linear_part *p, float *y, int ldy,
+                        int accumulate) {
     const int out = p->out;
     if (p->transposed) {
         const int blocks = (out + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel for schedule(static)
         for (int b = 0; b < blocks; b++) {
             const int c0 = b * COL_BLOCK;
-            col_block(x, n, in, p, c0, out - c0 < COL_BLOCK ? out - c0 : COL_BLOCK, y, ldy);
+            col_block(x, n, in, p, c0, out - c0 < COL_BLOCK ? out - c0 : COL_BLOCK, y, ldy,
+                      accumulate);
         }
         return;
     }
     const int groups = (out + ROW_GROUP - 1) / ROW_GROUP;
-    void (*group)(const float *, int, int, const pt_linear_part *, int, int, float *, int) =
+    void (*group)(const float *, int, int, const pt_linear_part *, int, int, float *, int, int) =
         row_group;
 #if PT_HAVE_AVX2_PATH
     if (use_avx2() && !getenv("PUNCTUM_CPU_NO_AVX2")) group = row_group_avx2;
@@ -286,6 +298,6 @@ void pt_cpu_rows_linear(const float *x, int n, int in, const pt_linear_part *p, 
 #pragma omp parallel for schedule(static)
     for (int gi = 0; gi < groups; gi++) {
         const int o = gi * ROW_GROUP;
-        group(x, n, in, p, o, out - o < ROW_GROUP ? out - o : ROW_GROUP, y, ldy);
+        group(x, n, in, p, o, out - o < ROW_GROUP ? out - o : ROW_GROUP, y, ldy, accumulate);
     }
 }

@@ -14,8 +14,9 @@
 #define PT_CPU_FEW_ROWS 16
 
 /* y[r, 0 .. p->out) = x[r, 0 .. in) W_p^T for r < n (n <= PT_CPU_FEW_ROWS), ldy = row stride of
- * y; W_p [out, in], or [in, out] when p->transposed, in any dtype and alignment. Threads over
- * output rows with OpenMP. */
-void pt_cpu_rows_linear(const float *x, int n, int in, const pt_linear_part *p, float *y, int ldy);
+ * y, added to what y holds when accumulate is set; W_p [out, in], or [in, out] when
+ * p->transposed, in any dtype and alignment. Threads over output rows with OpenMP. */
+void pt_cpu_rows_linear(const float *x, int n, int in, const pt_linear_part *p, float *y, int ldy,
+                        int accumulate);
 
 #endif

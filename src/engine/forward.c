@@ -29,6 +29,13 @@ static void linear(pt_engine *en, const void *x, int n, const pt_linear *lin, vo
     en->gemm_flops += 2.0 * n * lin->out * lin->in;
 }
 
+/* resid += x W^T + b: a projection added straight into the residual stream (the GEMM's own
+ * accumulate, no pass of its own). */
+static void linear_add(pt_engine *en, const void *x, int n, const pt_linear *lin, void *resid) {
+    PROF(en, PT_PROF_GEMM, en->be->linear_add(en->be, x, n, lin, resid));
+    en->gemm_flops += 2.0 * n * lin->out * lin->in;
+}
+
 /* Byte offset of row r of a buffer with rows of `width` elements of `esize` bytes. */
 static size_t row_off(size_t r, size_t width, size_t esize) {
     return r * width * esize;
@@ -317,19 +324,23 @@ int pt_forward(pt_engine *en, pt_fwd *f) {
             .softcap = (float)c->attn_softcap,
         };
         PROF(en, PT_PROF_ATTN, be->attention(be, &a));
-        linear(en, en->attn, n, &lw->o, en->tmp);
-        if (lw->post1_w)
+        if (lw->post1_w) { /* a norm after the sublayer (Gemma, OLMo 2): project, norm, add */
+            linear(en, en->attn, n, &lw->o, en->tmp);
             PROF(en, PT_PROF_NORM, be->rms_norm(be, c, en->tmp, n, d, 0, 1, d, lw->post1_w));
-        PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
+            PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
+        } else
+            linear_add(en, en->attn, n, &lw->o, en->x);
 
         /* MLP block: [norm] -> gate|up -> activation -> down -> [norm] */
         PROF(en, PT_PROF_NORM, be->norm(be, c, en->x, n, lw->norm2_w, lw->norm2_b, en->h));
         linear(en, en->h, n, &lw->up, en->ff_in);
         PROF(en, PT_PROF_MLP_ACT, be->mlp_act(be, c, en->ff_in, n, en->ff_act));
-        linear(en, en->ff_act, n, &lw->down, en->tmp);
-        if (lw->post2_w)
+        if (lw->post2_w) {
+            linear(en, en->ff_act, n, &lw->down, en->tmp);
             PROF(en, PT_PROF_NORM, be->rms_norm(be, c, en->tmp, n, d, 0, 1, d, lw->post2_w));
-        PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
+            PROF(en, PT_PROF_RESID, be->add(be, en->x, en->tmp, (size_t)n * d));
+        } else
+            linear_add(en, en->ff_act, n, &lw->down, en->x);
         if (be->status.failed) return -1; /* stop at the layer that failed */
     }
     capture(en, f, L);

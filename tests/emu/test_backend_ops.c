@@ -458,6 +458,21 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
                 cmp_f(&c, hb, ha, (size_t)n * out, at, rt);
                 snprintf(shape, sizeof shape, "%s %s n=%d %dx%d%s", S->name, names[k], n, out, in, la[k]->part[0].b ? " +b" : "");
                 report("linear", shape, P->tag, &c, at, rt, dguards(&yb));
+                /* linear_add: the same product added into a residual (GEMM beta = 1) */
+                if (k == 1 || k == 3) {
+                    float *r = rnd_vec((size_t)n * out, 4.0f);
+                    dbuf ra, rb;
+                    float *dra = dfrom(P->cpu, &ra, r, (size_t)n * out), *drb = dfrom(P->gpu, &rb, r, (size_t)n * out);
+                    P->cpu->linear_add(P->cpu, dxa, n, la[k], dra);
+                    P->gpu->linear_add(P->gpu, dxb, n, lb[k], drb);
+                    float *hra = pt_xmalloc((size_t)n * out * 4), *hrb = pt_xmalloc((size_t)n * out * 4);
+                    dget(&ra, hra), dget(&rb, hrb);
+                    cmp_t cr;
+                    cmp_init(&cr);
+                    cmp_f(&cr, hrb, hra, (size_t)n * out, at + 4e-6, rt);
+                    report("linear_add", shape, P->tag, &cr, at + 4e-6, rt, dguards(&rb));
+                    dfree(&ra), dfree(&rb), free(r), free(hra), free(hrb);
+                }
                 if (gpu_alt) {
                     float *dxc = dfrom(gpu_alt, &xc, x, (size_t)n * in), *dyc = dnew(gpu_alt, &yc, (size_t)n * out);
                     gpu_alt->linear(gpu_alt, dxc, n, lc[k], dyc);

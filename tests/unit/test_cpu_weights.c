@@ -3,7 +3,8 @@
  *
  * - pt_tensor_to_f32 against pt_f16_to_f32 / pt_bf16_to_f32 for every 16-bit pattern, at an
  *   odd (unaligned) address, strided;
- * - linear on F32 (aligned: in place; unaligned: converted), F16 and BF16 weights, stored
+ * - linear (and linear_add, the same added into a residual) on F32 (aligned: in place;
+ *   unaligned: converted), F16 and BF16 weights, stored
  *   [out, in] or transposed [in, out], as one part or q|k|v-like parts with biases, with more
  *   output rows than one conversion block, with few rows (the row-streaming kernels) and with
  *   more (the GEMM), the few-row kernels in both versions (AVX2 intrinsics and portable C):
@@ -177,6 +178,19 @@ static void linear_case(pt_backend *be, const char *name, pt_dtype dt, int skew,
           worst);
     printf("linear %-44s n=%-3d in=%-4d out=%-5d worst %.2e  %s\n", name, n, in, lin.out, worst,
            bad ? "FAIL" : "ok");
+    /* linear_add: the same product added to a residual that holds values of its own size */
+    double *r0 = malloc((size_t)n * lin.out * sizeof(double));
+    for (size_t i = 0; i < (size_t)n * lin.out; i++) y[i] = (float)(r0[i] = 4 * rnd());
+    be->linear_add(be, x, n, &lin, y);
+    bad = 0, worst = 0;
+    for (size_t i = 0; i < (size_t)n * lin.out; i++) {
+        const double s = sc[i] + fabs(r0[i]), d = fabs(y[i] - (r0[i] + yd[i]));
+        if (!isfinite(y[i]) || d > 2e-5 * s + 1e-6) bad++;
+        if (d / (s + 1e-30) > worst) worst = d / (s + 1e-30);
+    }
+    CHECK(bad == 0, "%s (linear_add): %d of %d outputs off (worst %.3g)", name, bad, n * lin.out,
+          worst);
+    free(r0);
     be->free_weights(be, &cfg, &dev);
     for (int k = 0; k < n_parts; k++) free(bufs[k].raw), free(vals[k]), free(bs[k]);
     free(x), free(y), free(xd), free(yd), free(sc);
