@@ -124,6 +124,7 @@ static void row_group(const float *x, int n, int in, const pt_linear_part *p, in
  * 2 rows of x x 4 weight rows = 8 sums + 6 loads in 14 of the 16 ymm registers; left to
  * itself GCC folds each weight load into the FMAs (loading it once per row of x: 10 loads per
  * 8 FMAs, load-bound), so an empty asm pins the weight vectors in registers. */
+#include <cpuid.h>
 #include <immintrin.h>
 
 #define PT_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -242,9 +243,12 @@ static PT_AVX2 void row_group_avx2(const float *x, int n, int in, const pt_linea
 
 static int use_avx2(void) {
     static int have = -1; /* a benign race: every thread computes the same value */
-    if (have < 0)
-        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+    if (have < 0) {
+        /* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no "f16c" */
+        unsigned a, b, c = 0, d;
+        const int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    }
     return have;
 }
 #endif
