@@ -229,8 +229,8 @@ int tk_build_pieces(pt_tokenizer *t, pt_error *e) {
             if (i && !t->has_decoder) tk_buf_putc(&pool, ' ');
             tk_buf_put(&pool, v.v[i].p ? v.v[i].p : "", v.v[i].n);
         }
-        /* replace ill-formed UTF-8 */
-        if (!tk_utf8_valid(pool.p + start, pool.n - start, NULL)) {
+        /* replace ill-formed UTF-8 (an empty piece has nothing to check: pool.p may be NULL) */
+        if (pool.n > start && !tk_utf8_valid(pool.p + start, pool.n - start, NULL)) {
             tk_buf tmp = {0};
             tk_buf_put_lossy(&tmp, pool.p + start, pool.n - start);
             pool.n = start;
