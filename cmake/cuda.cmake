@@ -227,31 +227,27 @@ if(PT_CUDA_INCLUDE_DIR)
   add_test(NAME cuda_emu_selftest COMMAND test_emu_selftest)
   set_tests_properties(cuda_emu_selftest PROPERTIES LABELS cuda-emu TIMEOUT 120)
 
+  # an emulated test program from one source in tests/emu, traced like the self-test
+  function(pt_emu_test target source test)
+    add_executable(${target} ${CMAKE_SOURCE_DIR}/tests/emu/${source})
+    target_include_directories(${target} PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
+    target_include_directories(${target} SYSTEM PRIVATE ${PT_CUDA_INCLUDE_DIR})
+    target_compile_definitions(${target} PRIVATE PT_CUDA_EMU)
+    target_link_libraries(${target} PRIVATE punctum_core_emu)
+    if(_pt_trace_opts)
+      set_source_files_properties(${CMAKE_SOURCE_DIR}/tests/emu/${source} PROPERTIES
+        COMPILE_OPTIONS "${_pt_selftest_opts}")
+    endif()
+    add_test(NAME ${test} COMMAND ${target})
+  endfunction()
+
   # kernels/pt_cuda.h's ldmatrix / cp.async / mma.sync wrappers against naive references: the
   # same source runs on a GPU as test_wrappers_cuda
-  add_executable(test_wrappers_emu ${CMAKE_SOURCE_DIR}/tests/emu/test_wrappers_emu.cpp)
-  target_include_directories(test_wrappers_emu PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
-  target_include_directories(test_wrappers_emu SYSTEM PRIVATE ${PT_CUDA_INCLUDE_DIR})
-  target_compile_definitions(test_wrappers_emu PRIVATE PT_CUDA_EMU)
-  target_link_libraries(test_wrappers_emu PRIVATE punctum_core_emu)
-  if(_pt_trace_opts)
-    set_source_files_properties(${CMAKE_SOURCE_DIR}/tests/emu/test_wrappers_emu.cpp PROPERTIES
-      COMPILE_OPTIONS "${_pt_selftest_opts}")
-  endif()
-  add_test(NAME cuda_emu_wrappers COMMAND test_wrappers_emu)
+  pt_emu_test(test_wrappers_emu test_wrappers_emu.cpp cuda_emu_wrappers)
   set_tests_properties(cuda_emu_wrappers PROPERTIES LABELS cuda-emu TIMEOUT 60)
 
   # the roofline counting (PUNCTUM_EMU_ROOFLINE, benchmarks/roofline.py) on hand-checked cases
-  add_executable(test_emu_roofline ${CMAKE_SOURCE_DIR}/tests/emu/test_emu_roofline.cpp)
-  target_include_directories(test_emu_roofline PRIVATE ${CMAKE_SOURCE_DIR}/kernels ${CMAKE_SOURCE_DIR}/tests/emu)
-  target_include_directories(test_emu_roofline SYSTEM PRIVATE ${PT_CUDA_INCLUDE_DIR})
-  target_compile_definitions(test_emu_roofline PRIVATE PT_CUDA_EMU)
-  target_link_libraries(test_emu_roofline PRIVATE punctum_core_emu)
-  if(_pt_trace_opts)
-    set_source_files_properties(${CMAKE_SOURCE_DIR}/tests/emu/test_emu_roofline.cpp PROPERTIES
-      COMPILE_OPTIONS "${_pt_selftest_opts}")
-  endif()
-  add_test(NAME cuda_emu_roofline COMMAND test_emu_roofline)
+  pt_emu_test(test_emu_roofline test_emu_roofline.cpp cuda_emu_roofline)
   set_tests_properties(cuda_emu_roofline PROPERTIES LABELS cuda-emu TIMEOUT 60 SKIP_RETURN_CODE 77)
 
   # end to end: punctum-emu --backend cuda vs punctum --backend cpu on tiny random models
