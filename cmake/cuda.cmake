@@ -83,7 +83,9 @@ if(PT_HAVE_REAL_CUDA)
   target_compile_options(punctum_core PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo --expt-relaxed-constexpr -Xptxas=-warn-spills>)
   target_link_libraries(punctum_core PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt)
-  set_target_properties(punctum_core PROPERTIES CUDA_SEPARABLE_COMPILATION OFF)
+  # (CMAKE_CUDA_STANDARD above only reaches targets created after it: punctum_core is older)
+  set_target_properties(punctum_core PROPERTIES CUDA_SEPARABLE_COMPILATION OFF CUDA_STANDARD 17
+                                                CUDA_STANDARD_REQUIRED ON)
   # Targets defined before CUDA was enabled (punctum, the unit tests) link CUDA code through
   # punctum_core and need the architectures too.
   get_property(_pt_targets DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTY BUILDSYSTEM_TARGETS)

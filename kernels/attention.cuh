@@ -20,7 +20,9 @@
  *   one head dimension per lane (strided) for the output; HD = head_dim rounded up to 32..256.
  * - mma (bf16/f16 compute dtypes, head_dim <= 256, PT_CUDA_MMA): tensor-core tiles
  *   (mma.sync m16n8k16; q, k, v and p rounded to f16, or bf16 with PUNCTUM_CUDA_MMA=bf16;
- *   float accumulation), FlashAttention-2 style register-resident softmax and output. */
+ *   float accumulation), FlashAttention-2 style register-resident softmax and output. The
+ *   key/value cache is already in the operand type (k_store_kv rounds once): key and value
+ *   tiles arrive by 16-byte cp.async while the warps compute, fragments come by ldmatrix. */
 #ifndef PUNCTUM_KERNELS_ATTENTION_CUH
 #define PUNCTUM_KERNELS_ATTENTION_CUH
 
@@ -49,7 +51,7 @@ struct pt_attn_item {
 struct pt_attn_params {
     const float *q;
     int q_stride;
-    const float *k, *v; /* this layer's cache */
+    const void *k, *v;  /* this layer's cache: float (plain path), T (tensor-core path) */
     float *out;         /* [rows, H * hd] */
     float *lse;         /* [rows, H] */
     const pt_attn_seg *segs;
@@ -98,6 +100,7 @@ __global__ void __launch_bounds__(128) k_attn_fwd(pt_attn_params P) {
     const pt_attn_seg s = P.segs[it.seg];
     const int h = blockIdx.y, kvh = h / P.group, hd = P.hd;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const float *kc = (const float *)P.k, *vc = (const float *)P.v; /* the plain path's f32 cache */
     const int q0 = it.start, nq = s.n_q - q0 < BQ ? s.n_q - q0 : BQ;
     const int i_first = s.qpos + q0, i_last = i_first + nq - 1;
 
@@ -125,7 +128,7 @@ PT_UNROLL
         __syncthreads(); /* Qs written / previous values consumed */
         for (int x = tid; x < BK * HD; x += blockDim.x) {
             const int jj = x / HD, d = x % HD;
-            KVs[jj][d] = jj < nk && d < hd ? P.k[(size_t)pt_kv_row(s, j0 + jj) * P.kvd + (size_t)kvh * hd + d] : 0.0f;
+            KVs[jj][d] = jj < nk && d < hd ? kc[(size_t)pt_kv_row(s, j0 + jj) * P.kvd + (size_t)kvh * hd + d] : 0.0f;
         }
         __syncthreads();
         /* does any query of this warp see any key of the tile? (warp-uniform) */
@@ -159,7 +162,7 @@ PT_UNROLL
         __syncthreads(); /* scores done: the tile's keys can be replaced by its values */
         for (int x = tid; x < BK * HD; x += blockDim.x) {
             const int jj = x / HD, d = x % HD;
-            KVs[jj][d] = jj < nk && d < hd ? P.v[(size_t)pt_kv_row(s, j0 + jj) * P.kvd + (size_t)kvh * hd + d] : 0.0f;
+            KVs[jj][d] = jj < nk && d < hd ? vc[(size_t)pt_kv_row(s, j0 + jj) * P.kvd + (size_t)kvh * hd + d] : 0.0f;
         }
         __syncthreads();
         if (active) {
@@ -206,6 +209,7 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
     const pt_attn_item it = P.items[blockIdx.x];
     const pt_attn_seg s = P.segs[it.seg];
     const int h = blockIdx.y, kvh = h / P.group, hd = P.hd, tid = threadIdx.x;
+    const float *kc = (const float *)P.k; /* the plain path's f32 cache */
     const int lh = P.layer_off + h;
     const int n_keys = s.qpos + s.n_q;
     const int j0 = it.start, j = j0 + tid;
@@ -214,7 +218,7 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
     for (int x = tid; x < KB * HD; x += blockDim.x) {
         const int jj = x / HD, d = x % HD;
         Ks[jj][d] = j0 + jj < n_keys && d < hd
-                        ? P.k[(size_t)pt_kv_row(s, j0 + jj) * P.kvd + (size_t)kvh * hd + d] : 0.0f;
+                        ? kc[(size_t)pt_kv_row(s, j0 + jj) * P.kvd + (size_t)kvh * hd + d] : 0.0f;
     }
     const bool want_mass = s.flags & PT_SEG_MASS, want_pat = s.flags & PT_SEG_PATTERN;
     const bool want_last = s.flags & PT_SEG_LAST;
@@ -269,7 +273,8 @@ template <int HDP> struct pt_mma_cfg {
     static constexpr int ND = HDP / 8;  /* 8-wide n-blocks over the head dimension */
 };
 
-/* Fill rows [0, nrows) x [0, HDP) of a [ROWS][LD] T tile from float source rows (zero padding). */
+/* Fill rows [0, nrows) x [0, HDP) of a [ROWS][LD] T tile from float source rows (zero padding):
+ * the query tiles, rounded from the float32 activations. Synchronous stores. */
 template <int HDP, int ROWS = 64, class T, class RowFn>
 PT_DEV void pt_load_tile(T (*dst)[pt_mma_cfg<HDP>::LD], int nrows, int hd, RowFn src_row) {
     for (int x = threadIdx.x; x < ROWS * HDP; x += blockDim.x) {
@@ -280,23 +285,84 @@ PT_DEV void pt_load_tile(T (*dst)[pt_mma_cfg<HDP>::LD], int nrows, int hd, RowFn
     }
 }
 
-PT_DEV uint32_t pt_ld32(const void *p) {
-    uint32_t u;
-    memcpy(&u, p, 4);
-    return u;
-}
-template <class T> PT_DEV uint32_t pt_ld2x16(const T *lo, const T *hi) {
-    uint16_t a, b;
-    memcpy(&a, lo, 2);
-    memcpy(&b, hi, 2);
-    return (uint32_t)a | ((uint32_t)b << 16);
+/* Start bringing keys (or values) j0 .. j0+nrows-1 of one K/V head from the cache (T, already in
+ * the operand type) into rows [0, nrows) of a [ROWS][LD] tile; rows nrows.. and columns hd..
+ * zero. head_dim a multiple of 8: 16-byte cp.async chunks (cache rows and head offsets are then
+ * 16-byte aligned), visible after the caller's commit + wait + __syncthreads. Otherwise (head_dim
+ * 12, 20, ...) element copies, visible after the caller's __syncthreads. */
+template <int HDP, int ROWS, class T>
+PT_DEV void pt_load_kv_tile(T (*dst)[pt_mma_cfg<HDP>::LD], const T *head, const pt_attn_seg &s, int j0,
+                            int nrows, int hd, int kvd) {
+    if ((hd & 7) == 0) {
+        constexpr int CH = HDP / 8; /* 16-byte chunks per row */
+        for (int x = threadIdx.x; x < ROWS * CH; x += blockDim.x) {
+            const int r = x / CH, c = x % CH, left = r < nrows ? 2 * (hd - 8 * c) : 0;
+            const int bytes = left <= 0 ? 0 : left > 16 ? 16 : left;
+            const T *src = bytes ? head + (size_t)pt_kv_row(s, j0 + r) * kvd + 8 * c : head;
+            pt_cp_async16_zfill(&dst[r][8 * c], src, bytes);
+        }
+        return;
+    }
+    for (int x = threadIdx.x; x < ROWS * HDP; x += blockDim.x) {
+        const int r = x / HDP, d = x % HDP;
+        uint16_t u = 0;
+        if (r < nrows && d < hd) memcpy(&u, head + (size_t)pt_kv_row(s, j0 + r) * kvd + d, 2);
+        memcpy(&dst[r][d], &u, 2);
+    }
 }
 
+/* ---- mma fragments from shared memory (ldmatrix) ----------------------------------------------
+ * A tile is row-major [rows][LD] of T. For S = A B^T both operands are such tiles (queries and
+ * keys: the contraction runs along a row); for O = P V, V's tile is [keys][dims] (.trans). */
+
+/* A fragments (m16 x k16) of rows m0 .. m0+15, k-step ks. */
+template <int LD, class T> PT_DEV void pt_frag_a(uint32_t (&a)[4], T (*tile)[LD], int m0, int ks, int lane) {
+    pt_ldmatrix<4>(a, &tile[m0 + (lane & 15)][ks * 16 + (lane >> 4) * 8]);
+}
+
+/* acc += A B^T for the 8 rows n0 .. n0+7 of a tile as B (k16 x n8 per k-step), over KS k-steps:
+ * two k-steps per ldmatrix.x4 (one .x2 when KS is odd). */
+template <int KS, int LD, class T>
+PT_DEV void pt_mma_abt(float acc[4], const uint32_t (&a)[KS][4], T (*tile)[LD], int n0, int lane) {
+    if constexpr (KS % 2 == 0) {
+PT_UNROLL
+        for (int ks = 0; ks < KS; ks += 2) {
+            uint32_t b[4];
+            pt_ldmatrix<4>(b, &tile[n0 + (lane & 7)][ks * 16 + (lane >> 3) * 8]);
+            pt_mma16816(acc, a[ks], b, acc, (T *)nullptr);
+            pt_mma16816(acc, a[ks + 1], b + 2, acc, (T *)nullptr);
+        }
+    } else {
+PT_UNROLL
+        for (int ks = 0; ks < KS; ks++) {
+            uint32_t b[2];
+            pt_ldmatrix<2>(b, &tile[n0 + (lane & 7)][ks * 16 + ((lane >> 3) & 1) * 8]);
+            pt_mma16816(acc, a[ks], b, acc, (T *)nullptr);
+        }
+    }
+}
+
+/* o[n] += P V over the 16 keys of k-step kk for every 8-wide block n of the head dimension: V's
+ * fragments for two blocks per ldmatrix.x4.trans. */
+template <int ND, int LD, class T>
+PT_DEV void pt_mma_pv(float (&o)[ND][4], const uint32_t (&p)[4], T (*vt)[LD], int kk, int lane) {
+PT_UNROLL
+    for (int n = 0; n < ND; n += 2) {
+        uint32_t b[4];
+        pt_ldmatrix<4, true>(b, &vt[kk * 16 + (lane & 15)][n * 8 + (lane >> 4) * 8]);
+        pt_mma16816(o[n], p, b, o[n], (T *)nullptr);
+        pt_mma16816(o[n + 1], p, b + 2, o[n + 1], (T *)nullptr);
+    }
+}
+
+/* Pass 1 on tensor cores. Per key tile, FlashAttention-2's pipeline on one key and one value
+ * buffer: the values' cp.async runs while the warps compute S = Q K^T and the softmax, the next
+ * keys' while they compute O += P V; two barriers per tile. */
 template <int HDP, class T>
 __global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
     using C = pt_mma_cfg<HDP>;
     constexpr int BK = C::BK, LD = C::LD, KS = C::KS, ND = C::ND, NB = BK / 8, KK = BK / 16;
-    PT_SHARED(T, Sm, [C::SROWS][LD]); /* the Q tile first, then each tile's keys and values */
+    PT_SHARED(T, Sm, [C::SROWS][LD]); /* the Q tile first, then the key and value tiles */
     T(*Ks)[LD] = Sm;
     T(*Vs)[LD] = Sm + (C::SROWS == 64 ? BK : 64);
 
@@ -306,6 +372,7 @@ __global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int q0 = it.start, nq = s.n_q - q0 < C::BQ ? s.n_q - q0 : C::BQ;
     const int i_first = s.qpos + q0, i_last = i_first + nq - 1;
+    const T *khead = (const T *)P.k + (size_t)kvh * hd, *vhead = (const T *)P.v + (size_t)kvh * hd;
 
     pt_load_tile<HDP>(Ks, nq, hd, [&](int r) {
         return P.q + (size_t)(s.row + q0 + r) * P.q_stride + (size_t)h * hd;
@@ -313,13 +380,7 @@ __global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
     __syncthreads();
     uint32_t qa[KS][4];
 PT_UNROLL
-    for (int ks = 0; ks < KS; ks++) {
-        const int c = ks * 16 + 2 * t;
-        qa[ks][0] = pt_ld32(&Ks[16 * w + g][c]);
-        qa[ks][1] = pt_ld32(&Ks[16 * w + g + 8][c]);
-        qa[ks][2] = pt_ld32(&Ks[16 * w + g][c + 8]);
-        qa[ks][3] = pt_ld32(&Ks[16 * w + g + 8][c + 8]);
-    }
+    for (int ks = 0; ks < KS; ks++) pt_frag_a(qa[ks], Ks, 16 * w, ks, lane);
     /* rows g and g + 8 of this warp's 16 */
     const int ia = i_first + 16 * w + g, ib = ia + 8;
     const bool va = ia <= i_last, vb = ib <= i_last;
@@ -331,81 +392,76 @@ PT_UNROLL
     const bool warp_live = 16 * w < nq;
     const int j_lo = P.window > 0 && i_first - P.window + 1 > 0 ? i_first - P.window + 1 : 0;
 
+    __syncthreads(); /* every warp holds its Q fragments: the rows become the key tile */
+    pt_load_kv_tile<HDP, BK>(Ks, khead, s, j_lo, i_last - j_lo + 1 < BK ? i_last - j_lo + 1 : BK, hd, P.kvd);
+    pt_cp_async_commit();
     for (int j0 = j_lo; j0 <= i_last; j0 += BK) {
         const int nk = i_last - j0 + 1 < BK ? i_last - j0 + 1 : BK;
-        __syncthreads(); /* the Q tile / previous keys and values consumed */
-        const float *kbase = P.k + (size_t)kvh * hd, *vbase = P.v + (size_t)kvh * hd;
-        pt_load_tile<HDP, BK>(Ks, nk, hd, [&](int r) { return kbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
-        pt_load_tile<HDP, BK>(Vs, nk, hd, [&](int r) { return vbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
-        __syncthreads();
+        pt_cp_async_wait<0>();
+        __syncthreads(); /* this tile's keys landed; every warp is done with the previous values */
+        pt_load_kv_tile<HDP, BK>(Vs, vhead, s, j0, nk, hd, P.kvd);
+        pt_cp_async_commit();
         const bool active = warp_live && j0 <= wi1 && (P.window <= 0 || j0 + nk - 1 > wi0 - P.window);
-        if (!active) continue; /* warp-uniform; the next __syncthreads is at the loop top */
-        /* S = Q K^T for 16 rows x BK keys */
-        float sc[NB][4];
-PT_UNROLL
-        for (int nb = 0; nb < NB; nb++) {
-            sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
-PT_UNROLL
-            for (int ks = 0; ks < KS; ks++) {
-                uint32_t b[2];
-                b[0] = pt_ld32(&Ks[nb * 8 + g][ks * 16 + 2 * t]);
-                b[1] = pt_ld32(&Ks[nb * 8 + g][ks * 16 + 8 + 2 * t]);
-                pt_mma16816(sc[nb], qa[ks], b, sc[nb], (T *)nullptr);
-            }
-        }
-        /* mask, scale, online softmax (rows g: elements 0,1; g + 8: elements 2,3) */
-        float mx[2] = {-INFINITY, -INFINITY};
-PT_UNROLL
-        for (int nb = 0; nb < NB; nb++)
-PT_UNROLL
-            for (int e = 0; e < 4; e++) {
-                const int jj = nb * 8 + 2 * t + (e & 1), j = j0 + jj;
-                const int i = e < 2 ? ia : ib;
-                const bool ok = (e < 2 ? va : vb) && jj < nk && pt_visible(i, j, P.window, s.ko);
-                const float x = ok ? pt_score(P, sc[nb][e]) : -INFINITY;
-                sc[nb][e] = x;
-                mx[e >> 1] = x > mx[e >> 1] ? x : mx[e >> 1];
-            }
-        float corr[2];
-PT_UNROLL
-        for (int rr = 0; rr < 2; rr++) {
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-            const float mn = mx[rr] > m[rr] ? mx[rr] : m[rr];
-            corr[rr] = m[rr] == -INFINITY ? 0.0f : expf(m[rr] - mn);
-            m[rr] = mn;
-            l[rr] *= corr[rr];
-        }
         uint32_t pa[KK][4]; /* P as the A operand of KK k-steps of 16 keys */
+        float corr[2] = {1.0f, 1.0f};
+        if (active) { /* warp-uniform */
+            /* S = Q K^T for 16 rows x BK keys */
+            float sc[NB][4];
 PT_UNROLL
-        for (int nb = 0; nb < NB; nb++) {
-            float p[4];
-PT_UNROLL
-            for (int e = 0; e < 4; e++) {
-                p[e] = sc[nb][e] == -INFINITY ? 0.0f : expf(sc[nb][e] - m[e >> 1]);
-                l[e >> 1] += p[e];
+            for (int nb = 0; nb < NB; nb++) {
+                sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
+                pt_mma_abt<KS>(sc[nb], qa, Ks, nb * 8, lane);
             }
-            const int kk = nb >> 1, hi = nb & 1;
-            pa[kk][0 + 2 * hi] = pt_pack2(p[0], p[1], (T *)nullptr);
-            pa[kk][1 + 2 * hi] = pt_pack2(p[2], p[3], (T *)nullptr);
-        }
+            /* mask, scale, online softmax (rows g: elements 0,1; g + 8: elements 2,3) */
+            float mx[2] = {-INFINITY, -INFINITY};
 PT_UNROLL
-        for (int n = 0; n < ND; n++) {
-            o[n][0] *= corr[0], o[n][1] *= corr[0];
-            o[n][2] *= corr[1], o[n][3] *= corr[1];
-        }
-        /* O += P V */
+            for (int nb = 0; nb < NB; nb++)
 PT_UNROLL
-        for (int kk = 0; kk < KK; kk++) {
-            const int r0 = kk * 16 + 2 * t;
+                for (int e = 0; e < 4; e++) {
+                    const int jj = nb * 8 + 2 * t + (e & 1), j = j0 + jj;
+                    const int i = e < 2 ? ia : ib;
+                    const bool ok = (e < 2 ? va : vb) && jj < nk && pt_visible(i, j, P.window, s.ko);
+                    const float x = ok ? pt_score(P, sc[nb][e]) : -INFINITY;
+                    sc[nb][e] = x;
+                    mx[e >> 1] = x > mx[e >> 1] ? x : mx[e >> 1];
+                }
+PT_UNROLL
+            for (int rr = 0; rr < 2; rr++) {
+                mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+                mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+                const float mn = mx[rr] > m[rr] ? mx[rr] : m[rr];
+                corr[rr] = m[rr] == -INFINITY ? 0.0f : expf(m[rr] - mn);
+                m[rr] = mn;
+                l[rr] *= corr[rr];
+            }
+PT_UNROLL
+            for (int nb = 0; nb < NB; nb++) {
+                float p[4];
+PT_UNROLL
+                for (int e = 0; e < 4; e++) {
+                    p[e] = sc[nb][e] == -INFINITY ? 0.0f : expf(sc[nb][e] - m[e >> 1]);
+                    l[e >> 1] += p[e];
+                }
+                const int kk = nb >> 1, hi = nb & 1;
+                pa[kk][0 + 2 * hi] = pt_pack2(p[0], p[1], (T *)nullptr);
+                pa[kk][1 + 2 * hi] = pt_pack2(p[2], p[3], (T *)nullptr);
+            }
+        }
+        pt_cp_async_wait<0>();
+        __syncthreads(); /* this tile's values landed; every warp is done with its keys */
+        if (j0 + BK <= i_last) {
+            const int nk_next = i_last - j0 - BK + 1 < BK ? i_last - j0 - BK + 1 : BK;
+            pt_load_kv_tile<HDP, BK>(Ks, khead, s, j0 + BK, nk_next, hd, P.kvd);
+            pt_cp_async_commit();
+        }
+        if (active) {
 PT_UNROLL
             for (int n = 0; n < ND; n++) {
-                const int c = n * 8 + g;
-                uint32_t b[2];
-                b[0] = pt_ld2x16(&Vs[r0][c], &Vs[r0 + 1][c]);
-                b[1] = pt_ld2x16(&Vs[r0 + 8][c], &Vs[r0 + 9][c]);
-                pt_mma16816(o[n], pa[kk], b, o[n], (T *)nullptr);
+                o[n][0] *= corr[0], o[n][1] *= corr[0];
+                o[n][2] *= corr[1], o[n][3] *= corr[1];
             }
+PT_UNROLL
+            for (int kk = 0; kk < KK; kk++) pt_mma_pv<ND>(o, pa[kk], Vs, kk, lane);
         }
     }
     /* row sums: each lane holds its columns' share */
@@ -445,18 +501,12 @@ __global__ void __launch_bounds__(128, 1) k_attn_stats_mma(pt_attn_params P) {
     const int n_keys = s.qpos + s.n_q, j0 = it.start;
     const int nkb = n_keys - j0 < C::KB ? n_keys - j0 : C::KB;
 
-    const float *kbase = P.k + (size_t)kvh * hd;
-    pt_load_tile<HDP>(Qs, nkb, hd, [&](int r) { return kbase + (size_t)pt_kv_row(s, j0 + r) * P.kvd; });
+    pt_load_kv_tile<HDP, 64>(Qs, (const T *)P.k + (size_t)kvh * hd, s, j0, nkb, hd, P.kvd);
+    pt_cp_async_wait_all();
     __syncthreads();
     uint32_t ka[KS][4];
 PT_UNROLL
-    for (int ks = 0; ks < KS; ks++) {
-        const int c = ks * 16 + 2 * t;
-        ka[ks][0] = pt_ld32(&Qs[16 * w + g][c]);
-        ka[ks][1] = pt_ld32(&Qs[16 * w + g + 8][c]);
-        ka[ks][2] = pt_ld32(&Qs[16 * w + g][c + 8]);
-        ka[ks][3] = pt_ld32(&Qs[16 * w + g + 8][c + 8]);
-    }
+    for (int ks = 0; ks < KS; ks++) pt_frag_a(ka[ks], Qs, 16 * w, ks, lane);
     /* this lane's keys: rows g and g + 8 of the warp's 16 */
     const int ja = j0 + 16 * w + g, jb = ja + 8;
     const bool ka_ok = ja < n_keys, kb_ok = jb < n_keys;
@@ -486,13 +536,7 @@ PT_UNROLL
         for (int nb = 0; nb < 8; nb++) {
             if (qt + nb * 8 >= i_end) break; /* warp-uniform */
             float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-PT_UNROLL
-            for (int ks = 0; ks < KS; ks++) {
-                uint32_t b[2];
-                b[0] = pt_ld32(&Qs[nb * 8 + g][ks * 16 + 2 * t]);
-                b[1] = pt_ld32(&Qs[nb * 8 + g][ks * 16 + 8 + 2 * t]);
-                pt_mma16816(sc, ka[ks], b, sc, (T *)nullptr);
-            }
+            pt_mma_abt<KS>(sc, ka, Qs, nb * 8, lane);
 PT_UNROLL
             for (int e = 0; e < 4; e++) {
                 const int qq = nb * 8 + 2 * t + (e & 1), i = qt + qq;

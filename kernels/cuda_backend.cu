@@ -13,7 +13,9 @@
  *   head) in the compute dtype, [out, in] row-major, one part per projection; vectors (norm
  *   weights and biases, linear biases, RoPE inverse frequencies) in float32.
  * - Own kernels for everything else: elementwise.cuh, attention.cuh, vocab.cuh, row_select.cuh.
- * - Activations: float32 (resid_bytes = act_bytes = kv_bytes = 4).
+ * - Activations: float32 (resid_bytes = act_bytes = 4); the key/value cache in the tensor-core
+ *   attention's operand type (kv_dtype f16 by default, bf16 with PUNCTUM_CUDA_MMA=bf16) where that
+ *   path runs (bf16 / f16 compute dtypes), float32 otherwise.
  * - Index arrays arrive as host pointers and are copied into persistent device staging buffers
  *   that `reserve` sizes (grown, never allocated per call). Everything runs in order on one
  *   stream; calls with host outputs synchronise it.
@@ -554,9 +556,15 @@ static void cuda_store_kv(pt_backend *be, const pt_config *cfg, const void *qkv,
     if (n <= 0) return;
     const int32_t *dr = stage_idx(c, IDX_KV_ROWS, kv_rows, (size_t)n);
     if (!dr) return;
-    const int hd = cfg->head_dim;
-    PT_LAUNCH(k_store_kv, n, 128, c->stream, (const float *)qkv, (float *)k_cache, (float *)v_cache,
-              dr, cfg->n_heads * hd, cfg->n_kv_heads * hd);
+    const int hd = cfg->head_dim, qd = cfg->n_heads * hd, kvd = cfg->n_kv_heads * hd;
+    const float *x = (const float *)qkv;
+    if (be->kv_dtype == PT_DTYPE_F16)
+        PT_LAUNCH(k_store_kv<__half>, n, 128, c->stream, x, (__half *)k_cache, (__half *)v_cache, dr, qd, kvd);
+    else if (be->kv_dtype == PT_DTYPE_BF16)
+        PT_LAUNCH(k_store_kv<__nv_bfloat16>, n, 128, c->stream, x, (__nv_bfloat16 *)k_cache,
+                  (__nv_bfloat16 *)v_cache, dr, qd, kvd);
+    else
+        PT_LAUNCH(k_store_kv<float>, n, 128, c->stream, x, (float *)k_cache, (float *)v_cache, dr, qd, kvd);
     CU_LAUNCHED("k_store_kv");
 }
 
@@ -762,6 +770,12 @@ static void cuda_logits(pt_backend *be, const void *x, int n, const pt_linear *l
 
 /* ---- attention -------------------------------------------------------------------------------- */
 
+/* Whether the tensor-core attention runs (sm_80+, bf16 / f16 compute dtypes, not switched off;
+ * head_dim <= 256 is checked at load_weights): then the key/value cache is 16-bit. */
+static bool kv16_cache(const cu_ctx *c, pt_compute_dtype dtype) {
+    return PT_CUDA_MMA && c->use_mma && dtype != PT_DTYPE_F32;
+}
+
 static int plain_hd(int hd) { return hd <= 32 ? 32 : hd <= 64 ? 64 : hd <= 128 ? 128 : 256; }
 static int mma_hd(int hd) { return hd <= 16 ? 16 : hd <= 32 ? 32 : hd <= 64 ? 64 : hd <= 128 ? 128 : 256; }
 
@@ -827,12 +841,7 @@ struct attn_shape {
 };
 static attn_shape attn_shape_of(const pt_backend *be, int hd) {
     attn_shape s;
-#if PT_CUDA_MMA
-    s.mma = ((const cu_ctx *)be->ctx)->use_mma && be->dtype != PT_DTYPE_F32 && hd <= 256;
-#else
-    (void)be;
-    s.mma = false; /* tensor-core path compiled out */
-#endif
+    s.mma = be->kv_dtype != PT_DTYPE_F32; /* the cache is in the tensor cores' operand type */
     s.HD = s.mma ? mma_hd(hd) : plain_hd(hd);
     s.BQ = s.mma ? pt_mma_cfg<16>::BQ : plain_bq(s.HD);
     s.KB = s.mma ? pt_mma_cfg<16>::KB : plain_kb(s.HD);
@@ -907,8 +916,8 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     pt_attn_params P;
     P.q = (const float *)a->q;
     P.q_stride = a->q_stride;
-    P.k = (const float *)a->k_cache;
-    P.v = (const float *)a->v_cache;
+    P.k = a->k_cache;
+    P.v = a->v_cache;
     P.out = (float *)a->out;
     P.lse = lse;
     P.segs = (const pt_attn_seg *)dbuf;
@@ -1174,7 +1183,11 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->name = "cuda";
     be->ctx = c;
     be->dtype = dtype;
-    be->resid_bytes = be->act_bytes = be->kv_bytes = sizeof(float);
+    be->resid_bytes = be->act_bytes = sizeof(float);
+    /* the tensor-core attention reads its keys and values as f16 / bf16 operands: the cache holds
+     * them so (half the bytes of float32 to store and to stream through every attention tile) */
+    be->kv_dtype = kv16_cache(c, dtype) ? (c->mma_bf16 ? PT_DTYPE_BF16 : PT_DTYPE_F16) : PT_DTYPE_F32;
+    be->kv_bytes = be->kv_dtype == PT_DTYPE_F32 ? sizeof(float) : 2;
     snprintf(be->device_name, sizeof be->device_name, "%.120s", prop.name);
     char mem[32];
     snprintf(be->description, sizeof be->description, "device %d: %.120s, %s", device, prop.name,

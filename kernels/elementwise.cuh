@@ -124,14 +124,18 @@ __global__ void k_rope(float *qkv, const float *inv_freq, const float *alt_freq,
 }
 
 /* k and v parts of qkv row r -> cache row kv_rows[r] (one block per row). */
-__global__ void k_store_kv(const float *qkv, float *k_cache, float *v_cache, const int32_t *kv_rows,
-                           int qd, int kvd) {
+/* Keys and values of n rows into cache rows kv_rows[r], in the cache's element type KV (float32,
+ * or the tensor-core attention's f16 / bf16 operand type: rounded once here, to nearest, as the
+ * attention would round them on every load). */
+template <class KV>
+__global__ void k_store_kv(const float *qkv, KV *k_cache, KV *v_cache, const int32_t *kv_rows, int qd,
+                           int kvd) {
     const int r = blockIdx.x;
     const float *row = qkv + (size_t)r * (qd + 2 * kvd);
     const size_t dst = (size_t)kv_rows[r] * kvd;
     for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
-        k_cache[dst + i] = row[qd + i];
-        v_cache[dst + i] = row[qd + kvd + i];
+        pt_st(&k_cache[dst + i], row[qd + i]);
+        pt_st(&v_cache[dst + i], row[qd + kvd + i]);
     }
 }
 

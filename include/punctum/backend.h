@@ -7,8 +7,9 @@
  *   add's target, row_norms / gather_rows / resid_to_host inputs), act_bytes for the other
  *   activations (normed rows, projections' inputs and outputs, attention output, MLP) and
  *   kv_bytes for the key/value cache. The host reads activations only through operations that
- *   produce float32 (row_norms, resid_to_host, logits). Today both backends use float32
- *   throughout; callers must not assume it.
+ *   produce float32 (row_norms, resid_to_host, logits). The cpu backend uses float32
+ *   throughout; the cuda backend keeps its key/value cache in its tensor cores' operand type
+ *   (kv_dtype f16 or bf16) when they run the attention; callers must not assume float32.
  * - Statistics outputs (attention mass / last / pattern, residual norms) and logits /
  *   log-probabilities are float32 device buffers.
  * - Index arrays (token ids, positions, row lists, segments) are passed as HOST pointers; a
@@ -101,6 +102,7 @@ struct pt_backend {
     char description[192]; /* for the start-up line, e.g. "2 threads, AMD EPYC" */
     pt_compute_dtype dtype;
     size_t resid_bytes, act_bytes, kv_bytes; /* element sizes of the activation buffers */
+    pt_compute_dtype kv_dtype;               /* element type of the key/value cache (kv_bytes) */
     pt_backend_status status;
     size_t mem_peak; /* device backends: most bytes held in device memory at once */
     void *ctx;

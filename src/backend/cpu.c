@@ -892,6 +892,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->ctx = c;
     be->dtype = PT_DTYPE_F32;
     be->resid_bytes = be->act_bytes = be->kv_bytes = sizeof(float);
+    be->kv_dtype = PT_DTYPE_F32;
     char model[96];
     cpu_model_name(model, sizeof model);
     snprintf(be->device_name, sizeof be->device_name, "cpu (%d threads)", nt);

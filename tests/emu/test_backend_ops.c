@@ -99,6 +99,31 @@ static int dguards(const dbuf *b) {
     free(h);
     return bad;
 }
+/* A key/value cache as the backend keeps it (kv_dtype: the cuda tensor-core path stores f16 or
+ * bf16): n values converted to nearest, in a guarded buffer. */
+static void *dkv_from(pt_backend *be, dbuf *b, const float *host, size_t n) {
+    if (be->kv_dtype == PT_DTYPE_F32) return dfrom(be, b, host, n);
+    uint16_t *h = pt_xmalloc((n + 1) * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++)
+        h[i] = be->kv_dtype == PT_DTYPE_BF16 ? pt_f32_to_bf16(host[i]) : pt_f32_to_f16(host[i]);
+    void *d = dnew(be, b, (n + 1) / 2);
+    if (n) be->to_device(be, d, h, n * sizeof(uint16_t));
+    free(h);
+    return d;
+}
+/* ... and read back as float */
+static void dkv_get(const dbuf *b, float *host, size_t n) {
+    const pt_compute_dtype dt = b->be->kv_dtype;
+    if (dt == PT_DTYPE_F32) {
+        dget(b, host);
+        return;
+    }
+    uint16_t *h = pt_xmalloc((n + 1) * sizeof(uint16_t));
+    b->be->to_host(b->be, h, (float *)b->base + GUARD, n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++)
+        host[i] = dt == PT_DTYPE_BF16 ? pt_bf16_to_f32(h[i]) : pt_f16_to_f32(h[i]);
+    free(h);
+}
 static void dfree(dbuf *b) {
     if (b->base) b->be->free(b->be, b->base);
     b->base = NULL;
@@ -529,19 +554,24 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
         float *x = rnd_vec((size_t)n * qkv_w, 1.0f), *k0 = rnd_vec((size_t)rows_c * kvd, 1.0f);
         dbuf xa, xb, ka, kb, va, vb;
         float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * qkv_w), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * qkv_w);
-        float *dka = dfrom(P->cpu, &ka, k0, (size_t)rows_c * kvd), *dkb = dfrom(P->gpu, &kb, k0, (size_t)rows_c * kvd);
-        float *dva = dfrom(P->cpu, &va, k0, (size_t)rows_c * kvd), *dvb = dfrom(P->gpu, &vb, k0, (size_t)rows_c * kvd);
+        float *dka = dfrom(P->cpu, &ka, k0, (size_t)rows_c * kvd),
+              *dva = dfrom(P->cpu, &va, k0, (size_t)rows_c * kvd);
+        void *dkb = dkv_from(P->gpu, &kb, k0, (size_t)rows_c * kvd),
+             *dvb = dkv_from(P->gpu, &vb, k0, (size_t)rows_c * kvd);
         P->cpu->store_kv(P->cpu, cfg, dxa, n, dka, dva, kvr);
         P->gpu->store_kv(P->gpu, cfg, dxb, n, dkb, dvb, kvr);
+        /* a 16-bit cache holds the float32 keys and values rounded to nearest, nothing else */
+        const pt_compute_dtype kdt = P->gpu->kv_dtype;
         const size_t tot = (size_t)rows_c * kvd;
         float *ha = pt_xmalloc(tot * 4), *hb = pt_xmalloc(tot * 4);
         cmp_t c;
         cmp_init(&c);
-        dget(&ka, ha), dget(&kb, hb);
+        dget(&ka, ha), dkv_get(&kb, hb, tot), round_vec(ha, tot, kdt);
         cmp_f(&c, hb, ha, tot, 0, 0);
-        dget(&va, ha), dget(&vb, hb);
+        dget(&va, ha), dkv_get(&vb, hb, tot), round_vec(ha, tot, kdt);
         cmp_f(&c, hb, ha, tot, 0, 0);
-        snprintf(shape, sizeof shape, "%s n=%d cache=%d kvd=%d", S->name, n, rows_c, kvd);
+        snprintf(shape, sizeof shape, "%s n=%d cache=%d kvd=%d kv=%s", S->name, n, rows_c, kvd,
+                 pt_compute_dtype_name(kdt));
         report("store_kv", shape, P->tag, &c, 0, 0, dguards(&kb) + dguards(&vb));
         dfree(&xa), dfree(&xb), dfree(&ka), dfree(&kb), dfree(&va), dfree(&vb), free(ha), free(hb), free(x), free(k0);
     }
@@ -1093,8 +1123,8 @@ static void run_attn(pt_backend *be, const attn_case *A, const float *q, const f
     dbuf bq, bk, bv, bo, bm, bl, bp;
     memset(&bm, 0, sizeof bm), memset(&bl, 0, sizeof bl), memset(&bp, 0, sizeof bp);
     float *dq = dfrom(be, &bq, q, (size_t)A->n_rows * q_stride);
-    float *dk = dfrom(be, &bk, kc, (size_t)A->n_cache * kvd);
-    float *dv = dfrom(be, &bv, vc, (size_t)A->n_cache * kvd);
+    void *dk = dkv_from(be, &bk, kc, (size_t)A->n_cache * kvd);
+    void *dv = dkv_from(be, &bv, vc, (size_t)A->n_cache * kvd);
     float *dout = dfrom(be, &bo, o0, (size_t)A->n_rows * od);
     float *dm = A->stats & 1 ? dfrom(be, &bm, m0, (size_t)A->n_tok_rows * LH) : NULL;
     float *dl = A->stats & 2 ? dfrom(be, &bl, l0, (size_t)A->n_tok_rows * LH) : NULL;
