@@ -48,11 +48,15 @@ struct pt_attn_item {
     int seg, start;
 };
 
+/* Element type of the output (the activations): values of pt_compute_dtype. */
+enum { PT_ACT_F32 = 0, PT_ACT_BF16 = 1, PT_ACT_F16 = 2 };
+
 struct pt_attn_params {
-    const float *q;
+    const float *q; /* query rows: the fused q|k|v rows (float32) */
     int q_stride;
-    const void *k, *v;  /* this layer's cache: float (plain path), T (tensor-core path) */
-    float *out;         /* [rows, H * hd] */
+    const void *k, *v; /* this layer's cache: float (plain path), T (tensor-core path) */
+    void *out;         /* [rows, H * hd] (activations, element type act) */
+    int act;           /* PT_ACT_* of out */
     float *lse;         /* [rows, H] */
     const pt_attn_seg *segs;
     const pt_attn_item *items;
@@ -67,6 +71,17 @@ struct pt_attn_params {
 PT_DEV float pt_score(const pt_attn_params &P, float dot) {
     const float s = dot * P.scale;
     return P.softcap > 0.0f ? P.softcap * tanhf(s / P.softcap) : s;
+}
+
+/* Element i of activations of type act = v rounded to nearest: a branch uniform across the
+ * grid, taken once per output element. */
+PT_DEV void pt_st_act(void *p, size_t i, float v, int act) {
+    if (act == PT_ACT_BF16)
+        pt_st((__nv_bfloat16 *)p + i, v);
+    else if (act == PT_ACT_F16)
+        pt_st((__half *)p + i, v);
+    else
+        ((float *)p)[i] = v;
 }
 
 PT_DEV int pt_kv_row(const pt_attn_seg &s, int j) {
@@ -191,7 +206,7 @@ PT_UNROLL
 PT_UNROLL
             for (int c = 0; c < NC; c++) {
                 const int d = lane + 32 * c;
-                if (d < hd) P.out[row * od + (size_t)h * hd + d] = o[r][c] * inv;
+                if (d < hd) pt_st_act(P.out, row * od + (size_t)h * hd + d, o[r][c] * inv, P.act);
             }
             if (lane == 0) P.lse[row * P.H + h] = m[r] + logf(l[r]);
         }
@@ -273,14 +288,14 @@ template <int HDP> struct pt_mma_cfg {
     static constexpr int ND = HDP / 8;  /* 8-wide n-blocks over the head dimension */
 };
 
-/* Fill rows [0, nrows) x [0, HDP) of a [ROWS][LD] T tile from float source rows (zero padding):
- * the query tiles, rounded from the float32 activations. Synchronous stores. */
+/* Fill rows [0, nrows) x [0, HDP) of a [ROWS][LD] T tile from query rows (P.q + row_off(r); zero
+ * padding), rounded to the operand type. Synchronous stores. */
 template <int HDP, int ROWS = 64, class T, class RowFn>
-PT_DEV void pt_load_tile(T (*dst)[pt_mma_cfg<HDP>::LD], int nrows, int hd, RowFn src_row) {
+PT_DEV void pt_load_tile(T (*dst)[pt_mma_cfg<HDP>::LD], const pt_attn_params &P, int nrows, RowFn row_off) {
     for (int x = threadIdx.x; x < ROWS * HDP; x += blockDim.x) {
         const int r = x / HDP, d = x % HDP;
         float v = 0.0f;
-        if (r < nrows && d < hd) v = src_row(r)[d];
+        if (r < nrows && d < P.hd) v = P.q[row_off(r) + d];
         pt_st(&dst[r][d], v);
     }
 }
@@ -374,8 +389,8 @@ __global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
     const int i_first = s.qpos + q0, i_last = i_first + nq - 1;
     const T *khead = (const T *)P.k + (size_t)kvh * hd, *vhead = (const T *)P.v + (size_t)kvh * hd;
 
-    pt_load_tile<HDP>(Ks, nq, hd, [&](int r) {
-        return P.q + (size_t)(s.row + q0 + r) * P.q_stride + (size_t)h * hd;
+    pt_load_tile<HDP>(Ks, P, nq, [&](int r) {
+        return (size_t)(s.row + q0 + r) * P.q_stride + (size_t)h * hd;
     });
     __syncthreads();
     uint32_t qa[KS][4];
@@ -481,7 +496,7 @@ PT_UNROLL
 PT_UNROLL
             for (int e = 0; e < 2; e++) {
                 const int d = n * 8 + 2 * t + e;
-                if (d < hd) P.out[row * od + (size_t)h * hd + d] = o[n][2 * rr + e] * inv;
+                if (d < hd) pt_st_act(P.out, row * od + (size_t)h * hd + d, o[n][2 * rr + e] * inv, P.act);
             }
         if (t == 0) P.lse[row * P.H + h] = m[rr] + logf(l[rr]);
     }
@@ -525,8 +540,8 @@ PT_UNROLL
     for (int qt = i_begin; qt < i_end; qt += QB) {
         const int nq = i_end - qt < QB ? i_end - qt : QB;
         __syncthreads(); /* key fragments loaded / previous queries consumed */
-        pt_load_tile<HDP>(Qs, nq, hd, [&](int r) {
-            return P.q + (size_t)(s.row + qt + r - s.qpos) * P.q_stride + (size_t)h * hd;
+        pt_load_tile<HDP>(Qs, P, nq, [&](int r) {
+            return (size_t)(s.row + qt + r - s.qpos) * P.q_stride + (size_t)h * hd;
         });
         for (int r = threadIdx.x; r < QB; r += blockDim.x)
             Ls[r] = r < nq ? P.lse[(size_t)(s.row + qt + r - s.qpos) * P.H + h] : 0.0f;

@@ -3,8 +3,9 @@
  *
  * - GEMMs: cuBLASLt (bias fused as an epilogue; plans cached per shape and alignment), with
  *   cublasGemmEx + a bias kernel as the fallback (PUNCTUM_CUDA_GEMM=cublas forces it). Float32
- *   accumulation always; for bf16/f16 the float32 activations are rounded to the compute dtype
- *   right before each GEMM.
+ *   accumulation always; inputs in the activations' type (the compute dtype: produced so by the
+ *   norm, attention and MLP-activation kernels, no conversion pass), outputs float32 (backend.h:
+ *   q|k|v, gate|up, logits, a sublayer before its norm; linear_add's residual).
  * - Weights: load_weights uploads the host views (model.h) straight from the mapped checkpoint:
  *   a tensor already in the compute dtype is copied as is, any other is converted through one
  *   bounded pinned staging buffer (STAGE_BYTES; GPT-2's [in, out] Conv1D weights transposed on
@@ -13,9 +14,10 @@
  *   head) in the compute dtype, [out, in] row-major, one part per projection; vectors (norm
  *   weights and biases, linear biases, RoPE inverse frequencies) in float32.
  * - Own kernels for everything else: elementwise.cuh, attention.cuh, vocab.cuh, row_select.cuh.
- * - Activations: float32 (resid_bytes = act_bytes = 4); the key/value cache in the tensor-core
- *   attention's operand type (kv_dtype f16 by default, bf16 with PUNCTUM_CUDA_MMA=bf16) where that
- *   path runs (bf16 / f16 compute dtypes), float32 otherwise.
+ * - Activations in the compute dtype (act_dtype; GEMMs read them as they are and write them), the
+ *   residual stream float32 (resid_bytes = 4); the key/value cache in the tensor-core attention's
+ *   operand type (kv_dtype f16 by default, bf16 with PUNCTUM_CUDA_MMA=bf16) where that path runs
+ *   (bf16 / f16 compute dtypes), float32 otherwise.
  * - Index arrays arrive as host pointers and are copied into persistent device staging buffers
  *   that `reserve` sizes (grown, never allocated per call). Everything runs in order on one
  *   stream; calls with host outputs synchronise it.
@@ -39,6 +41,8 @@ extern "C" {
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <type_traits>
 
 /* ---- context ---------------------------------------------------------------------------------- */
 
@@ -81,7 +85,7 @@ struct cu_ctx {
     size_t lt_ws_bytes;
     int use_lt, use_mma, mma_bf16;
     cu_buf idx[CU_IDX_SLOTS]; /* staged host index arrays */
-    cu_buf act;               /* activations in the compute dtype */
+    cu_buf act;               /* unused (GEMM inputs are produced in the compute dtype) */
     cu_buf lse;               /* attention log-sum-exp per (row, head) */
     cu_buf attn;              /* attention segments + work items */
     cu_buf res;               /* small results headed for the host */
@@ -98,6 +102,21 @@ struct cu_ctx {
 };
 
 static cu_ctx *ctx_of(pt_backend *be) { return (cu_ctx *)be->ctx; }
+
+/* f(tag) with tag a null pointer of the activations' element type: kernels over activations
+ * are instantiated per type (`using A = act_t<decltype(tag)>;`). */
+template <class F> static void with_act(const pt_backend *be, F &&f) {
+    if (be->act_dtype == PT_DTYPE_BF16)
+        f((__nv_bfloat16 *)nullptr);
+    else if (be->act_dtype == PT_DTYPE_F16)
+        f((__half *)nullptr);
+    else
+        f((float *)nullptr);
+}
+template <class P> using act_t = typename std::remove_pointer<P>::type;
+static_assert((int)PT_ACT_F32 == (int)PT_DTYPE_F32 && (int)PT_ACT_BF16 == (int)PT_DTYPE_BF16 &&
+                  (int)PT_ACT_F16 == (int)PT_DTYPE_F16,
+              "attention.cuh's activation types are pt_compute_dtype's");
 
 /* ---- errors ----------------------------------------------------------------------------------- */
 
@@ -509,8 +528,11 @@ static void cuda_norm(pt_backend *be, const pt_config *cfg, const void *x, int n
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
     const int rms = cfg->norm == PT_NORM_RMSNORM;
-    PT_LAUNCH(k_norm, n, 256, c->stream, (const float *)x, (float *)y, weight, bias, cfg->d_model,
-              cfg->norm_eps, rms, cfg->norm_plus_one);
+    with_act(be, [&](auto *tag) {
+        using A = act_t<decltype(tag)>;
+        PT_LAUNCH(k_norm<A>, n, 256, c->stream, (const float *)x, (A *)y, weight, bias, cfg->d_model,
+                  cfg->norm_eps, rms, cfg->norm_plus_one);
+    });
     CU_LAUNCHED("k_norm");
 }
 
@@ -520,7 +542,7 @@ static void cuda_rms_norm(pt_backend *be, const pt_config *cfg, void *x, int n, 
     cu_ctx *c = ctx_of(be);
     if (n <= 0 || groups <= 0) return;
     PT_LAUNCH(k_rms_groups, (unsigned)n * (unsigned)groups, 128, c->stream, (float *)x, row_stride, col0,
-              groups, width, weight, cfg->norm_eps, cfg->norm_plus_one);
+              groups, width, weight, cfg->norm_eps, cfg->norm_plus_one); /* float32 rows (backend.h) */
     CU_LAUNCHED("k_rms_groups");
 }
 
@@ -544,8 +566,8 @@ static void cuda_rope(pt_backend *be, const pt_config *cfg, const float *inv_fre
     const int hd = cfg->head_dim;
     const int stride = (cfg->n_heads + 2 * cfg->n_kv_heads) * hd;
     const float factor = cfg->rope_attn_factor > 0 ? (float)cfg->rope_attn_factor : 1.0f;
-    PT_LAUNCH(k_rope, n, 128, c->stream, (float *)qkv, inv_freq, alt ? alt_freq : (const float *)NULL, da, dp,
-              pt_rotary_dim(cfg) / 2, hd, cfg->n_heads + cfg->n_kv_heads, stride, factor);
+    PT_LAUNCH(k_rope, n, 128, c->stream, (float *)qkv, inv_freq, alt ? alt_freq : (const float *)NULL, da,
+              dp, pt_rotary_dim(cfg) / 2, hd, cfg->n_heads + cfg->n_kv_heads, stride, factor);
     CU_LAUNCHED("k_rope");
 }
 
@@ -557,7 +579,7 @@ static void cuda_store_kv(pt_backend *be, const pt_config *cfg, const void *qkv,
     const int32_t *dr = stage_idx(c, IDX_KV_ROWS, kv_rows, (size_t)n);
     if (!dr) return;
     const int hd = cfg->head_dim, qd = cfg->n_heads * hd, kvd = cfg->n_kv_heads * hd;
-    const float *x = (const float *)qkv;
+    const float *x = (const float *)qkv; /* float32 rows (backend.h) */
     if (be->kv_dtype == PT_DTYPE_F16)
         PT_LAUNCH(k_store_kv<__half>, n, 128, c->stream, x, (__half *)k_cache, (__half *)v_cache, dr, qd, kvd);
     else if (be->kv_dtype == PT_DTYPE_BF16)
@@ -572,15 +594,18 @@ static void cuda_mlp_act(pt_backend *be, const pt_config *cfg, const void *hv, i
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
-    const float *h = (const float *)hv;
-    float *out = (float *)outv;
     const size_t total = (size_t)n * cfg->d_ff;
-    if (cfg->mlp == PT_MLP_SWIGLU)
-        PT_LAUNCH(k_swiglu, grid_for(total, 256), 256, c->stream, h, out, n, cfg->d_ff);
-    else if (cfg->mlp == PT_MLP_GEGLU)
-        PT_LAUNCH(k_geglu, grid_for(total, 256), 256, c->stream, h, out, n, cfg->d_ff);
-    else
-        PT_LAUNCH(k_gelu_tanh, grid_for(total, 256), 256, c->stream, h, out, total);
+    with_act(be, [&](auto *tag) {
+        using A = act_t<decltype(tag)>;
+        const float *h = (const float *)hv; /* gate|up: float32 rows (backend.h) */
+        A *out = (A *)outv;
+        if (cfg->mlp == PT_MLP_SWIGLU)
+            PT_LAUNCH(k_swiglu<A>, grid_for(total, 256), 256, c->stream, h, out, n, cfg->d_ff);
+        else if (cfg->mlp == PT_MLP_GEGLU)
+            PT_LAUNCH(k_geglu<A>, grid_for(total, 256), 256, c->stream, h, out, n, cfg->d_ff);
+        else
+            PT_LAUNCH(k_gelu_tanh<A>, grid_for(total, 256), 256, c->stream, h, out, total);
+    });
     CU_LAUNCHED("mlp activation");
 }
 
@@ -588,7 +613,7 @@ static void cuda_add(pt_backend *be, void *x, const void *y, size_t n) {
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (!n) return;
-    PT_LAUNCH(k_add, grid_for(n, 256), 256, c->stream, (float *)x, (const float *)y, n);
+    PT_LAUNCH(k_add, grid_for(n, 256), 256, c->stream, (float *)x, (const float *)y, n); /* float32 rows */
     CU_LAUNCHED("k_add");
 }
 
@@ -702,10 +727,10 @@ static cu_plan *lt_plan(pt_backend *be, int out, int in, int n, int bias, int al
     return p->ok ? p : NULL;
 }
 
-/* y = x W^T + b on the device weights (one fused part, [out, in] in the compute dtype); y += that
- * when accumulate (the GEMM's beta = 1: the residual add done in its epilogue). */
-static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_linear *lin, float *y,
-                            int accumulate) {
+/* y = x W^T + b on the device weights (one fused part, [out, in] in the compute dtype), x in the
+ * activations' type (the compute dtype: no conversion pass), y float32; y += that when
+ * accumulate (the GEMM's beta = 1: the residual add done in its epilogue). */
+static void cuda_gemm(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y, int accumulate) {
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
@@ -715,22 +740,10 @@ static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_line
     }
     const void *w = lin->part[0].w.data;
     const float *bias = lin->part[0].b;
-    const void *xin = x;
     const cudaDataType t = cuda_type(be->dtype);
-    const size_t nx = (size_t)n * lin->in;
-    if (be->dtype != PT_DTYPE_F32) {
-        void *a = cu_ensure(c, &c->act, nx * 2, "GEMM input");
-        if (!a) return;
-        if (be->dtype == PT_DTYPE_BF16)
-            PT_LAUNCH(k_convert<__nv_bfloat16>, grid_for(nx, 256), 256, c->stream, (__nv_bfloat16 *)a, x, nx);
-        else
-            PT_LAUNCH(k_convert<__half>, grid_for(nx, 256), 256, c->stream, (__half *)a, x, nx);
-        if (CU_LAUNCHED("k_convert")) return;
-        xin = a;
-    }
     const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     if (c->use_lt) {
-        int align = ptr_align(xin);
+        int align = ptr_align(x);
         const int aw = ptr_align(w), ay = ptr_align(y), ab = bias ? ptr_align(bias) : 256;
         align = align < aw ? align : aw;
         align = align < ay ? align : ay;
@@ -741,13 +754,13 @@ static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_line
             if (bias && blas_check(c, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                                     &bias, sizeof bias), "BIAS_POINTER"))
                 return;
-            blas_check(c, cublasLtMatmul(c->lt, p->desc, &one, w, p->la, xin, p->lb, &beta, y, p->lc, y, p->lc,
+            blas_check(c, cublasLtMatmul(c->lt, p->desc, &one, w, p->la, x, p->lb, &beta, y, p->lc, y, p->lc,
                                          &p->algo, c->lt_ws, c->lt_ws_bytes, c->stream), "cublasLtMatmul");
             return;
         }
     }
     if (blas_check(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, lin->out, n, lin->in, &one, w, t, lin->in,
-                                   xin, t, lin->in, &beta, y, CUDA_R_32F, lin->out, CUBLAS_COMPUTE_32F,
+                                   x, t, lin->in, &beta, y, CUDA_R_32F, lin->out, CUBLAS_COMPUTE_32F,
                                    CUBLAS_GEMM_DEFAULT),
                    "cublasGemmEx"))
         return;
@@ -758,14 +771,12 @@ static void cuda_linear_f32(pt_backend *be, const float *x, int n, const pt_line
     }
 }
 
-static void cuda_linear(pt_backend *be, const void *x, int n, const pt_linear *lin, void *y) {
-    cuda_linear_f32(be, (const float *)x, n, lin, (float *)y, 0); /* activations are float32 */
+/* activations in, float32 rows out (the logits, q|k|v, gate|up, a sublayer before its norm) */
+static void cuda_linear(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y) {
+    cuda_gemm(be, x, n, lin, y, 0);
 }
 static void cuda_linear_add(pt_backend *be, const void *x, int n, const pt_linear *lin, void *resid) {
-    cuda_linear_f32(be, (const float *)x, n, lin, (float *)resid, 1); /* the residual: float32 */
-}
-static void cuda_logits(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y) {
-    cuda_linear_f32(be, (const float *)x, n, lin, y, 0);
+    cuda_gemm(be, x, n, lin, (float *)resid, 1); /* the residual: float32 */
 }
 
 /* ---- attention -------------------------------------------------------------------------------- */
@@ -915,10 +926,11 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
 
     pt_attn_params P;
     P.q = (const float *)a->q;
+    P.act = be->act_dtype;
     P.q_stride = a->q_stride;
     P.k = a->k_cache;
     P.v = a->v_cache;
-    P.out = (float *)a->out;
+    P.out = a->out;
     P.lse = lse;
     P.segs = (const pt_attn_seg *)dbuf;
     P.items = (const pt_attn_item *)(dbuf + seg_bytes);
@@ -1031,10 +1043,6 @@ static int cuda_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *
     cu_ctx *c = ctx_of(be);
     if (be->status.failed) return -1;
     const size_t rows = (size_t)(r->rows > r->logit_rows ? r->rows : r->logit_rows);
-    const size_t max_in = (size_t)(cfg->d_ff > cfg->d_model ? cfg->d_ff : cfg->d_model) >
-                                  (size_t)cfg->n_heads * cfg->head_dim
-                              ? (size_t)(cfg->d_ff > cfg->d_model ? cfg->d_ff : cfg->d_model)
-                              : (size_t)cfg->n_heads * cfg->head_dim;
     const attn_shape sh = attn_shape_of(be, cfg->head_dim);
     /* keys over a batch's segments: every row's own key plus, for variants and extensions, a
      * prefix of at most max_keys; bounded by rows * 2 for the clean pass and a few hundred
@@ -1044,8 +1052,7 @@ static int cuda_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *
     const size_t ab = attn_stage_bytes((int)rows, keys, sh.BQ, sh.KB);
     for (int k = 0; k < CU_IDX_SLOTS; k++)
         if (!cu_ensure(c, &c->idx[k], rows * sizeof(int32_t) + 4, "index staging")) return -1;
-    if ((be->dtype != PT_DTYPE_F32 && !cu_ensure(c, &c->act, rows * max_in * 2, "GEMM input")) ||
-        !cu_ensure(c, &c->lse, (size_t)r->rows * cfg->n_heads * sizeof(float), "attention lse") ||
+    if (!cu_ensure(c, &c->lse, (size_t)r->rows * cfg->n_heads * sizeof(float), "attention lse") ||
         !cu_ensure(c, &c->attn, ab, "attention segments") ||
         !cu_ensure(c, &c->res, res, "vocabulary results") ||
         !host_scratch(c, &c->h_attn, &c->h_attn_cap, ab) ||
@@ -1183,7 +1190,11 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->name = "cuda";
     be->ctx = c;
     be->dtype = dtype;
-    be->resid_bytes = be->act_bytes = sizeof(float);
+    /* activations in the compute dtype (what the GEMMs read and write); the residual stream, which
+     * sums every layer's contributions, float32 (linear_add accumulates into it in the GEMM) */
+    be->resid_bytes = sizeof(float);
+    be->act_dtype = dtype;
+    be->act_bytes = dtype == PT_DTYPE_F32 ? sizeof(float) : 2;
     /* the tensor-core attention reads its keys and values as f16 / bf16 operands: the cache holds
      * them so (half the bytes of float32 to store and to stream through every attention tile) */
     be->kv_dtype = kv16_cache(c, dtype) ? (c->mma_bf16 ? PT_DTYPE_BF16 : PT_DTYPE_F16) : PT_DTYPE_F32;
@@ -1211,7 +1222,6 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->softcap = cuda_softcap;
     be->linear = cuda_linear;
     be->linear_add = cuda_linear_add;
-    be->logits = cuda_logits;
     be->rope = cuda_rope;
     be->store_kv = cuda_store_kv;
     be->attention = cuda_attention;

@@ -1,6 +1,8 @@
 /* punctum — row-wise and elementwise kernels of the CUDA backend: embedding, norms, RoPE,
- * key/value store, MLP activations, add, fill, row norms, row gather, dtype conversion, bias.
- * Semantics: src/backend/cpu.c, op by op (same formulas, same float/double choices). */
+ * key/value store, MLP activations, add, fill, row norms, row gather, bias.
+ * Semantics: src/backend/cpu.c, op by op (same formulas, same float/double choices).
+ * A is the activations' element type (float, or the bf16 / f16 compute dtype: read widened to
+ * float, computed in float, written rounded to nearest); the residual stream is float. */
 #ifndef PUNCTUM_KERNELS_ELEMENTWISE_CUH
 #define PUNCTUM_KERNELS_ELEMENTWISE_CUH
 
@@ -15,13 +17,9 @@ __global__ void k_fill(float *dst, float v, size_t n) {
     PT_FOR_N(i, n) dst[i] = v;
 }
 
+/* the residual x += float32 rows y */
 __global__ void k_add(float *x, const float *y, size_t n) {
     PT_FOR_N(i, n) x[i] += y[i];
-}
-
-/* dst[i] = (T) src[i] */
-template <class T> __global__ void k_convert(T *dst, const float *src, size_t n) {
-    PT_FOR_N(i, n) pt_st(dst + i, src[i]);
 }
 
 /* y[r, :] += b */
@@ -46,27 +44,31 @@ __global__ void k_embed(float *x, const T *tok, const T *pos_emb, const int32_t 
     }
 }
 
-/* RMSNorm of the block's group of n floats (xr -> yr, may alias): times g, or (1 + g). */
-PT_DEV void pt_rms_group(const float *xr, float *yr, int n, const float *g, double eps, int plus_one,
-                         double *red) {
+/* RMSNorm of the block's group of n values (xr -> yr, may alias): times g, or (1 + g). */
+template <class X, class Y>
+PT_DEV void pt_rms_group(const X *xr, Y *yr, int n, const float *g, double eps, int plus_one, double *red) {
     double ss = 0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += (double)xr[i] * xr[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = pt_ld(xr + i);
+        ss += (double)v * v;
+    }
     ss = pt_block_sum(ss, red);
     const float inv = (float)(1.0 / sqrt(ss / n + eps));
     for (int i = threadIdx.x; i < n; i += blockDim.x)
-        yr[i] = (plus_one ? 1.0f + g[i] : g[i]) * (xr[i] * inv);
+        pt_st(yr + i, (plus_one ? 1.0f + g[i] : g[i]) * (pt_ld(xr + i) * inv));
 }
 
 /* LayerNorm / RMSNorm of one row per block, sums in double as the CPU reference; g NULL: the
  * row copied as it is (no norm). */
-__global__ void k_norm(const float *x, float *y, const float *g, const float *b, int d, double eps,
-                       int rms, int plus_one) {
+template <class A>
+__global__ void k_norm(const float *x, A *y, const float *g, const float *b, int d, double eps, int rms,
+                       int plus_one) {
     PT_SHARED(double, red, [32]);
     const int r = blockIdx.x;
     const float *xr = x + (size_t)r * d;
-    float *yr = y + (size_t)r * d;
+    A *yr = y + (size_t)r * d;
     if (!g) {
-        for (int i = threadIdx.x; i < d; i += blockDim.x) yr[i] = xr[i];
+        for (int i = threadIdx.x; i < d; i += blockDim.x) pt_st(yr + i, xr[i]);
     } else if (rms) {
         pt_rms_group(xr, yr, d, g, eps, plus_one, red);
     } else {
@@ -81,7 +83,7 @@ __global__ void k_norm(const float *x, float *y, const float *g, const float *b,
         const double var = pt_block_sum(v, red) / d;
         const double inv = 1.0 / sqrt(var + eps);
         for (int i = threadIdx.x; i < d; i += blockDim.x)
-            yr[i] = (float)((xr[i] - mean) * inv) * g[i] + b[i];
+            pt_st(yr + i, (float)((xr[i] - mean) * inv) * g[i] + b[i]);
     }
 }
 
@@ -123,13 +125,11 @@ __global__ void k_rope(float *qkv, const float *inv_freq, const float *alt_freq,
     }
 }
 
-/* k and v parts of qkv row r -> cache row kv_rows[r] (one block per row). */
-/* Keys and values of n rows into cache rows kv_rows[r], in the cache's element type KV (float32,
- * or the tensor-core attention's f16 / bf16 operand type: rounded once here, to nearest, as the
- * attention would round them on every load). */
+/* The k and v parts of fused qkv row r into cache row kv_rows[r] (one block per row), in the
+ * cache's element type KV (float32, or the tensor-core attention's f16 / bf16 operand type:
+ * rounded once here, to nearest, as the attention would round them on every load). */
 template <class KV>
-__global__ void k_store_kv(const float *qkv, KV *k_cache, KV *v_cache, const int32_t *kv_rows, int qd,
-                           int kvd) {
+__global__ void k_store_kv(const float *qkv, KV *k_cache, KV *v_cache, const int32_t *kv_rows, int qd, int kvd) {
     const int r = blockIdx.x;
     const float *row = qkv + (size_t)r * (qd + 2 * kvd);
     const size_t dst = (size_t)kv_rows[r] * kvd;
@@ -139,12 +139,12 @@ __global__ void k_store_kv(const float *qkv, KV *k_cache, KV *v_cache, const int
     }
 }
 
-__global__ void k_swiglu(const float *h, float *out, int n, int ff) {
+template <class A> __global__ void k_swiglu(const float *h, A *out, int n, int ff) {
     const size_t total = (size_t)n * ff;
     PT_FOR_N(i, total) {
         const size_t r = i / (size_t)ff, c = i % (size_t)ff;
         const float g = h[r * 2 * ff + c], u = h[r * 2 * ff + ff + c];
-        out[i] = (g / (1.0f + expf(-g))) * u;
+        pt_st(out + i, (g / (1.0f + expf(-g))) * u);
     }
 }
 
@@ -153,16 +153,16 @@ PT_DEV float pt_gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-__global__ void k_gelu_tanh(const float *h, float *out, size_t n) {
-    PT_FOR_N(i, n) out[i] = pt_gelu_tanh(h[i]);
+template <class A> __global__ void k_gelu_tanh(const float *h, A *out, size_t n) {
+    PT_FOR_N(i, n) pt_st(out + i, pt_gelu_tanh(h[i]));
 }
 
 /* GeGLU: out[r, c] = gelu_tanh(gate) * up of h[r] = [gate | up] */
-__global__ void k_geglu(const float *h, float *out, int n, int ff) {
+template <class A> __global__ void k_geglu(const float *h, A *out, int n, int ff) {
     const size_t total = (size_t)n * ff;
     PT_FOR_N(i, total) {
         const size_t r = i / (size_t)ff, c = i % (size_t)ff;
-        out[i] = pt_gelu_tanh(h[r * 2 * ff + c]) * h[r * 2 * ff + ff + c];
+        pt_st(out + i, pt_gelu_tanh(h[r * 2 * ff + c]) * h[r * 2 * ff + ff + c]);
     }
 }
 

@@ -41,8 +41,8 @@ typedef struct {
     double gemm_flops;
 
     pt_engine_size cap; /* what is reserved */
-    /* activations (device), cap.rows rows: x is the residual stream (be->resid_bytes), the
-     * others be->act_bytes elements */
+    /* activations (device), cap.rows rows: x is the residual stream (be->resid_bytes), qkv,
+     * ff_in and tmp float32 (backend.h: linear_f32's outputs), the others be->act_bytes elements */
     void *x, *h, *qkv, *attn, *ff_in, *ff_act, *tmp;
     /* key/value cache (device): per layer [cap.kv_rows, kv_dim]; unless cap.kv_all_layers every
      * layer shares one buffer (a plain sweep needs only the current layer's keys) */

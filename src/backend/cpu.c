@@ -407,7 +407,7 @@ static void cpu_linear_f32(pt_backend *be, const float *x, int n, const pt_linea
     }
 }
 
-static void cpu_linear(pt_backend *be, const void *x, int n, const pt_linear *lin, void *y) {
+static void cpu_linear(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y) {
     PT_BE_GUARD(be);
     cpu_linear_f32(be, x, n, lin, y, 0);
 }
@@ -415,10 +415,6 @@ static void cpu_linear_add(pt_backend *be, const void *x, int n, const pt_linear
                            void *resid) {
     PT_BE_GUARD(be);
     cpu_linear_f32(be, x, n, lin, resid, 1);
-}
-static void cpu_logits(pt_backend *be, const void *x, int n, const pt_linear *lin, float *y) {
-    PT_BE_GUARD(be);
-    cpu_linear_f32(be, x, n, lin, y, 0);
 }
 
 static void cpu_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkvv, int n,
@@ -892,7 +888,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->ctx = c;
     be->dtype = PT_DTYPE_F32;
     be->resid_bytes = be->act_bytes = be->kv_bytes = sizeof(float);
-    be->kv_dtype = PT_DTYPE_F32;
+    be->act_dtype = be->kv_dtype = PT_DTYPE_F32;
     char model[96];
     cpu_model_name(model, sizeof model);
     snprintf(be->device_name, sizeof be->device_name, "cpu (%d threads)", nt);
@@ -917,7 +913,6 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->softcap = cpu_softcap;
     be->linear = cpu_linear;
     be->linear_add = cpu_linear_add;
-    be->logits = cpu_logits;
     be->rope = cpu_rope;
     be->store_kv = cpu_store_kv;
     be->attention = cpu_attention;

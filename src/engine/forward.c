@@ -25,7 +25,7 @@ static const char *prof_names[PT_PROF_N] = {"embed",   "norm",     "gemm",    "r
                                             "mlp_act", "residual", "capture", "lm_head"};
 
 static void linear(pt_engine *en, const void *x, int n, const pt_linear *lin, void *y) {
-    PROF(en, PT_PROF_GEMM, en->be->linear(en->be, x, n, lin, y));
+    PROF(en, PT_PROF_GEMM, en->be->linear(en->be, x, n, lin, (float *)y));
     en->gemm_flops += 2.0 * n * lin->out * lin->in;
 }
 
@@ -129,9 +129,10 @@ static widths widths_of(const pt_config *c) {
 
 size_t pt_engine_row_bytes(const pt_backend *be, const pt_config *cfg, int kv_all_layers) {
     const widths w = widths_of(cfg);
-    const size_t act = w.d * 2 + w.qkv + w.attn + w.ff_in + w.ff; /* h, tmp, ... */
+    const size_t act = w.d + w.attn + w.ff,
+                 f32 = w.qkv + w.ff_in + w.d; /* h ...; qkv, ff_in, tmp */
     const size_t kv = 2 * w.kvd * (kv_all_layers ? (size_t)cfg->n_layers : 1);
-    return w.d * be->resid_bytes + act * be->act_bytes + kv * be->kv_bytes;
+    return w.d * be->resid_bytes + act * be->act_bytes + f32 * sizeof(float) + kv * be->kv_bytes;
 }
 
 size_t pt_engine_final_row_bytes(const pt_backend *be, const pt_config *cfg) {
@@ -173,9 +174,10 @@ int pt_engine_reserve(pt_engine *en, const pt_engine_size *sz) {
     const size_t rows = (size_t)cap.rows, ra = be->resid_bytes, ea = be->act_bytes;
     en->cap = cap; /* before the allocations: release() frees by it */
     if (!(en->x = dev_alloc(be, rows, w.d, ra)) || !(en->h = dev_alloc(be, rows, w.d, ea)) ||
-        !(en->tmp = dev_alloc(be, rows, w.d, ea)) || !(en->qkv = dev_alloc(be, rows, w.qkv, ea)) ||
+        !(en->tmp = dev_alloc(be, rows, w.d, sizeof(float))) ||
+        !(en->qkv = dev_alloc(be, rows, w.qkv, sizeof(float))) ||
         !(en->attn = dev_alloc(be, rows, w.attn, ea)) ||
-        !(en->ff_in = dev_alloc(be, rows, w.ff_in, ea)) ||
+        !(en->ff_in = dev_alloc(be, rows, w.ff_in, sizeof(float))) ||
         !(en->ff_act = dev_alloc(be, rows, w.ff, ea)) ||
         !(en->final_x = dev_alloc(be, (size_t)cap.final_rows, w.d, ra)) ||
         !(en->final_h = dev_alloc(be, (size_t)cap.final_rows, w.d, ea)))
@@ -209,7 +211,7 @@ int pt_decode(pt_engine *en, const void *x, int m, float *logits) {
         PROF(en, PT_PROF_HEAD,
              be->norm(be, c, xr, k, en->w.final_norm_w, en->w.final_norm_b, en->final_h));
         float *lr = logits + (size_t)r0 * c->vocab_size;
-        PROF(en, PT_PROF_HEAD, be->logits(be, en->final_h, k, &en->w.lm_head, lr));
+        PROF(en, PT_PROF_HEAD, be->linear(be, en->final_h, k, &en->w.lm_head, lr));
         if (c->final_softcap > 0) /* before every vocabulary statistic (Gemma 2) */
             PROF(en, PT_PROF_HEAD,
                  be->softcap(be, lr, (size_t)k * c->vocab_size, (float)c->final_softcap));
