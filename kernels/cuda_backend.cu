@@ -19,8 +19,11 @@
  *   operand type (kv_dtype f16 by default, bf16 with PUNCTUM_CUDA_MMA=bf16) where that path runs
  *   (bf16 / f16 compute dtypes), float32 otherwise.
  * - Index arrays arrive as host pointers and are copied into persistent device staging buffers
- *   that `reserve` sizes (grown, never allocated per call). Everything runs in order on one
- *   stream; calls with host outputs synchronise it.
+ *   that `reserve` sizes (grown, never allocated per call), through a pinned host ring whose
+ *   chunks are reused only after an event says the copies from them completed: the host waits
+ *   only when the ring laps onto a copy the GPU has not run yet (from pageable memory every
+ *   copy would stall it). Small results come back through pinned scratch. Everything runs in
+ *   order on one stream; calls with host outputs synchronise it.
  * - Errors (CUDA, cuBLAS, out of memory) go to the backend's sticky status (backend.h); after
  *   one, every operation returns at once, so no kernel ever runs on a pointer that failed.
  *
@@ -70,6 +73,21 @@ enum { IDX_IDS = 0, IDX_POS_EMB = 1, IDX_GATHER = 2, IDX_ROPE_POS = 3, IDX_ROPE_
 /* host staging for weight conversion: bounded, whatever the model's size */
 static const size_t STAGE_BYTES = (size_t)4 << 20;
 
+/* Pinned staging of index tables (upload_once): a ring of cudaMallocHost'd memory in
+ * CU_RING_CHUNKS chunks. A copy from pinned memory runs whenever the GPU reaches it, so each
+ * chunk has an event recorded after the last copy that read it, and the ring writes a chunk of
+ * its previous lap only once that event completed. The ring holds at least RING_SPAN uploads of
+ * the largest size seen (a lap, and the wait, comes every few forwards, not every upload). */
+enum { CU_RING_CHUNKS = 8, RING_SPAN = 4 };
+static const size_t RING_MIN = (size_t)64 << 10;
+struct cu_ring {
+    char *host;       /* pinned, cap bytes (NULL: not allocated yet) */
+    size_t cap, head; /* bytes [0, head) are this lap's; the next region starts at head */
+    cudaEvent_t done[CU_RING_CHUNKS]; /* recorded after the last copy from the chunk */
+    bool armed[CU_RING_CHUNKS];       /* recorded and not waited for since */
+    bool events;                      /* done[] created */
+};
+
 struct cu_alloc_rec { /* one live device allocation, for the memory accounting */
     void *p;
     size_t bytes;
@@ -89,8 +107,9 @@ struct cu_ctx {
     cu_buf lse;               /* attention log-sum-exp per (row, head) */
     cu_buf attn;              /* attention segments + work items */
     cu_buf res;               /* small results headed for the host */
-    void *h_attn, *h_res;     /* host scratch */
+    void *h_attn, *h_res;     /* host scratch (h_res pinned: device results land there) */
     size_t h_attn_cap, h_res_cap;
+    cu_ring ring;             /* pinned staging of the host -> device tables */
     void **wallocs;           /* weight allocations, freed by free_weights */
     size_t n_wallocs, cap_wallocs;
     cu_alloc_rec *allocs;     /* every live device allocation of this backend */
@@ -214,14 +233,108 @@ static void *host_scratch(cu_ctx *c, void **p, size_t *cap, size_t bytes) {
     return *p;
 }
 
+/* Grow pinned result scratch (device results are copied there, then the stream synchronised);
+ * NULL on failure (status set). */
+static void *pinned_scratch(cu_ctx *c, void **p, size_t *cap, size_t bytes) {
+    if (bytes <= *cap && *p) return *p;
+    if (*p) CU(cudaFreeHost(*p)); /* (callers synchronise the stream before reading it) */
+    *p = NULL;
+    *cap = 0;
+    if (cudaMallocHost(p, bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        *p = NULL;
+        pt_backend_fail(c->be, 1, bytes,
+                        "cuda backend: out of pinned host memory (%zu bytes of results)", bytes);
+        return NULL;
+    }
+    *cap = bytes;
+    return *p;
+}
+
+/* ---- pinned staging ring --------------------------------------------------------------------- */
+
+static size_t ring_chunk(const cu_ring *r) {
+    return r->cap / CU_RING_CHUNKS;
+}
+
+/* Wait until the copies that read chunk k completed. -1: failed (status set). */
+static int ring_wait(cu_ctx *c, int k) {
+    cu_ring *r = &c->ring;
+    if (!r->armed[k]) return 0;
+    if (CU(cudaEventSynchronize(r->done[k]))) return -1;
+    r->armed[k] = false;
+    return 0;
+}
+
+/* A ring of at least `bytes` (contents not kept). -1: failed (status set). */
+static int ring_reserve(cu_ctx *c, size_t bytes) {
+    cu_ring *r = &c->ring;
+    if (bytes <= r->cap && r->host) return 0;
+    if (!r->events) {
+        for (int k = 0; k < CU_RING_CHUNKS; k++)
+            if (CU(cudaEventCreateWithFlags(&r->done[k], cudaEventDisableTiming))) {
+                while (k-- > 0) cudaEventDestroy(r->done[k]);
+                return -1;
+            }
+        r->events = true;
+    }
+    for (int k = 0; k < CU_RING_CHUNKS; k++)
+        if (ring_wait(c, k)) return -1; /* the old ring may still be read */
+    if (r->host) CU(cudaFreeHost(r->host));
+    r->host = NULL;
+    r->cap = r->head = 0;
+    const size_t unit = (size_t)CU_RING_CHUNKS * 4096;
+    const size_t want = (bytes < RING_MIN ? RING_MIN : bytes) + unit - 1;
+    if (cudaMallocHost((void **)&r->host, want / unit * unit) != cudaSuccess) {
+        (void)cudaGetLastError();
+        r->host = NULL;
+        pt_backend_fail(c->be, 1, want,
+                        "cuda backend: out of pinned host memory (%zu bytes of staging)", want);
+        return -1;
+    }
+    r->cap = want / unit * unit;
+    return 0;
+}
+
+/* n host bytes to device address dst through the ring: copied into a region no copy in flight
+ * reads, sent from there, and the region's chunks marked with an event. -1: failed (status set). */
+static int ring_upload(cu_ctx *c, void *dst, const void *host, size_t n) {
+    cu_ring *r = &c->ring;
+    if ((n > r->cap / RING_SPAN || !r->host) && ring_reserve(c, n * RING_SPAN)) return -1;
+    if (r->head + n > r->cap) r->head = 0; /* a new lap */
+    const size_t chunk = ring_chunk(r), off = r->head;
+    const int first = (int)(off / chunk), last = (int)((off + n - 1) / chunk);
+    /* chunks before `entered` were waited for earlier in this lap (they hold its regions) */
+    const int entered = (int)((off + chunk - 1) / chunk);
+    for (int k = first > entered ? first : entered; k <= last; k++)
+        if (ring_wait(c, k)) return -1;
+    memcpy(r->host + off, host, n);
+    r->head = (off + n + 15) & ~(size_t)15;
+    if (CU(cudaMemcpyAsync(dst, r->host + off, n, cudaMemcpyHostToDevice, c->stream))) return -1;
+    for (int k = first; k <= last; k++) {
+        if (CU(cudaEventRecord(r->done[k], c->stream))) return -1;
+        r->armed[k] = true;
+    }
+    return 0;
+}
+
+/* Free the ring and its events (the stream synchronised, or being torn down). */
+static void ring_free(cu_ring *r) {
+    if (r->host) cudaFreeHost(r->host);
+    if (r->events)
+        for (int k = 0; k < CU_RING_CHUNKS; k++) cudaEventDestroy(r->done[k]);
+    memset(r, 0, sizeof *r);
+}
+
 /* n host bytes into b->p (allocated, >= n bytes), unless b already holds exactly these bytes
  * from an earlier upload: the layers of a forward stage the same positions, cache rows and
  * attention segments one after another. Stream-ordered, so the kernels of the previous layer
- * have read the old contents before new ones land. -1: failed (status set). */
+ * have read the old contents before new ones land; sent through the pinned ring, so the host
+ * does not wait for the copy. -1: failed (status set). */
 static int upload_once(cu_ctx *c, cu_buf *b, const void *host, size_t n) {
     if (!n || (b->sent_bytes == n && !memcmp(b->sent, host, n))) return 0;
     b->sent_bytes = 0;
-    if (CU(cudaMemcpyAsync(b->p, host, n, cudaMemcpyHostToDevice, c->stream))) return -1;
+    if (ring_upload(c, b->p, host, n)) return -1;
     if (n > b->sent_cap) { /* no host copy: the next upload simply is not skipped */
         void *q = realloc(b->sent, n);
         if (!q) return 0;
@@ -994,7 +1107,7 @@ static void cuda_log_softmax(pt_backend *be, float *logits, int m, int V, double
     PT_LAUNCH(k_log_softmax, m, PT_VOCAB_THREADS, c->stream, logits, V, entropy ? d_ent : (double *)NULL,
               k, d_id, d_lp);
     if (CU_LAUNCHED("k_log_softmax") || (!entropy && !k)) return;
-    char *h = (char *)host_scratch(c, &c->h_res, &c->h_res_cap, ent_b + id_b + lp_b + 16);
+    char *h = (char *)pinned_scratch(c, &c->h_res, &c->h_res_cap, ent_b + id_b + lp_b + 16);
     if (!h || CU(cudaMemcpyAsync(h, d, ent_b + id_b + lp_b, cudaMemcpyDeviceToHost, c->stream)) ||
         CU(cudaStreamSynchronize(c->stream)))
         return;
@@ -1012,7 +1125,9 @@ static void cuda_divergence(pt_backend *be, const float *lp_p, size_t sp, const 
     double *d = (double *)cu_ensure(c, &c->res, b, "vocabulary results");
     if (!d) return;
     PT_LAUNCH(k_divergence, m, PT_VOCAB_THREADS, c->stream, lp_p, sp, lp_q, sq, V, d);
-    double *h = CU_LAUNCHED("k_divergence") ? NULL : (double *)host_scratch(c, &c->h_res, &c->h_res_cap, b);
+    double *h = CU_LAUNCHED("k_divergence")
+                    ? NULL
+                    : (double *)pinned_scratch(c, &c->h_res, &c->h_res_cap, b);
     if (!h || CU(cudaMemcpyAsync(h, d, b, cudaMemcpyDeviceToHost, c->stream)) ||
         CU(cudaStreamSynchronize(c->stream)))
         return;
@@ -1056,7 +1171,8 @@ static int cuda_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *
         !cu_ensure(c, &c->attn, ab, "attention segments") ||
         !cu_ensure(c, &c->res, res, "vocabulary results") ||
         !host_scratch(c, &c->h_attn, &c->h_attn_cap, ab) ||
-        !host_scratch(c, &c->h_res, &c->h_res_cap, res))
+        !pinned_scratch(c, &c->h_res, &c->h_res_cap, res) ||
+        ring_reserve(c, RING_SPAN * (ab > rows * sizeof(int32_t) ? ab : rows * sizeof(int32_t))))
         return -1;
     return 0;
 }
@@ -1072,9 +1188,10 @@ static void cuda_release_scratch(pt_backend *be) {
         memset(bufs[i], 0, sizeof *bufs[i]);
     }
     free(c->h_attn);
-    free(c->h_res);
+    if (c->h_res) CU(cudaFreeHost(c->h_res));
     c->h_attn = c->h_res = NULL;
     c->h_attn_cap = c->h_res_cap = 0;
+    ring_free(&c->ring);
 }
 
 /* ---- creation --------------------------------------------------------------------------------- */
@@ -1082,6 +1199,8 @@ static void cuda_release_scratch(pt_backend *be) {
 static void cuda_destroy(pt_backend *be) {
     cu_ctx *c = ctx_of(be);
     cudaStreamSynchronize(c->stream);
+    ring_free(&c->ring);
+    if (c->h_res) cudaFreeHost(c->h_res);
     for (int i = 0; i < CU_PLANS; i++) plan_destroy(&c->plans[i]);
     for (size_t i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i].p); /* buffers, weights */
     free(c->allocs);
@@ -1094,7 +1213,6 @@ static void cuda_destroy(pt_backend *be) {
     cu_buf *more[] = {&c->act, &c->lse, &c->attn, &c->res};
     for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) free(more[i]->sent);
     free(c->h_attn);
-    free(c->h_res);
     free(c);
     free(be);
 }

@@ -570,6 +570,20 @@ struct CUstream_st {
 };
 static CUstream_st g_default_stream;
 
+/* Work is done when it is enqueued; an event remembers its stream and the last pinned-memory
+ * copy enqueued before it (cuda_emu_check.cpp), so that waiting for it observes those copies. */
+struct CUevent_st {
+    unsigned flags;
+    bool recorded;
+    const void *stream;
+    uint64_t seq;
+};
+
+/* One handle per stream: 0, cudaStreamLegacy and cudaStreamPerThread are the default stream. */
+static const void *stream_key(cudaStream_t s) {
+    return s == 0 || s == cudaStreamLegacy || s == cudaStreamPerThread ? &g_default_stream : s;
+}
+
 static cudaError_t set_error(cudaError_t e) {
     if (e != cudaSuccess) t_last_error = e;
     return e;
@@ -629,6 +643,8 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
+    pt_emu::in::pinned_observe(nullptr, UINT64_MAX, "cudaDeviceSynchronize",
+                               __builtin_return_address(0));
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) {
@@ -653,6 +669,8 @@ const char *cudaGetErrorString(cudaError_t e) {
         return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice:
         return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle:
+        return "invalid resource handle";
     default:
         return "unknown error (emulation)";
     }
@@ -671,6 +689,8 @@ const char *cudaGetErrorName(cudaError_t e) {
         return "cudaErrorNoDevice";
     case cudaErrorInvalidDevice:
         return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle:
+        return "cudaErrorInvalidResourceHandle";
     default:
         return "cudaErrorUnknown";
     }
@@ -684,11 +704,18 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 cudaError_t cudaFree(void *p) {
     return set_error(pt_emu::in::dev_free(p));
 }
+/* Pinned host memory: plain malloc, registered so that copies from it are tracked until the
+ * host observes them complete (Check::pinned_reuse). */
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
     *p = malloc(bytes ? bytes : 1);
-    return *p ? cudaSuccess : set_error(cudaErrorMemoryAllocation);
+    if (!*p) return set_error(cudaErrorMemoryAllocation);
+    pt_emu::in::pinned_alloc(*p, bytes ? bytes : 1);
+    return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void *p) {
+    if (!p) return cudaSuccess;
+    if (!pt_emu::in::pinned_free(p, __builtin_return_address(0)))
+        return set_error(cudaErrorInvalidValue); /* not from cudaMallocHost */
     free(p);
     return cudaSuccess;
 }
@@ -710,8 +737,11 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpy
 }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
                             cudaStream_t stream) {
-    (void)stream;
-    return cudaMemcpy(dst, src, bytes, kind);
+    const cudaError_t e = cudaMemcpy(dst, src, bytes, kind);
+    /* host -> device from pinned memory: in flight until the host observes it */
+    if (e == cudaSuccess && (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDefault))
+        pt_emu::in::pinned_copy(stream_key(stream), src, bytes, __builtin_return_address(0));
+    return e;
 }
 cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
     if (!pt_emu::in::api_range_check("cudaMemset", "destination", dst, bytes))
@@ -733,11 +763,50 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-    if (s && s != &g_default_stream) delete s;
+    if (stream_key(s) == &g_default_stream) return cudaSuccess;
+    pt_emu::in::pinned_stream_gone(s, __builtin_return_address(0));
+    delete s;
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    (void)s;
+    pt_emu::in::pinned_observe(stream_key(s), UINT64_MAX, "cudaStreamSynchronize",
+                               __builtin_return_address(0));
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    *e = new CUevent_st{flags, false, nullptr, 0};
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    return cudaEventCreateWithFlags(e, cudaEventDefault);
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    if (!e) return set_error(cudaErrorInvalidResourceHandle);
+    delete e;
+    return cudaSuccess;
+}
+/* The event completes after the work enqueued on `s` so far (here: at once). */
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    if (!e) return set_error(cudaErrorInvalidResourceHandle);
+    e->recorded = true;
+    e->stream = stream_key(s);
+    e->seq = pt_emu::in::pinned_mark();
+    return cudaSuccess;
+}
+/* Waiting for an event (or finding it complete) observes the copies enqueued before its record
+ * on its stream; an event never recorded is complete. */
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!e) return set_error(cudaErrorInvalidResourceHandle);
+    if (e->recorded)
+        pt_emu::in::pinned_observe(e->stream, e->seq, "cudaEventSynchronize",
+                                   __builtin_return_address(0));
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    if (!e) return set_error(cudaErrorInvalidResourceHandle);
+    if (e->recorded)
+        pt_emu::in::pinned_observe(e->stream, e->seq, "cudaEventQuery",
+                                   __builtin_return_address(0));
     return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, int value) {

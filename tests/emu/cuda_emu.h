@@ -6,7 +6,8 @@
  *   defines the runtime / cuBLAS / cuBLASLt functions the backend calls, so the backend is
  *   compiled against exactly the signatures and enum values it uses on a GPU.
  * - Device memory is one reserved host region (cuda_emu_check.cpp) with a validity shadow;
- *   streams are in-order and synchronous.
+ *   streams are in-order and synchronous; events complete at once, but host->device copies
+ *   from pinned memory are tracked until the host observes them (Check::pinned_reuse).
  * - A kernel launch runs its blocks one after another; the threads of a block run as fibers
  *   (cooperative user-level contexts) so that __syncthreads, __syncwarp, warp shuffles, votes,
  *   ldmatrix and the tensor-core MMA are honoured exactly.
@@ -85,6 +86,7 @@ enum class Check {
     barrier_exited,    /* __syncthreads while some threads of the block have exited */
     warp_mask,         /* a warp collective whose mask does not match the lanes taking part */
     shared_limit,      /* more shared memory than the device allows */
+    pinned_reuse,      /* host wrote pinned memory an unobserved cudaMemcpyAsync still reads */
     n_checks
 };
 const char *check_name(Check c);

@@ -18,7 +18,9 @@
  *   threads are in one warp and a __syncwarp with both came between. This is a property of the
  *   set of accesses, not of the order the fibers ran them in.
  *
- * Host-side API calls (cudaMemcpy, cuBLAS) check their device ranges too (api_range_check). */
+ * Host-side API calls (cudaMemcpy, cuBLAS) check their device ranges too (api_range_check), and
+ * host->device copies from pinned memory are checked against the host writing their source
+ * before it observed them complete (Check::pinned_reuse). */
 #include "cuda_emu_internal.h"
 
 #include <dlfcn.h>
@@ -33,6 +35,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace pt_emu {
 namespace in {
@@ -258,6 +261,7 @@ const char *const g_check_names[] = {
     "global-oob",        "shared-oob",        "shared-race",     "shared-uninit",
     "cp-async-pending",  "cp-async-unwaited", "cp-async-misuse", "ldmatrix-misuse",
     "barrier-divergent", "barrier-exited",    "warp-mask",       "shared-limit",
+    "pinned-reuse",
 };
 static_assert(sizeof g_check_names / sizeof g_check_names[0] == (size_t)Check::n_checks, "names");
 
@@ -684,6 +688,141 @@ void thread_exit(Fiber *f) {
     for (const auto &x : *f->cp)
         for (int i = 0; i < x.bytes; i++) m.pend[(size_t)(x.dst - m.data) + (size_t)i] = 0;
     f->cp->clear();
+}
+
+/* ================================================================================================
+ * Pinned host memory and the copies that read it (Check::pinned_reuse)
+ *
+ * The emulation copies at once, but on a GPU a cudaMemcpyAsync from pinned memory is a DMA that
+ * may run long after the call returned: until the host has observed the copy complete (an event
+ * recorded after it synchronised or successfully queried, its stream or the device
+ * synchronised, the block freed), writing the source races with the copy. Every such copy keeps
+ * the bytes it sent; at the observation they are compared with the source, and bytes that
+ * changed in between are a write the program made too early.
+ * ============================================================================================== */
+
+namespace {
+
+struct PinnedCopy {
+    const void *stream;
+    uint64_t seq;
+    const unsigned char *src;
+    std::vector<unsigned char> sent;
+    const void *pc; /* the cudaMemcpyAsync call */
+};
+
+struct Pinned {
+    std::mutex mu;
+    std::map<uintptr_t, size_t> blocks; /* cudaMallocHost'd: start -> bytes */
+    std::vector<PinnedCopy> copies;     /* enqueued, not yet observed complete */
+    uint64_t seq = 0;
+};
+Pinned &pinned() {
+    static Pinned *p = new Pinned(); /* (never destroyed: streams may sync during exit) */
+    return *p;
+}
+
+/* The block holding [p, p + n), or blocks.end(). */
+std::map<uintptr_t, size_t>::iterator pinned_block(Pinned &g, const void *p, size_t n) {
+    const uintptr_t a = (uintptr_t)p;
+    auto it = g.blocks.upper_bound(a);
+    if (it == g.blocks.begin()) return g.blocks.end();
+    --it;
+    return a - it->first <= it->second && n <= it->second - (a - it->first) ? it : g.blocks.end();
+}
+
+/* The diagnostic for a copy whose source changed (empty if it did not). Under g.mu. */
+std::string changed_source(Pinned &g, const PinnedCopy &c, const char *how, const void *pc) {
+    const size_t n = c.sent.size();
+    size_t first = n, last = 0, count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (c.src[i] != c.sent[i]) {
+            if (first == n) first = i;
+            last = i, count++;
+        }
+    if (!count) return "";
+    auto b = pinned_block(g, c.src, n);
+    const size_t off = b != g.blocks.end() ? (size_t)((uintptr_t)c.src - b->first) : 0;
+    return strf("%zu byte(s) (offsets %zu..%zu) of the %zu-byte source of a host->device "
+                "cudaMemcpyAsync (at offset %zu of a pinned block of %zu bytes) changed before the "
+                "host observed the copy complete (the GPU may still be reading them): copy "
+                "enqueued at %s; first observed by %s at %s. Wait for an event recorded after the "
+                "copy (cudaEventSynchronize / cudaEventQuery) before writing the source again",
+                count, first, last, n, off, b != g.blocks.end() ? b->second : (size_t)0,
+                describe_pc(c.pc).c_str(), how, describe_pc(pc).c_str());
+}
+
+/* Check and forget the copies that `observed` selects; then report (outside the lock). */
+template <class F> void observe_if(F observed, const char *how, const void *pc) {
+    Pinned &g = pinned();
+    std::vector<std::string> bad;
+    {
+        std::lock_guard<std::mutex> lk(g.mu);
+        size_t keep = 0;
+        for (size_t i = 0; i < g.copies.size(); i++) {
+            PinnedCopy &c = g.copies[i];
+            if (!observed(c)) {
+                if (keep != i) g.copies[keep] = std::move(c);
+                keep++;
+                continue;
+            }
+            std::string msg = changed_source(g, c, how, pc);
+            if (!msg.empty()) bad.push_back(std::move(msg));
+        }
+        g.copies.resize(keep);
+    }
+    for (const auto &m : bad) report(Check::pinned_reuse, false, m);
+}
+
+} // namespace
+
+void pinned_alloc(void *p, size_t bytes) {
+    Pinned &g = pinned();
+    std::lock_guard<std::mutex> lk(g.mu);
+    g.blocks[(uintptr_t)p] = bytes;
+}
+
+bool pinned_free(void *p, const void *pc) {
+    Pinned &g = pinned();
+    size_t bytes;
+    {
+        std::lock_guard<std::mutex> lk(g.mu);
+        auto it = g.blocks.find((uintptr_t)p);
+        if (it == g.blocks.end()) return false;
+        bytes = it->second;
+    }
+    const uintptr_t lo = (uintptr_t)p;
+    observe_if([&](const PinnedCopy &c) { return (uintptr_t)c.src - lo < bytes; }, "cudaFreeHost",
+               pc);
+    std::lock_guard<std::mutex> lk(g.mu);
+    g.blocks.erase(lo);
+    return true;
+}
+
+void pinned_copy(const void *stream, const void *src, size_t n, const void *pc) {
+    Pinned &g = pinned();
+    std::lock_guard<std::mutex> lk(g.mu);
+    if (!n || pinned_block(g, src, n) == g.blocks.end())
+        return; /* pageable: staged by the driver */
+    const unsigned char *s = (const unsigned char *)src;
+    g.copies.push_back(PinnedCopy{stream, ++g.seq, s, std::vector<unsigned char>(s, s + n), pc});
+}
+
+uint64_t pinned_mark() {
+    Pinned &g = pinned();
+    std::lock_guard<std::mutex> lk(g.mu);
+    return g.seq;
+}
+
+void pinned_observe(const void *stream, uint64_t upto, const char *how, const void *pc) {
+    observe_if(
+        [&](const PinnedCopy &c) { return (!stream || c.stream == stream) && c.seq <= upto; }, how,
+        pc);
+}
+
+void pinned_stream_gone(const void *stream, const void *pc) {
+    /* nothing observed these copies: a write since they were enqueued raced with them */
+    observe_if([&](const PinnedCopy &c) { return c.stream == stream; }, "cudaStreamDestroy", pc);
 }
 
 } // namespace in

@@ -125,6 +125,24 @@ extern Stats g_stats;
 size_t dev_reserve_bytes(); /* the arena's span (device addresses are base + [0, span)) */
 void dev_mem_info(size_t *free_bytes, size_t *total); /* cudaMemGetInfo: limit (8 GiB) - used */
 
+/* Pinned host memory (cudaMallocHost) and the host->device copies that read it. On a GPU a
+ * cudaMemcpyAsync from pinned memory may run long after it was enqueued: the host may write the
+ * source again only once it has observed the copy complete. Streams are identified by their
+ * handle (the default stream normalised), copies by a global sequence number. */
+void pinned_alloc(void *p, size_t bytes);
+/* cudaFreeHost: observes the copies reading the block, forgets it; false: not a pinned block */
+bool pinned_free(void *p, const void *pc);
+/* A cudaMemcpyAsync host->device of [src, src + n) on `stream`, enqueued at `pc`: remembered
+ * (with the bytes) when the source lies in a pinned block */
+void pinned_copy(const void *stream, const void *src, size_t n, const void *pc);
+uint64_t pinned_mark(); /* the sequence number of the last copy enqueued (cudaEventRecord) */
+/* The host observes the completion of the copies on `stream` (nullptr: every stream) up to
+ * sequence number `upto`, by `how` at `pc`: each whose source bytes changed since it was
+ * enqueued is reported (Check::pinned_reuse); all are forgotten */
+void pinned_observe(const void *stream, uint64_t upto, const char *how, const void *pc);
+/* a stream destroyed: its unobserved copies checked and forgotten */
+void pinned_stream_gone(const void *stream, const void *pc);
+
 /* Roofline counting (cuda_emu_roofline.cpp), only where g_roof_on. */
 /* A launch of kernel `func` (launched as `name`): later accesses of this OS thread count for it */
 void roof_launch_begin(const char *name, const void *func);

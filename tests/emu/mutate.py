@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Mutation check of the emulation's checks (issue 17): "deleting any barrier or cp.async wait
-from the kernels makes an emulated test fail".
+from the kernels makes an emulated test fail", and any event wait of the backend's host code
+(kernels/cuda_backend.cu: the pinned staging ring's cudaEventSynchronize, replaced by
+`cudaSuccess`; caught by the op test's staging_ring row as pinned-reuse).
 
 For every `__syncthreads()`, `__syncwarp(...)` and `pt_cp_async_wait<N>()` /
 `pt_cp_async_wait_all()` call in kernels/*.cuh (and the barriers of the block reductions in
@@ -32,6 +34,10 @@ CALL = re.compile(r"__syncthreads\(\)|__syncwarp\([^()]*\)|pt_cp_async_wait<\s*\
 # in pt_cuda.h only the reductions' barriers are kernel code (the rest defines the wrappers)
 PT_CUDA_CALL = re.compile(r"__syncthreads\(\)")
 DECL = re.compile(r"^(?:template <[^>]*>\s*)?(?:__global__|PT_DEV)[^{;]*", re.M)
+# the backend's host code: the event waits that guard reuse of pinned staging
+HOST_FILE = "cuda_backend.cu"
+HOST_CALL = re.compile(r"cudaEventSynchronize\([^()]*\)")
+HOST_DECL = re.compile(r"^static [^;{=]*\(", re.M)
 
 
 def func_name(decl: str) -> str:
@@ -44,20 +50,22 @@ def targets():
     out = []
     kdir = os.path.join(ROOT, "kernels")
     for name in sorted(os.listdir(kdir)):
-        if not (name.endswith(".cuh") or name == "pt_cuda.h"):
+        if not (name.endswith(".cuh") or name in ("pt_cuda.h", HOST_FILE)):
             continue
         path = os.path.join(kdir, name)
         text = open(path).read()
-        pat = PT_CUDA_CALL if name == "pt_cuda.h" else CALL
+        host = name == HOST_FILE
+        pat = HOST_CALL if host else PT_CUDA_CALL if name == "pt_cuda.h" else CALL
         for m in pat.finditer(text):
             line_start = text.rfind("\n", 0, m.start()) + 1
             line = text[line_start:text.find("\n", m.start())]
             if line.lstrip().startswith(("/*", "*", "//")):
                 continue  # a comment that names the call
-            decls = [d for d in DECL.finditer(text, 0, m.start())]
+            decls = [d for d in (HOST_DECL if host else DECL).finditer(text, 0, m.start())]
             func = func_name(decls[-1].group(0)) if decls else "?"
             out.append({"file": name, "path": path, "start": m.start(), "end": m.end(), "call": m.group(0),
-                        "line": text.count("\n", 0, m.start()) + 1, "func": func})
+                        "line": text.count("\n", 0, m.start()) + 1, "func": func,
+                        "repl": "cudaSuccess" if host else "(void)0"})
     return out
 
 
@@ -106,9 +114,10 @@ def build_and_test(build, jobs, test_timeout):
             break
     if rc == 0:
         return "MISSED", ""
-    checks = re.findall(r"cuda-emu: ([a-z-]+) in kernel", out)
+    checks = re.findall(r"cuda-emu: ([a-z-]+) in (?:kernel|host code)", out)
     if checks:
-        first = next(l for l in out.splitlines() if l.startswith("cuda-emu: ") and " in kernel " in l)
+        first = next(l for l in out.splitlines()
+                     if l.startswith("cuda-emu: ") and (" in kernel " in l or " in host code" in l))
         kinds = sorted(set(checks))
         return "caught: " + ",".join(kinds), first
     bad = [l for l in out.splitlines() if l.rstrip().endswith("FAIL") or l.startswith("FAIL")]
@@ -143,7 +152,7 @@ def main() -> int:
     rows = []
     for i, t in enumerate(ts):
         original = open(t["path"]).read()
-        mutated = original[:t["start"]] + "(void)0" + original[t["end"]:]
+        mutated = original[:t["start"]] + t["repl"] + original[t["end"]:]
         t0 = time.time()
         try:
             with open(t["path"], "w") as f:

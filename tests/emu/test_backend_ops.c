@@ -406,6 +406,36 @@ static void test_fill_add(pair_t *P) {
     }
 }
 
+/* The pinned staging ring of the cuda backend (upload_once): 64 gathers with distinct 4 KiB row
+ * tables, back to back with no synchronisation, lap a fresh backend's 64 KiB ring four times.
+ * The one host table is rewritten between the calls (the backend must have taken its copy);
+ * every output is checked against the rows it names. Emulated, a ring chunk written again
+ * before the event of its last copy completed is a pinned-reuse violation at the final
+ * synchronisation (the copy may not have run yet on a GPU). */
+static void test_staging_ring(pt_backend *gpu) {
+    enum { N = 4096, D = 4, M = 1024, K = 64 };
+    float *x = rnd_vec((size_t)N * D, 1.0f);
+    int32_t *rows = pt_xmalloc((size_t)K * M * sizeof(int32_t)),
+            *table = pt_xmalloc(M * sizeof(int32_t));
+    for (size_t i = 0; i < (size_t)K * M; i++) rows[i] = rnd_int(N);
+    dbuf xb, ob;
+    const float *dx = dfrom(gpu, &xb, x, (size_t)N * D);
+    float *dout = dnew(gpu, &ob, (size_t)K * M * D);
+    for (int k = 0; k < K; k++) {
+        memcpy(table, rows + (size_t)k * M, M * sizeof(int32_t));
+        gpu->gather_rows(gpu, dx, table, M, D, dout + (size_t)k * M * D);
+    }
+    float *got = pt_xmalloc((size_t)K * M * D * 4), *ref = pt_xmalloc((size_t)K * M * D * 4);
+    dget(&ob, got);
+    for (size_t r = 0; r < (size_t)K * M; r++) memcpy(ref + r * D, x + (size_t)rows[r] * D, D * 4);
+    cmp_t c;
+    cmp_init(&c);
+    cmp_f(&c, got, ref, (size_t)K * M * D, 0, 0);
+    report("staging_ring", "64 gather_rows of m=1024, no sync between", "f32", &c, 0, 0,
+           dguards(&ob));
+    dfree(&xb), dfree(&ob), free(x), free(rows), free(table), free(got), free(ref);
+}
+
 /* ops that need a model: embed, norm, linear, rope, store_kv, mlp_act, row_norms, gather_rows */
 static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char *alt_tag) {
     const pt_config *cfg = &S->cfg;
@@ -1409,6 +1439,14 @@ int main(int argc, char **argv) {
     /* elementwise */
     g_rng = seed;
     test_fill_add(&pairs[0]);
+
+    /* host -> device staging, on a backend of its own (its ring not sized by a reserve) */
+    if (want("staging_ring")) {
+        pt_backend *fresh = make_gpu(PT_DTYPE_F32, NULL, NULL, skip_ok);
+        g_rng = seed + 50;
+        test_staging_ring(fresh);
+        fresh->destroy(fresh);
+    }
 
     /* model ops, per dtype (weights rounded to the dtype for both backends) */
     for (int p = 0; p < 3; p++) {

@@ -729,6 +729,133 @@ static void test_limits() {
     cudaFree(out), cudaFree(iout);
 }
 
+/* Host staging: a cudaMemcpyAsync from pinned memory may still be reading its source until the
+ * host observes it complete; writing the source before that is pinned-reuse, whichever way the
+ * completion is then observed. `how`: 0 cudaEventSynchronize, 1 cudaEventQuery,
+ * 2 cudaStreamSynchronize, 3 cudaDeviceSynchronize, 4 cudaFreeHost, 5 cudaStreamDestroy. */
+static void pinned_case(const char *what, Check want, int how, bool wait_first, bool touch_copied) {
+    expect_check(what, want, [&] {
+        cudaStream_t s;
+        cudaEvent_t ev;
+        unsigned char *h = nullptr;
+        int *d = dalloc<int>(64);
+        cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+        cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+        cudaMallocHost((void **)&h, 512);
+        for (int i = 0; i < 512; i++) h[i] = (unsigned char)rnd_u32();
+        const unsigned char sent = h[300];
+        cudaMemcpyAsync(d, h + 256, 256, cudaMemcpyHostToDevice, s);
+        cudaEventRecord(ev, s);
+        if (wait_first) cudaEventSynchronize(ev);
+        h[touch_copied ? 300 : 100] ^= 0x5a; /* inside the copied range, or outside it */
+        switch (how) {
+        case 0:
+            cudaEventSynchronize(ev);
+            break;
+        case 1:
+            EXPECT(cudaEventQuery(ev) == cudaSuccess, "%s: cudaEventQuery not complete", what);
+            break;
+        case 2:
+            cudaStreamSynchronize(s);
+            break;
+        case 3:
+            cudaDeviceSynchronize();
+            break;
+        }
+        unsigned char back[256];
+        cudaMemcpy(back, d, 256, cudaMemcpyDeviceToHost);
+        EXPECT(back[44] == sent, "%s: the device did not get the bytes sent", what);
+        if (how == 5) cudaStreamDestroy(s);
+        cudaFreeHost(h);
+        if (how != 5) cudaStreamDestroy(s);
+        cudaEventDestroy(ev);
+        cudaFree(d);
+    });
+}
+
+static void test_pinned() {
+    static const char *const hows[] = {"cudaEventSynchronize",  "cudaEventQuery",
+                                       "cudaStreamSynchronize", "cudaDeviceSynchronize",
+                                       "cudaFreeHost",          "cudaStreamDestroy"};
+    char what[160];
+    for (int how = 0; how < 6; how++) {
+        snprintf(what, sizeof what, "pinned source written before the wait, seen at %s", hows[how]);
+        pinned_case(what, Check::pinned_reuse, how, false, true);
+    }
+    pinned_case("pinned source written after cudaEventSynchronize", CLEAN, 2, true, true);
+    pinned_case("pinned bytes outside the copied range written before the wait", CLEAN, 0, false,
+                false);
+    /* the event must come after the copy: an earlier one does not cover it */
+    expect_check("pinned source written after waiting for an event recorded before the copy",
+                 Check::pinned_reuse, [&] {
+                     cudaEvent_t ev;
+                     unsigned char *h = nullptr;
+                     int *d = dalloc<int>(16);
+                     cudaEventCreate(&ev);
+                     cudaMallocHost((void **)&h, 64);
+                     memset(h, 1, 64);
+                     cudaEventRecord(ev, S0);
+                     cudaMemcpyAsync(d, h, 64, cudaMemcpyHostToDevice, S0);
+                     cudaEventSynchronize(ev);
+                     h[0] = 2;
+                     cudaFreeHost(h);
+                     cudaEventDestroy(ev);
+                     cudaFree(d);
+                 });
+    /* an event of another stream does not cover it either */
+    expect_check("pinned source written after waiting for another stream's event",
+                 Check::pinned_reuse, [&] {
+                     cudaStream_t s1, s2;
+                     cudaEvent_t ev;
+                     unsigned char *h = nullptr;
+                     int *d = dalloc<int>(16);
+                     cudaStreamCreate(&s1), cudaStreamCreate(&s2);
+                     cudaEventCreate(&ev);
+                     cudaMallocHost((void **)&h, 64);
+                     memset(h, 1, 64);
+                     cudaMemcpyAsync(d, h, 64, cudaMemcpyHostToDevice, s1);
+                     cudaEventRecord(ev, s2);
+                     cudaEventSynchronize(ev);
+                     h[63] = 2;
+                     cudaStreamSynchronize(s1);
+                     cudaFreeHost(h);
+                     cudaEventDestroy(ev);
+                     cudaStreamDestroy(s1), cudaStreamDestroy(s2);
+                     cudaFree(d);
+                 });
+    /* pageable memory: the driver stages it before cudaMemcpyAsync returns */
+    expect_check("pageable source written at once", CLEAN, [&] {
+        std::vector<unsigned char> h(64, 1);
+        int *d = dalloc<int>(16);
+        cudaMemcpyAsync(d, h.data(), 64, cudaMemcpyHostToDevice, S0);
+        h[0] = 2;
+        cudaStreamSynchronize(S0);
+        cudaFree(d);
+    });
+    /* a ring of two slots, each reused only after the event of its previous copy: clean */
+    expect_check("two-slot ring with an event wait before each reuse", CLEAN, [&] {
+        cudaEvent_t ev[2];
+        unsigned char *h = nullptr;
+        int *d = dalloc<int>(16 * 8);
+        cudaMallocHost((void **)&h, 128);
+        cudaEventCreate(&ev[0]), cudaEventCreate(&ev[1]);
+        for (int i = 0; i < 8; i++) {
+            unsigned char *slot = h + 64 * (i % 2);
+            if (i >= 2) cudaEventSynchronize(ev[i % 2]);
+            memset(slot, i, 64);
+            cudaMemcpyAsync(d + 16 * i, slot, 64, cudaMemcpyHostToDevice, S0);
+            cudaEventRecord(ev[i % 2], S0);
+        }
+        cudaDeviceSynchronize();
+        cudaFreeHost(h);
+        cudaEventDestroy(ev[0]), cudaEventDestroy(ev[1]);
+        cudaFree(d);
+    });
+    EXPECT(cudaFreeHost((void *)&g_seed) == cudaErrorInvalidValue,
+           "cudaFreeHost of memory not from cudaMallocHost accepted");
+    (void)cudaGetLastError();
+}
+
 /* Outside a Capture a violation aborts the process with a diagnostic: run a racy kernel in a
  * child process and read what it says. */
 static void test_default_aborts() {
@@ -778,6 +905,7 @@ int run_check_selftests() {
                "checks run\n");
         test_barriers();
         test_masks();
+        test_pinned(); /* (host-side: needs no tracing) */
         return g_check_fail;
     }
     if (const char *s = getenv("PUNCTUM_EMU_SEED")) g_seed = (unsigned)strtoul(s, nullptr, 10);
@@ -791,6 +919,7 @@ int run_check_selftests() {
     test_barriers();
     test_masks();
     test_limits();
+    test_pinned();
     test_default_aborts();
     printf("test_emu_checks: %s\n",
            g_check_fail ? "FAILED" : "ok (every check caught its broken kernel)");
