@@ -103,7 +103,6 @@ struct cu_ctx {
     size_t lt_ws_bytes;
     int use_lt, use_mma, mma_bf16;
     cu_buf idx[CU_IDX_SLOTS]; /* staged host index arrays */
-    cu_buf act;               /* unused (GEMM inputs are produced in the compute dtype) */
     cu_buf lse;               /* attention log-sum-exp per (row, head) */
     cu_buf attn;              /* attention segments + work items */
     cu_buf res;               /* small results headed for the host */
@@ -1180,8 +1179,8 @@ static int cuda_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *
 static void cuda_release_scratch(pt_backend *be) {
     cu_ctx *c = ctx_of(be);
     CU(cudaStreamSynchronize(c->stream));
-    cu_buf *bufs[CU_IDX_SLOTS + 4] = {&c->act, &c->lse, &c->attn, &c->res};
-    for (int k = 0; k < CU_IDX_SLOTS; k++) bufs[4 + k] = &c->idx[k];
+    cu_buf *bufs[CU_IDX_SLOTS + 3] = {&c->lse, &c->attn, &c->res};
+    for (int k = 0; k < CU_IDX_SLOTS; k++) bufs[3 + k] = &c->idx[k];
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         cu_release(c, bufs[i]->p);
         free(bufs[i]->sent);
@@ -1210,7 +1209,7 @@ static void cuda_destroy(pt_backend *be) {
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
     for (int k = 0; k < CU_IDX_SLOTS; k++) free(c->idx[k].sent);
-    cu_buf *more[] = {&c->act, &c->lse, &c->attn, &c->res};
+    cu_buf *more[] = {&c->lse, &c->attn, &c->res};
     for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) free(more[i]->sent);
     free(c->h_attn);
     free(c);
