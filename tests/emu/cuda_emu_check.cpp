@@ -1001,8 +1001,10 @@ void ldmatrix(uint32_t *r, const void *row, int nmat, bool trans) {
                        strf("%s: %s row address %p at %s %s", thread_name(s, t_tid).c_str(),
                             what[trans][nmat], row, describe_pc(pc).c_str(), bad));
         } else {
-            g_stats.checked_accesses++;
-            shared_access((intptr_t)(a - (uintptr_t)t_smem->data), 16, false, pc);
+            if (checks_on()) { /* (as on_access: with the checks off, stores leave no records) */
+                g_stats.checked_accesses++;
+                shared_access((intptr_t)(a - (uintptr_t)t_smem->data), 16, false, pc);
+            }
             memcpy(w, row, 16);
         }
     }

@@ -54,18 +54,33 @@ __global__ void k_mma3(float *out) {
     for (int i = 0; i < 4; i++) out[threadIdx.x * 4 + i] = d[i];
 }
 
+/* one warp: a 16 x 16 16-bit tile stored to shared memory and read back by ldmatrix.x4; the
+ * lanes' 4 words stored (512 bytes). Also run with PUNCTUM_EMU_CHECKS=0 (as roofline.py does):
+ * ldmatrix must not then report bytes as never written (plain stores leave no records). */
+__global__ void k_ldsm(uint32_t *out) {
+    PT_SHARED(uint16_t, tile, [16][16]);
+    for (int i = threadIdx.x; i < 256; i += 32) tile[i / 16][i % 16] = (uint16_t)i;
+    __syncthreads();
+    uint32_t r[4];
+    pt_ldmatrix<4>(r, &tile[threadIdx.x & 15][(threadIdx.x >> 4) * 8]);
+    for (int i = 0; i < 4; i++) out[threadIdx.x * 4 + i] = r[i];
+}
+
 static int child() {
     float *din, *dout, *dmma;
+    uint32_t *dldsm;
     std::vector<float> h(N, 1.0f);
     cudaMalloc((void **)&din, N * 4);
     cudaMalloc((void **)&dout, N * 4);
     cudaMalloc((void **)&dmma, 32 * 4 * 4);
+    cudaMalloc((void **)&dldsm, 32 * 4 * 4);
     cudaMemcpy(din, h.data(), N * 4, cudaMemcpyHostToDevice);
     const unsigned blocks = (N + THREADS - 1) / THREADS;
     PT_LAUNCH(k_twice, blocks, THREADS, (cudaStream_t)0, (const float *)din, dout, (int)N);
     PT_LAUNCH(k_twice, blocks, THREADS, (cudaStream_t)0, (const float *)dout, din, (int)N);
     PT_LAUNCH(k_pairsum, blocks, THREADS, (cudaStream_t)0, (const float *)din, dout, (int)N);
     PT_LAUNCH(k_mma3, 1, 32, (cudaStream_t)0, dmma);
+    PT_LAUNCH(k_ldsm, 1, 32, (cudaStream_t)0, dldsm);
     cudaMemcpy(h.data(), dout, N * 4, cudaMemcpyDeviceToHost);
 
     /* bf16 A (64 x 32), B (32 x 48), f32 D (64 x 48), beta 0 */
@@ -105,11 +120,14 @@ static int child() {
     return pt_emu::access_checks_enabled() ? 0 : 3; /* 3: this build does not trace accesses */
 }
 
-/* Run this binary with --child in `dir`, PUNCTUM_EMU_ROOFLINE = value (NULL: unset). */
-static int run_child(const char *self, const char *dir, const char *value) {
+/* Run this binary with --child in `dir`, PUNCTUM_EMU_ROOFLINE = value (NULL: unset), the checks
+ * off (PUNCTUM_EMU_CHECKS=0) if asked. */
+static int run_child(const char *self, const char *dir, const char *value,
+                     bool checks_off = false) {
     fflush(stdout);
     const pid_t pid = fork();
     if (pid == 0) {
+        if (checks_off) setenv("PUNCTUM_EMU_CHECKS", "0", 1);
         if (value)
             setenv("PUNCTUM_EMU_ROOFLINE", value, 1);
         else
@@ -203,6 +221,7 @@ int main(int argc, char **argv) {
     expect(rows, "k_pairsum", {1, 2 * B, B, B, B, 0, 0});
     /* 3 x 2*16*8*16 on tensor cores; 32 lanes x 4 floats stored = 512 bytes, 16 sectors */
     expect(rows, "k_mma3", {1, 0, 512, 0, 512, 3 * 4096, 3 * 4096});
+    expect(rows, "k_ldsm", {1, 0, 512, 0, 512, 0, 0}); /* shared memory is not DRAM */
     /* A 64x32 bf16 (4096 B) + B 32x48 bf16 (3072 B) read, D 64x48 f32 (12288 B) written;
      * 2*64*48*32 = 196608 FLOPs on tensor cores (16-bit inputs) */
     expect(rows, "cublasGemmEx bf16->f32 64x48x32", {1, 7168, 12288, 7168, 12288, 196608, 196608});
@@ -213,7 +232,12 @@ int main(int argc, char **argv) {
     expect(rows, "cudaMemcpy DtoH", {1, B, B, B, B, 0, 0});
     /* 4096 + 3072 + 512 + 256 + 128 bytes of memset */
     expect(rows, "cudaMemset", {5, 0, 8064, 0, 8064, 0, 0});
-    CHECK(rows.size() == 8, "%zu rows, 8 expected", rows.size());
+    CHECK(rows.size() == 9, "%zu rows, 9 expected", rows.size());
+    remove(out.c_str());
+    /* counting with the checks off, as roofline.py runs: the kernels run to the end (exit 3: no
+     * access tracing) and count as before */
+    CHECK(run_child(self, dir, out.c_str(), true) == 3, "child with the checks off did not finish");
+    CHECK(read_rows(out.c_str()).size() == 9, "counts with the checks off");
     remove(out.c_str());
 
     /* off: unset, and set but empty; the child works in an empty directory */
