@@ -417,6 +417,10 @@ PT_UNROLL
         pt_load_kv_tile<HDP, BK>(Vs, vhead, s, j0, nk, hd, P.kvd);
         pt_cp_async_commit();
         const bool active = warp_live && j0 <= wi1 && (P.window <= 0 || j0 + nk - 1 > wi0 - P.window);
+        /* every one of the warp's 16 queries sees every key of the tile (none past the diagonal,
+         * the window's edge or the knocked-out key): no mask (warp-uniform) */
+        const bool full = wi0 + 15 <= i_last && j0 + BK - 1 <= wi0 && (P.window <= 0 || wi0 + 15 - j0 < P.window) &&
+                          (s.ko < j0 || s.ko >= j0 + BK);
         uint32_t pa[KK][4]; /* P as the A operand of KK k-steps of 16 keys */
         float corr[2] = {1.0f, 1.0f};
         if (active) { /* warp-uniform */
@@ -435,7 +439,7 @@ PT_UNROLL
                 for (int e = 0; e < 4; e++) {
                     const int jj = nb * 8 + 2 * t + (e & 1), j = j0 + jj;
                     const int i = e < 2 ? ia : ib;
-                    const bool ok = (e < 2 ? va : vb) && jj < nk && pt_visible(i, j, P.window, s.ko);
+                    const bool ok = full || ((e < 2 ? va : vb) && jj < nk && pt_visible(i, j, P.window, s.ko));
                     const float x = ok ? pt_score(P, sc[nb][e]) : -INFINITY;
                     sc[nb][e] = x;
                     mx[e >> 1] = x > mx[e >> 1] ? x : mx[e >> 1];

@@ -45,6 +45,7 @@ extern "C" {
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
 #include <type_traits>
 
 /* ---- context ---------------------------------------------------------------------------------- */
@@ -971,6 +972,31 @@ static attn_shape attn_shape_of(const pt_backend *be, int hd) {
     return s;
 }
 
+/* The work of one block: the keys a query tile streams (pass 1), or the queries that see a key
+ * tile (pass 2), as the kernels bound them. */
+static long long attn_work(const pt_attn_item &it, const pt_attn_seg *segs, int window, int tile, int pass2) {
+    const pt_attn_seg &s = segs[it.seg];
+    if (!pass2) {
+        const int first = s.qpos + it.start, last = s.qpos + std::min(it.start + tile, s.n_q) - 1;
+        return last + 1 - (window > 0 ? std::max(0, first - window + 1) : 0);
+    }
+    if (!(s.flags & (PT_SEG_MASS | PT_SEG_PATTERN))) return 1; /* attn_last: the final query */
+    int end = s.qpos + s.n_q;
+    if (!(s.flags & (PT_SEG_PATTERN | PT_SEG_LAST)) && window > 0) end = std::min(end, it.start + tile - 1 + window);
+    return end - std::max(s.qpos, it.start);
+}
+
+/* Launch order, heaviest blocks first (ties in table order: a total order, the same tables every
+ * layer; std::sort allocates nothing): the long tiles start in the first wave instead of
+ * trailing in the last one. */
+static void heaviest_first(pt_attn_item *items, size_t n, const pt_attn_seg *segs, int window, int tile,
+                           int pass2) {
+    std::sort(items, items + n, [&](const pt_attn_item &a, const pt_attn_item &b) {
+        const long long wa = attn_work(a, segs, window, tile, pass2), wb = attn_work(b, segs, window, tile, pass2);
+        return wa != wb ? wa > wb : a.seg != b.seg ? a.seg < b.seg : a.start < b.start;
+    });
+}
+
 /* Bytes of the attention staging (segments + work items of both passes) for `rows` query rows
  * in at most `rows` segments whose keys (prefix + own) total at most `keys`. */
 static size_t attn_stage_bytes(int rows, size_t keys, int BQ, int KB) {
@@ -1031,6 +1057,8 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
             klo = d->qpos - a->window + 1;
         for (int j0 = klo; j0 < d->qpos + s->n_q; j0 += KB) it2[k2++] = pt_attn_item{i, j0};
     }
+    heaviest_first(it1, k1, hs, a->window, BQ, 0);
+    heaviest_first(it2, k2, hs, a->window, KB, 1);
     char *dbuf = (char *)cu_ensure(c, &c->attn, bytes, "attention segments");
     float *lse = (float *)cu_ensure(c, &c->lse, (size_t)rows * H * sizeof(float), "attention lse");
     if (!dbuf || !lse || upload_once(c, &c->attn, h, seg_bytes + (n1 + k2) * sizeof(pt_attn_item)))
