@@ -1377,6 +1377,12 @@ static int build_attn_cases(attn_case *C, int quick) {
     add_decode(A, 0, 40, 0, 1, -1, 0);
     add_decode(A, 0, 33, 12, 1, 20, 0);
     add_decode(A, 0, 40, 3, 2, -1, 1);
+    /* a window wider than a key tile and a knocked-out key early in a long variant: key tiles
+     * wholly before a warp's queries that still need the window's or the knockout's mask */
+    A = &C[n++];
+    attn_init(A, "long-window-ko", 4, 2, 64, 100, 7);
+    add_clean(A, 200);
+    add_ext(A, 0, 20, 150, 9, 0, 3, 0);
     /* long: several query and key tiles on both paths, decode-like single query */
     A = &C[n++];
     attn_init(A, "long", 2, 1, 64, 0, 7);
