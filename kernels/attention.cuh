@@ -339,7 +339,7 @@ template <int LD, class T> PT_DEV void pt_frag_a(uint32_t (&a)[4], T (*tile)[LD]
  * two k-steps per ldmatrix.x4 (one .x2 when KS is odd). */
 template <int KS, int LD, class T>
 PT_DEV void pt_mma_abt(float acc[4], const uint32_t (&a)[KS][4], T (*tile)[LD], int n0, int lane) {
-    if constexpr (KS % 2 == 0) {
+    if constexpr (KS % 2 == 0 && KS < 16) {
 PT_UNROLL
         for (int ks = 0; ks < KS; ks += 2) {
             uint32_t b[4];
@@ -422,8 +422,8 @@ PT_UNROLL
         const bool full = wi0 + 15 <= i_last && j0 + BK - 1 <= wi0 && (P.window <= 0 || wi0 + 15 - j0 < P.window) &&
                           (s.ko < j0 || s.ko >= j0 + BK);
         uint32_t pa[KK][4]; /* P as the A operand of KK k-steps of 16 keys */
-        float corr[2] = {1.0f, 1.0f};
         if (active) { /* warp-uniform */
+            float corr[2];
             /* S = Q K^T for 16 rows x BK keys */
             float sc[NB][4];
 PT_UNROLL
@@ -465,6 +465,11 @@ PT_UNROLL
                 pa[kk][0 + 2 * hi] = pt_pack2(p[0], p[1], (T *)nullptr);
                 pa[kk][1 + 2 * hi] = pt_pack2(p[2], p[3], (T *)nullptr);
             }
+PT_UNROLL
+            for (int n = 0; n < ND; n++) { /* (here: corr need not live across the barrier) */
+                o[n][0] *= corr[0], o[n][1] *= corr[0];
+                o[n][2] *= corr[1], o[n][3] *= corr[1];
+            }
         }
         pt_cp_async_wait<0>();
         __syncthreads(); /* this tile's values landed; every warp is done with its keys */
@@ -474,11 +479,6 @@ PT_UNROLL
             pt_cp_async_commit();
         }
         if (active) {
-PT_UNROLL
-            for (int n = 0; n < ND; n++) {
-                o[n][0] *= corr[0], o[n][1] *= corr[0];
-                o[n][2] *= corr[1], o[n][3] *= corr[1];
-            }
 PT_UNROLL
             for (int kk = 0; kk < KK; kk++) pt_mma_pv<ND>(o, pa[kk], Vs, kk, lane);
         }
