@@ -14,10 +14,11 @@
  *   head) in the compute dtype, [out, in] row-major, one part per projection; vectors (norm
  *   weights and biases, linear biases, RoPE inverse frequencies) in float32.
  * - Own kernels for everything else: elementwise.cuh, attention.cuh, vocab.cuh, row_select.cuh.
- * - Activations in the compute dtype (act_dtype; GEMMs read them as they are and write them), the
- *   residual stream float32 (resid_bytes = 4); the key/value cache in the tensor-core attention's
- *   operand type (kv_dtype f16 by default, bf16 with PUNCTUM_CUDA_MMA=bf16) where that path runs
- *   (bf16 / f16 compute dtypes), float32 otherwise.
+ * - Activations that feed the GEMMs in the compute dtype (act_dtype: written so by k_norm, the
+ *   attention and the MLP activation, read by the GEMMs as they are); float32 rows where
+ *   backend.h says (q|k|v, gate|up, a sublayer before its norm) and the residual; the key/value
+ *   cache in the tensor-core attention's operand type (kv_dtype f16 by default, bf16 with
+ *   PUNCTUM_CUDA_MMA=bf16) where that path runs (bf16 / f16 compute dtypes), float32 otherwise.
  * - Index arrays arrive as host pointers and are copied into persistent device staging buffers
  *   that `reserve` sizes (grown, never allocated per call), through a pinned host ring whose
  *   chunks are reused only after an event says the copies from them completed: the host waits
