@@ -322,7 +322,7 @@ PT_DEV void pt_load_kv_tile(T (*dst)[pt_mma_cfg<HDP>::LD], const T *head, const 
         const int r = x / HDP, d = x % HDP;
         uint16_t u = 0;
         if (r < nrows && d < hd) memcpy(&u, head + (size_t)pt_kv_row(s, j0 + r) * kvd + d, 2);
-        memcpy(&dst[r][d], &u, 2);
+        memcpy((void *)&dst[r][d], &u, 2); /* (the 16-bit type's bits as they are) */
     }
 }
 
