@@ -1001,7 +1001,9 @@ void ldmatrix(uint32_t *r, const void *row, int nmat, bool trans) {
                        strf("%s: %s row address %p at %s %s", thread_name(s, t_tid).c_str(),
                             what[trans][nmat], row, describe_pc(pc).c_str(), bad));
         } else {
-            if (checks_on()) { /* (as on_access: with the checks off, stores leave no records) */
+            /* only where stores leave records too: the checks on, in a build that traces
+             * accesses (not the sanitizer build's, nor with PUNCTUM_EMU_CHECKS=0) */
+            if (access_checks_enabled()) {
                 g_stats.checked_accesses++;
                 shared_access((intptr_t)(a - (uintptr_t)t_smem->data), 16, false, pc);
             }
