@@ -1336,8 +1336,9 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->name = "cuda";
     be->ctx = c;
     be->dtype = dtype;
-    /* activations in the compute dtype (what the GEMMs read and write); the residual stream, which
-     * sums every layer's contributions, float32 (linear_add accumulates into it in the GEMM) */
+    /* the GEMMs' inputs in the compute dtype (backend.h: float32 rows where precision needs them);
+     * the residual stream, which sums every layer's contributions, float32 (linear_add
+     * accumulates into it in the GEMM) */
     be->resid_bytes = sizeof(float);
     be->act_dtype = dtype;
     be->act_bytes = dtype == PT_DTYPE_F32 ? sizeof(float) : 2;

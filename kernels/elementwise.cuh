@@ -44,18 +44,14 @@ __global__ void k_embed(float *x, const T *tok, const T *pos_emb, const int32_t 
     }
 }
 
-/* RMSNorm of the block's group of n values (xr -> yr, may alias): times g, or (1 + g). */
-template <class X, class Y>
-PT_DEV void pt_rms_group(const X *xr, Y *yr, int n, const float *g, double eps, int plus_one, double *red) {
+/* RMSNorm of the block's group of n floats (xr -> yr of type Y, may alias): times g, or (1 + g). */
+template <class Y>
+PT_DEV void pt_rms_group(const float *xr, Y *yr, int n, const float *g, double eps, int plus_one, double *red) {
     double ss = 0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = pt_ld(xr + i);
-        ss += (double)v * v;
-    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += (double)xr[i] * xr[i];
     ss = pt_block_sum(ss, red);
     const float inv = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        pt_st(yr + i, (plus_one ? 1.0f + g[i] : g[i]) * (pt_ld(xr + i) * inv));
+    for (int i = threadIdx.x; i < n; i += blockDim.x) pt_st(yr + i, (plus_one ? 1.0f + g[i] : g[i]) * (xr[i] * inv));
 }
 
 /* LayerNorm / RMSNorm of one row per block, sums in double as the CPU reference; g NULL: the

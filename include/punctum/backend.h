@@ -11,14 +11,12 @@
  *   sublayer's output before its norm (rms_norm's rows, add's input: Gemma, OLMo 2) — rounding
  *   q|k|v or gate|up to bf16 moves the tiny test models' attention statistics beyond SPEC §6's
  *   2e-2 of the cpu reference (measured: 0.023 with bf16 gate|up, 0.016 without);
- *   act_bytes for the other activations, the inputs of every projection (normed rows, the
- *   attention output, the MLP activation's output: the cuda backend writes them in its
- *   compute dtype, so its GEMMs read them as they are); kv_bytes for the key/value cache. The host
- * reads activations only through operations that produce float32 (row_norms, resid_to_host,
- * logits). The cpu backend uses float32 throughout; the cuda backend keeps its activations in its
- * compute dtype (act_dtype bf16 or f16, the residual stream float32) and its key/value cache in its
- * tensor cores' operand type (kv_dtype) when they run the attention; callers must not assume
- * float32.
+ *   act_bytes (act_dtype) for the other activations, the inputs of every projection (normed
+ *   rows, the attention output, the MLP activation's output: the cuda backend writes them in its
+ *   compute dtype, so its GEMMs read them as they are); kv_bytes (kv_dtype) for the key/value
+ *   cache (the cuda backend's tensor-core attention: its f16 / bf16 operand type). The cpu
+ *   backend uses float32 throughout; callers must not assume it. The host reads activations
+ *   only through operations that produce float32 (row_norms, resid_to_host, linear).
  * - Statistics outputs (attention mass / last / pattern, residual norms) and logits /
  *   log-probabilities are float32 device buffers.
  * - Index arrays (token ids, positions, row lists, segments) are passed as HOST pointers; a
