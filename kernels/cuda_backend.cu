@@ -713,10 +713,11 @@ static void cuda_mlp_act(pt_backend *be, const pt_config *cfg, const void *hv, i
         using A = act_t<decltype(tag)>;
         const float *h = (const float *)hv; /* gate|up: float32 rows (backend.h) */
         A *out = (A *)outv;
+        const dim3 glu_grid((unsigned)n, (unsigned)((cfg->d_ff + 1023) / 1024));
         if (cfg->mlp == PT_MLP_SWIGLU)
-            PT_LAUNCH(k_swiglu<A>, grid_for(total, 256), 256, c->stream, h, out, n, cfg->d_ff);
+            PT_LAUNCH((k_glu<A, false>), glu_grid, 256, c->stream, h, out, cfg->d_ff);
         else if (cfg->mlp == PT_MLP_GEGLU)
-            PT_LAUNCH(k_geglu<A>, grid_for(total, 256), 256, c->stream, h, out, n, cfg->d_ff);
+            PT_LAUNCH((k_glu<A, true>), glu_grid, 256, c->stream, h, out, cfg->d_ff);
         else
             PT_LAUNCH(k_gelu_tanh<A>, grid_for(total, 256), 256, c->stream, h, out, total);
     });

@@ -135,15 +135,6 @@ __global__ void k_store_kv(const float *qkv, KV *k_cache, KV *v_cache, const int
     }
 }
 
-template <class A> __global__ void k_swiglu(const float *h, A *out, int n, int ff) {
-    const size_t total = (size_t)n * ff;
-    PT_FOR_N(i, total) {
-        const size_t r = i / (size_t)ff, c = i % (size_t)ff;
-        const float g = h[r * 2 * ff + c], u = h[r * 2 * ff + ff + c];
-        pt_st(out + i, (g / (1.0f + expf(-g))) * u);
-    }
-}
-
 PT_DEV float pt_gelu_tanh(float x) {
     const float k = 0.7978845608028654f; /* sqrt(2/pi) */
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
@@ -153,13 +144,17 @@ template <class A> __global__ void k_gelu_tanh(const float *h, A *out, size_t n)
     PT_FOR_N(i, n) pt_st(out + i, pt_gelu_tanh(h[i]));
 }
 
-/* GeGLU: out[r, c] = gelu_tanh(gate) * up of h[r] = [gate | up] */
-template <class A> __global__ void k_geglu(const float *h, A *out, int n, int ff) {
-    const size_t total = (size_t)n * ff;
-    PT_FOR_N(i, total) {
-        const size_t r = i / (size_t)ff, c = i % (size_t)ff;
-        pt_st(out + i, pt_gelu_tanh(h[r * 2 * ff + c]) * h[r * 2 * ff + ff + c]);
-    }
+PT_DEV float pt_silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* Gated MLP activation: out[r, c] = act(gate) * up of row r of h = [gate | up] (float32 rows),
+ * act silu (SwiGLU) or gelu_tanh (GeGLU). Block (r, y) serves columns y * 1024 .. + 1023 of row
+ * r: the row comes from the grid, not from a 64-bit division of a flat index per element. */
+template <class A, bool GELU> __global__ void k_glu(const float *h, A *out, int ff) {
+    const float *gate = h + (size_t)blockIdx.x * 2 * ff, *up = gate + ff;
+    A *o = out + (size_t)blockIdx.x * ff;
+    const int c1 = ff < (int)(blockIdx.y + 1) * 1024 ? ff : (int)(blockIdx.y + 1) * 1024;
+    for (int c = (int)blockIdx.y * 1024 + threadIdx.x; c < c1; c += blockDim.x)
+        pt_st(o + c, (GELU ? pt_gelu_tanh(gate[c]) : pt_silu(gate[c])) * up[c]);
 }
 
 /* out[r * stride] = ||x[r]||_2 (one block per row, double sum). */

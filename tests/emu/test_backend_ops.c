@@ -765,6 +765,33 @@ static void family_cfg(pt_config *c, int H, int KV, int hd, int ff) {
     c->rope = PT_ROPE_DEFAULT, c->rope_theta = 10000.0;
 }
 
+/* mlp_act of a gated MLP (SwiGLU / GeGLU) on 13 rows of width ff, large and zero gates included */
+static void glu_case(pair_t *P, pt_mlp_kind mlp, int ff, double rt) {
+    const int n = 13;
+    pt_config cfg;
+    family_cfg(&cfg, 4, 2, 16, ff);
+    cfg.mlp = mlp;
+    float *h = rnd_vec((size_t)n * 2 * ff, 3.0f);
+    h[0] = 30.0f, h[1] = -30.0f, h[2] = 0.0f;
+    dbuf ha_, hb_, oa, ob;
+    float *dha = dfrom(P->cpu, &ha_, h, (size_t)n * 2 * ff),
+          *doa = dnew(P->cpu, &oa, (size_t)n * ff);
+    float *dhb = dfrom(P->gpu, &hb_, h, (size_t)n * 2 * ff);
+    void *dob = dact_new(P->gpu, &ob, (size_t)n * ff);
+    P->cpu->mlp_act(P->cpu, &cfg, dha, n, doa);
+    P->gpu->mlp_act(P->gpu, &cfg, dhb, n, dob);
+    float *ra = pt_xmalloc((size_t)n * ff * 4), *rb = pt_xmalloc((size_t)n * ff * 4);
+    dget(&oa, ra), dget(&ob, rb);
+    cmp_t c;
+    cmp_init(&c);
+    /* gelu's float rounding (1e-6 near 0, where tanh formulations differ) times |up| <~ 10 */
+    cmp_f(&c, rb, ra, (size_t)n * ff, 1e-5, rt + act_rt(P->gpu));
+    char shape[96];
+    snprintf(shape, sizeof shape, "%s n=%d ff=%d", mlp == PT_MLP_GEGLU ? "geglu" : "swiglu", n, ff);
+    report("mlp_act", shape, P->tag, &c, 1e-5, rt + act_rt(P->gpu), dguards(&ob));
+    dfree(&ha_), dfree(&hb_), dfree(&oa), dfree(&ob), free(ra), free(rb), free(h);
+}
+
 static void test_family_ops(pair_t *P) {
     char shape[96];
     const double rt = 1e-4;
@@ -838,28 +865,12 @@ static void test_family_ops(pair_t *P) {
             free(x), free(t0), free(t1);
         }
     }
-    /* GeGLU (Gemma) */
+    /* GeGLU (Gemma); both gated activations at a width of several 1024-column chunks with a
+     * partial last one (the kernel's second grid dimension) */
     if (want("mlp_act")) {
-        const int n = 13, ff = 96;
-        family_cfg(&cfg, 4, 2, 16, ff);
-        cfg.mlp = PT_MLP_GEGLU;
-        float *h = rnd_vec((size_t)n * 2 * ff, 3.0f);
-        h[0] = 30.0f, h[1] = -30.0f, h[2] = 0.0f;
-        dbuf ha_, hb_, oa, ob;
-        float *dha = dfrom(P->cpu, &ha_, h, (size_t)n * 2 * ff),
-              *doa = dnew(P->cpu, &oa, (size_t)n * ff);
-        float *dhb = dfrom(P->gpu, &hb_, h, (size_t)n * 2 * ff);
-        void *dob = dact_new(P->gpu, &ob, (size_t)n * ff);
-        P->cpu->mlp_act(P->cpu, &cfg, dha, n, doa);
-        P->gpu->mlp_act(P->gpu, &cfg, dhb, n, dob);
-        float *ra = pt_xmalloc((size_t)n * ff * 4), *rb = pt_xmalloc((size_t)n * ff * 4);
-        dget(&oa, ra), dget(&ob, rb);
-        cmp_t c;
-        cmp_init(&c);
-        /* gelu's float rounding (1e-6 near 0, where tanh formulations differ) times |up| <~ 10 */
-        cmp_f(&c, rb, ra, (size_t)n * ff, 1e-5, rt + act_rt(P->gpu));
-        report("mlp_act", "geglu n=13 ff=96", P->tag, &c, 1e-5, rt + act_rt(P->gpu), dguards(&ob));
-        dfree(&ha_), dfree(&hb_), dfree(&oa), dfree(&ob), free(ra), free(rb), free(h);
+        glu_case(P, PT_MLP_GEGLU, 96, rt);
+        glu_case(P, PT_MLP_GEGLU, 2500, rt);
+        glu_case(P, PT_MLP_SWIGLU, 2500, rt);
     }
 }
 
