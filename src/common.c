@@ -63,10 +63,28 @@ char *pt_xstrdup(const char *s) {
     return d;
 }
 
+static long g_fail_alloc_after = -1; /* pt_test_fail_alloc_after */
+
+void pt_test_fail_alloc_after(long k) {
+    g_fail_alloc_after = k;
+}
+
+/* 1 when the test hook says this allocation fails (then disarms it) */
+static int test_alloc_fails(void) {
+    return g_fail_alloc_after >= 0 && g_fail_alloc_after-- == 0;
+}
+
 void *pt_try_alloc(size_t n, const char *what, pt_error *e) {
-    void *p = malloc(n ? n : 1);
+    void *p = test_alloc_fails() ? NULL : malloc(n ? n : 1);
     if (!p) pt_fail(e, "out of memory allocating %zu bytes for %s", n, what);
     return p;
+}
+
+char *pt_try_strdup(const char *s, const char *what, pt_error *e) {
+    const size_t n = strlen(s) + 1;
+    char *d = pt_try_alloc(n, what, e);
+    if (d) memcpy(d, s, n);
+    return d;
 }
 
 struct pt_arena_blk {
@@ -121,7 +139,7 @@ void *pt_try_calloc(size_t n, size_t size, const char *what, pt_error *e) {
         pt_fail(e, "%s: size overflow (%zu x %zu bytes)", what, n, size);
         return NULL;
     }
-    void *p = calloc(bytes ? bytes : 1, 1);
+    void *p = test_alloc_fails() ? NULL : calloc(bytes ? bytes : 1, 1);
     if (!p) pt_fail(e, "out of memory allocating %zu bytes for %s", bytes, what);
     return p;
 }

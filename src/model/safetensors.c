@@ -248,8 +248,13 @@ int pt_st_parse_buffer(const void *buf, size_t len, const char *name, pt_st_file
     }
 
     size_t cap = json_object_size(root);
-    pt_st_tensor *ts = pt_xcalloc(cap ? cap : 1, sizeof *ts);
-    span *spans = pt_xcalloc(cap ? cap : 1, sizeof *spans);
+    pt_st_tensor *ts = pt_try_calloc(cap ? cap : 1, sizeof *ts, "the tensor table", e);
+    span *spans = ts ? pt_try_calloc(cap ? cap : 1, sizeof *spans, "the tensor table", e) : NULL;
+    if (!spans) {
+        free(ts);
+        json_decref(root);
+        return pt_fail_prefix(e, "%s", name);
+    }
     size_t n = 0;
     int rc = 0;
     const char *key;
@@ -262,7 +267,10 @@ int pt_st_parse_buffer(const void *buf, size_t len, const char *name, pt_st_file
         pt_st_tensor *t = &ts[n];
         size_t b = 0, en = 0;
         if ((rc = parse_entry(key, v, data_len, name, t, &b, &en, e)) != 0) break;
-        t->name = pt_xstrdup(key);
+        if (!(t->name = pt_try_strdup(key, "a tensor name", e))) {
+            rc = pt_fail_prefix(e, "%s", name);
+            break;
+        }
         spans[n].begin = b;
         spans[n].end = en;
         spans[n].idx = n;
@@ -313,7 +321,10 @@ int pt_st_parse_buffer(const void *buf, size_t len, const char *name, pt_st_file
         free_tensors(ts, n);
         return -1;
     }
-    f->path = pt_xstrdup(name);
+    if (!(f->path = pt_try_strdup(name, "the file name", e))) {
+        free_tensors(ts, n);
+        return pt_fail_prefix(e, "%s", name);
+    }
     for (size_t i = 0; i < n; i++) ts[i].file = f->path;
     f->tensors = ts;
     f->n_tensors = n;
@@ -463,7 +474,10 @@ static int open_index(const char *dir, const char *ipath, pt_st_set *s, pt_error
     const char *tname;
     json_t *v;
     size_t cap = json_object_size(wm);
-    shards = pt_xcalloc(cap, sizeof *shards);
+    if (!(shards = pt_try_calloc(cap, sizeof *shards, "the weight map", e))) {
+        rc = pt_fail_prefix(e, "%s", ipath);
+        goto done;
+    }
     json_object_foreach(wm, tname, v) {
         if (!json_is_string(v)) {
             rc = pt_fail(e, "%s: weight_map entry for tensor '%s' must be a string", ipath, sn(tname).s);
@@ -483,7 +497,10 @@ static int open_index(const char *dir, const char *ipath, pt_st_set *s, pt_error
         if (u == 0 || strcmp(shards[u - 1], shards[i]) != 0) shards[u++] = shards[i];
     n_shards = u;
 
-    s->files = pt_xcalloc(n_shards, sizeof *s->files);
+    if (!(s->files = pt_try_calloc(n_shards, sizeof *s->files, "the shard table", e))) {
+        rc = pt_fail_prefix(e, "%s", ipath);
+        goto done;
+    }
     for (size_t i = 0; i < n_shards; i++) {
         char *p = pt_path_join(dir, shards[i]);
         if (!path_exists(p)) {
@@ -516,7 +533,11 @@ static int open_index(const char *dir, const char *ipath, pt_st_set *s, pt_error
     size_t total = 0;
     for (size_t i = 0; i < s->n_files; i++) total += s->files[i].n_tensors;
     if (total > 1) {
-        name_ref *refs = pt_xcalloc(total, sizeof *refs);
+        name_ref *refs = pt_try_calloc(total, sizeof *refs, "the tensor names", e);
+        if (!refs) {
+            rc = pt_fail_prefix(e, "%s", ipath);
+            goto done;
+        }
         size_t k = 0;
         for (size_t i = 0; i < s->n_files; i++)
             for (size_t j = 0; j < s->files[i].n_tensors; j++) {
@@ -547,8 +568,8 @@ int pt_st_set_open(const char *model_dir, pt_st_set *s, pt_error *e) {
     memset(s, 0, sizeof *s);
     char *single = pt_path_join(model_dir, "model.safetensors");
     if (path_exists(single)) {
-        s->files = pt_xcalloc(1, sizeof *s->files);
-        int rc = pt_st_open(single, &s->files[0], e);
+        s->files = pt_try_calloc(1, sizeof *s->files, "the shard table", e);
+        int rc = s->files ? pt_st_open(single, &s->files[0], e) : pt_fail_prefix(e, "%s", single);
         free(single);
         if (rc != 0) {
             free(s->files);

@@ -547,6 +547,35 @@ static void test_sharded(void) {
                 "tensor 'z.weight': shape [3] x F16 is 6 bytes", NULL);
 }
 
+/* Out of memory at each allocation in turn while opening a sharded model (the index, both
+ * shards' headers): every one is an error naming the file, with nothing leaked (the sanitizer
+ * and valgrind runs check that), until the walk passes every allocation and the open succeeds. */
+static void test_out_of_memory(void) {
+    make_shards("oom");
+    write_text(path_in("oom", "model.safetensors.index.json"), "{\"weight_map\":{" GOOD_MAP "}}");
+    int failed = 0, named = 0, opened = 0;
+    for (long k = 0; k < 200 && !opened; k++) {
+        pt_st_set s;
+        pt_error e = {{0}};
+        pt_test_fail_alloc_after(k);
+        const int rc = set_open_sub("oom", &s, &e);
+        pt_test_fail_alloc_after(-1);
+        if (rc == 0) {
+            opened = pt_st_find(&s, "z.weight") != NULL;
+            pt_st_set_close(&s);
+            break;
+        }
+        failed++;
+        named += strstr(e.msg, "out of memory") && strstr(e.msg, ".safetensors") && s.files == NULL;
+    }
+    char why[64];
+    snprintf(why, sizeof why, "%d failures, %d named", failed, named);
+    printf("     out of memory walk: %s\n", why);
+    check(failed >= 5 && named == failed,
+          "out of memory at every allocation: an error naming the file", why);
+    check(opened, "out of memory walk ends with a successful open", NULL);
+}
+
 static void rm_rf(const char *dir) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -563,6 +592,7 @@ int main(void) {
     test_valid();
     test_bad_files();
     test_sharded();
+    test_out_of_memory();
     check(strcmp(pt_dtype_name((pt_dtype)99), "?") == 0 && pt_dtype_size((pt_dtype)99) == 0,
           "dtype helpers reject out-of-range values", NULL);
     rm_rf(g_dir);
