@@ -29,7 +29,8 @@ pt_chat *pt_chat_load(const char *model_dir, int *absent, pt_error *e);
 /* A template from memory; name is used in messages. Special tokens are set with
  * pt_chat_set_var. */
 pt_chat *pt_chat_parse(const char *src, size_t len, const char *name, pt_error *e);
-void pt_chat_set_var(pt_chat *c, const char *name, const char *value);
+/* Set a special token variable (bos_token, ...); -1 (e set) when out of memory. */
+int pt_chat_set_var(pt_chat *c, const char *name, const char *value, pt_error *e);
 void pt_chat_free(pt_chat *c);
 const char *pt_chat_name(const pt_chat *c);
 /* a hash of the template and its variables (for the run's identity) */

@@ -42,8 +42,15 @@ static int utf8_ok(const char *s, size_t n) {
 }
 
 pt_chat *pt_chat_parse(const char *src, size_t len, const char *name, pt_error *e) {
-    pt_chat *c = pt_xcalloc(1, sizeof *c);
-    c->name = pt_xstrdup(name ? name : "chat template");
+    pt_chat *c = pt_try_calloc(1, sizeof *c, "a chat template", e);
+    if (c && !(c->name = pt_try_strdup(name ? name : "chat template", "a chat template", e))) {
+        free(c);
+        c = NULL;
+    }
+    if (!c) {
+        pt_fail_prefix(e, "%s", name ? name : "chat template");
+        return NULL;
+    }
     if (!utf8_ok(src, len) || memchr(src, 0, len)) {
         pt_fail(e, "%s: the template is not valid UTF-8 text", c->name);
         pt_chat_free(c);
@@ -59,12 +66,15 @@ pt_chat *pt_chat_parse(const char *src, size_t len, const char *name, pt_error *
     return c;
 }
 
-void pt_chat_set_var(pt_chat *c, const char *name, const char *value) {
+int pt_chat_set_var(pt_chat *c, const char *name, const char *value, pt_error *e) {
     for (int k = 0; k < N_SPECIAL; k++)
         if (!strcmp(SPECIAL[k], name)) {
+            char *v = value ? pt_try_strdup(value, name, e) : NULL;
+            if (value && !v) return pt_fail_prefix(e, "%s", c->name);
             free(c->var[k]);
-            c->var[k] = value ? pt_xstrdup(value) : NULL;
+            c->var[k] = v;
         }
+    return 0;
 }
 
 void pt_chat_free(pt_chat *c) {
@@ -127,11 +137,19 @@ static int render(const pt_chat *c, const char *system, const char *prompt, pt_c
     }
     jn_buf b = {0};
     jn_render(&j, c->body, variables(c, &j, system, prompt), &b);
-    out->text = pt_xmalloc(b.n + 1);
+    out->text = pt_try_alloc(b.n + 1, "the rendered prompt", e);
+    out->span = out->text ? pt_try_calloc((size_t)b.n_marks * 2 + 1, sizeof *out->span,
+                                          "the rendered prompt", e)
+                          : NULL;
+    if (!out->span) {
+        free(out->text);
+        memset(out, 0, sizeof *out);
+        jn_release(&j);
+        return pt_fail_prefix(e, "%s", c->name);
+    }
     memcpy(out->text, b.p, b.n + 1);
     out->len = b.n;
     out->n_span = b.n_marks;
-    out->span = pt_xmalloc(((size_t)b.n_marks * 2 + 1) * sizeof *out->span);
     memcpy(out->span, b.marks, (size_t)b.n_marks * 2 * sizeof *out->span);
     jn_release(&j);
     return 0;
@@ -185,13 +203,14 @@ static const char *token_value(json_t *v) {
     return NULL;
 }
 
-static void set_specials(pt_chat *c, json_t *cfg, json_t *map) {
+static int set_specials(pt_chat *c, json_t *cfg, json_t *map, pt_error *e) {
     for (int k = 0; k < N_SPECIAL; k++) {
         json_t *v = cfg ? json_object_get(cfg, SPECIAL[k]) : NULL;
         if (!v && map) v = json_object_get(map, SPECIAL[k]);
         const char *s = token_value(v);
-        if (s) pt_chat_set_var(c, SPECIAL[k], s);
+        if (s && pt_chat_set_var(c, SPECIAL[k], s, e)) return -1;
     }
+    return 0;
 }
 
 /* tokenizer_config.json's chat_template: the string, or "default" of a list of named ones */
@@ -269,8 +288,7 @@ pt_chat *pt_chat_load(const char *dir, int *absent, pt_error *e) {
         if (src) c = pt_chat_parse(src, strlen(src), name, e);
     }
     if (c) {
-        set_specials(c, cfg, map);
-        if (probe(c, e)) {
+        if (set_specials(c, cfg, map, e) || probe(c, e)) {
             pt_chat_free(c);
             c = NULL;
         }

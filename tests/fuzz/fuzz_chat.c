@@ -35,8 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check_message(&e);
         return 0;
     }
-    pt_chat_set_var(c, "bos_token", "<s>");
-    pt_chat_set_var(c, "eos_token", "</s>");
+    pt_chat_set_var(c, "bos_token", "<s>", NULL);
+    pt_chat_set_var(c, "eos_token", "</s>", NULL);
     for (size_t p = 0; p < sizeof prompts / sizeof prompts[0]; p++)
         for (size_t s = 0; s < 2; s++) {
             pt_chat_text t;

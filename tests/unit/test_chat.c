@@ -33,7 +33,7 @@ static void test_spans_and_roles(void) {
                        &e);
     check(c != NULL, "parse a small template", e.msg);
     if (!c) return;
-    pt_chat_set_var(c, "bos_token", "<s>");
+    pt_chat_set_var(c, "bos_token", "<s>", NULL);
     pt_chat_text t;
     int rc = pt_chat_render(c, "sys", "  hi there ", &t, &e);
     const char *want = "<s><system>sys</><user>hi there</><a>";
@@ -128,10 +128,40 @@ static void test_limits(void) {
     }
 }
 
+/* Out of memory at each allocation of the chat layer in turn (the template object, a special
+ * token, the rendered text and its spans): an error naming the template, nothing leaked, until
+ * the walk passes them all. (The template engine's own arena reports its limit separately.) */
+static void test_out_of_memory(void) {
+    int failed = 0, named = 0, done = 0;
+    for (long k = 0; k < 50 && !done; k++) {
+        pt_error e;
+        pt_test_fail_alloc_after(k);
+        pt_chat *c = parse("{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}", &e);
+        int rc = c ? pt_chat_set_var(c, "bos_token", "<s>", &e) : -1;
+        pt_chat_text t = {0};
+        if (rc == 0) rc = pt_chat_render(c, NULL, "hi", &t, &e);
+        pt_test_fail_alloc_after(-1);
+        if (rc == 0) {
+            done = !strcmp(t.text, "<s>hi") && t.n_span == 1;
+            pt_chat_text_free(&t);
+        } else {
+            failed++;
+            named += strstr(e.msg, "t.jinja") && strstr(e.msg, "out of memory") && !t.text;
+        }
+        pt_chat_free(c);
+    }
+    char why[64];
+    snprintf(why, sizeof why, "%d failures, %d named", failed, named);
+    check(failed == 5 && named == failed,
+          "out of memory at each allocation: an error naming the template", why);
+    check(done, "out of memory walk ends with the rendered text", NULL);
+}
+
 int main(void) {
     test_spans_and_roles();
     test_errors();
     test_limits();
+    test_out_of_memory();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
