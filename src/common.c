@@ -80,6 +80,12 @@ void *pt_try_alloc(size_t n, const char *what, pt_error *e) {
     return p;
 }
 
+void *pt_try_realloc(void *p, size_t n, const char *what, pt_error *e) {
+    void *q = test_alloc_fails() ? NULL : realloc(p, n ? n : 1);
+    if (!q) pt_fail(e, "out of memory allocating %zu bytes for %s", n, what);
+    return q;
+}
+
 char *pt_try_strdup(const char *s, const char *what, pt_error *e) {
     const size_t n = strlen(s) + 1;
     char *d = pt_try_alloc(n, what, e);
@@ -226,9 +232,10 @@ char *pt_read_file(const char *path, size_t max_bytes, size_t *len_out, pt_error
         return NULL;
     }
     size_t n = (size_t)st.st_size;
-    char *buf = pt_try_alloc(n + 1, path, e);
+    char *buf = pt_try_alloc(n + 1, "its contents", e);
     if (!buf) {
         fclose(f);
+        pt_fail_prefix(e, "%s", path); /* "PATH: problem", as the other errors here */
         return NULL;
     }
     if (n && fread(buf, 1, n, f) != n) {

@@ -48,6 +48,8 @@ char *pt_xstrdup(const char *s);
 void *pt_try_alloc(size_t n, const char *what, pt_error *e);
 void *pt_try_calloc(size_t n, size_t size, const char *what, pt_error *e);
 char *pt_try_strdup(const char *s, const char *what, pt_error *e);
+/* The same for realloc: on failure NULL, and p is left as it was (still the caller's to free). */
+void *pt_try_realloc(void *p, size_t n, const char *what, pt_error *e);
 
 /* A bump allocator for many small objects freed together (a template's values, a text's
  * pieces): 16-byte aligned allocations from blocks that double from first_block up to
@@ -70,9 +72,9 @@ void pt_arena_free(pt_arena *a);
  * the cpu backend's buffers) above N bytes fail as if memory were exhausted, so that the
  * out-of-memory path (halve the batch and retry, SPEC §7) can be tested. 1: refuse `bytes`. */
 int pt_test_alloc_refused(size_t bytes);
-/* Test-only: make the (k+1)-th pt_try_alloc / pt_try_calloc / pt_try_strdup from now fail as if
- * memory were exhausted (once; k < 0 disarms), so that tests can walk every allocation of a
- * parser's error paths. Not thread-safe: for single-threaded unit tests. */
+/* Test-only: make the (k+1)-th pt_try_alloc / pt_try_calloc / pt_try_strdup / pt_try_realloc
+ * from now fail as if memory were exhausted (once; k < 0 disarms), so that tests can walk every
+ * allocation of a parser's error paths. Not thread-safe: for single-threaded unit tests. */
 void pt_test_fail_alloc_after(long k);
 
 /* Host memory this process may still use: MemAvailable (/proc/meminfo), or the cgroup's limit
