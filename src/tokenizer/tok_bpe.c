@@ -22,7 +22,7 @@ uint32_t tk_hash(const void *s, size_t n) {
 }
 
 int tk_strmap_build(tk_strmap *m, const char *pool, const uint32_t *off, const uint32_t *len,
-                    const int32_t *ids, size_t n, int32_t *dup_id) {
+                    const int32_t *ids, size_t n, int32_t *dup_id, pt_error *e) {
     memset(m, 0, sizeof *m);
     m->pool = pool;
     m->off = off;
@@ -30,8 +30,10 @@ int tk_strmap_build(tk_strmap *m, const char *pool, const uint32_t *off, const u
     size_t cap = 16;
     while (cap < n * 2 + 16) cap *= 2;
     m->mask = cap - 1;
-    m->slots = pt_xmalloc(cap * sizeof *m->slots);
-    m->hashes = pt_xmalloc(cap * sizeof *m->hashes);
+    m->slots = pt_try_calloc(cap, sizeof *m->slots, "the vocabulary's hash table", e);
+    m->hashes =
+        m->slots ? pt_try_calloc(cap, sizeof *m->hashes, "the vocabulary's hashes", e) : NULL;
+    if (!m->hashes) return -1;
     for (size_t i = 0; i < cap; i++) m->slots[i] = -1;
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
@@ -42,7 +44,7 @@ int tk_strmap_build(tk_strmap *m, const char *pool, const uint32_t *off, const u
             int32_t o = m->slots[j];
             if (m->hashes[j] == h && len[o] == len[id] && memcmp(pool + off[o], k, len[id]) == 0) {
                 if (dup_id) *dup_id = id;
-                return -1;
+                return 1;
             }
             j = (j + 1) & m->mask;
         }
@@ -77,14 +79,17 @@ static inline size_t pair_slot(uint64_t key, size_t mask) {
     return (size_t)key & mask;
 }
 
-void tk_pairmap_init(tk_pairmap *m, size_t expected) {
+int tk_pairmap_init(tk_pairmap *m, size_t expected, pt_error *e) {
     size_t cap = 16;
     while (cap < expected * 2 + 16) cap *= 2;
     m->mask = cap - 1;
     m->n = 0;
-    m->keys = pt_xcalloc(cap, sizeof *m->keys);
-    m->rank = pt_xmalloc(cap * sizeof *m->rank);
-    m->newid = pt_xmalloc(cap * sizeof *m->newid);
+    m->keys = pt_try_calloc(cap, sizeof *m->keys, "the merges' hash table", e);
+    if (!m->keys) return -1;
+    m->rank = pt_try_calloc(cap, sizeof *m->rank, "the merges' ranks", e);
+    if (!m->rank) return -1;
+    m->newid = pt_try_calloc(cap, sizeof *m->newid, "the merges' results", e);
+    return m->newid ? 0 : -1;
 }
 
 void tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, uint32_t rank, int32_t newid) {

@@ -207,7 +207,8 @@ static int id_token(const pt_tokenizer *t, int32_t id, const char **s, size_t *n
 
 int tk_build_pieces(pt_tokenizer *t, pt_error *e) {
     tk_buf pool = {0};
-    t->piece_off = pt_xmalloc(((size_t)t->n_ids + 1) * sizeof *t->piece_off);
+    t->piece_off = pt_try_calloc((size_t)t->n_ids + 1, sizeof *t->piece_off, "token pieces", e);
+    if (!t->piece_off) return pt_fail_prefix(e, "%s", t->name);
     pcre2_match_data *md = pcre2_match_data_create(16, NULL);
     if (!md) return pt_fail(e, "%s: out of memory", t->name);
     for (int32_t id = 0; id < t->n_ids; id++) {
@@ -247,8 +248,8 @@ int tk_build_pieces(pt_tokenizer *t, pt_error *e) {
     }
     t->piece_off[t->n_ids] = (uint32_t)pool.n;
     pcre2_match_data_free(md);
-    t->piece_pool = pool.p ? pool.p : pt_xcalloc(1, 1);
-    return 0;
+    t->piece_pool = pool.p ? pool.p : pt_try_calloc(1, 1, "token pieces", e);
+    return t->piece_pool ? 0 : pt_fail_prefix(e, "%s", t->name);
 }
 
 const char *pt_tokenizer_piece(const pt_tokenizer *t, int32_t id) {

@@ -150,10 +150,11 @@ typedef struct {
 } tk_strmap;
 
 uint32_t tk_hash(const void *s, size_t n);
-/* Build over ids[0..n) (each a valid id into off/len). Returns -1 (with dup_id set to the id
- * that repeats an earlier key) on duplicate key. */
+/* Build over ids[0..n) (each a valid id into off/len). Returns 1 (with dup_id set to the id
+ * that repeats an earlier key) on duplicate key, -1 (e set) on out of memory; tk_strmap_free
+ * frees what was built either way. */
 int tk_strmap_build(tk_strmap *m, const char *pool, const uint32_t *off, const uint32_t *len,
-                    const int32_t *ids, size_t n, int32_t *dup_id);
+                    const int32_t *ids, size_t n, int32_t *dup_id, pt_error *e);
 int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t n);
 void tk_strmap_free(tk_strmap *m);
 
@@ -165,7 +166,8 @@ typedef struct {
     size_t mask, n;
 } tk_pairmap;
 
-void tk_pairmap_init(tk_pairmap *m, size_t expected);
+/* -1 (e set) on out of memory; tk_pairmap_free frees what was allocated (m starts zeroed). */
+int tk_pairmap_init(tk_pairmap *m, size_t expected, pt_error *e);
 /* Insert or overwrite (later merges win, as a Rust HashMap collect does). */
 void tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, uint32_t rank, int32_t newid);
 int tk_pairmap_get(const tk_pairmap *m, int32_t a, int32_t b, uint32_t *rank, int32_t *newid);

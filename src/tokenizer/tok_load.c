@@ -48,10 +48,29 @@ static int jstr(lctx *L, json_t *o, const char *key, int required, const char **
     return 0;
 }
 
-static char *dupn(const char *s, size_t n) {
-    char *d = pt_xmalloc(n + 1);
-    memcpy(d, s, n);
-    d[n] = 0;
+/* Out of memory while loading is an error naming the file: "NAME: out of memory allocating N
+ * bytes for WHAT". Zeroed n x size bytes, or NULL. */
+static void *lalloc(lctx *L, size_t n, size_t size, const char *what) {
+    void *p = pt_try_calloc(n, size, what, L->e);
+    if (!p) pt_fail_prefix(L->e, "%s", L->name);
+    return p;
+}
+
+/* arr resized to n elements, or NULL with arr untouched (still the caller's) */
+static void *lgrow(lctx *L, void *arr, size_t n, size_t size, const char *what) {
+    size_t bytes;
+    if (pt_mul_size(n, size, &bytes)) {
+        pt_fail(L->e, "%s: %s: size overflow", L->name, what);
+        return NULL;
+    }
+    void *p = pt_try_realloc(arr, bytes, what, L->e);
+    if (!p) pt_fail_prefix(L->e, "%s", L->name);
+    return p;
+}
+
+static char *dupn(lctx *L, const char *s, size_t n, const char *what) {
+    char *d = lalloc(L, n + 1, 1, what);
+    if (d) memcpy(d, s, n);
     return d;
 }
 
@@ -163,7 +182,8 @@ static int load_normalizer(lctx *L, pt_tokenizer *t, json_t *o) {
         size_t len;
         if (jstr(L, o, "prepend", 1, &s, &len, "normalizer Prepend")) return -1;
         n.kind = N_PREPEND;
-        n.str = dupn(s, len);
+        n.str = dupn(L, s, len, "normalizer Prepend");
+        if (!n.str) return -1;
         n.len = len;
     } else if (!strcmp(type, "Replace")) {
         const char *s;
@@ -171,7 +191,11 @@ static int load_normalizer(lctx *L, pt_tokenizer *t, json_t *o) {
         if (jstr(L, o, "content", 1, &s, &len, "normalizer Replace")) return -1;
         if (jpattern(L, o, &n.re, "normalizer Replace")) return -1;
         n.kind = N_REPLACE;
-        n.str = dupn(s, len);
+        n.str = dupn(L, s, len, "normalizer Replace");
+        if (!n.str) {
+            tk_regex_free(&n.re);
+            return -1;
+        }
         n.len = len;
     } else if (!strcmp(type, "Strip")) {
         n.kind = N_STRIP;
@@ -181,7 +205,13 @@ static int load_normalizer(lctx *L, pt_tokenizer *t, json_t *o) {
     } else {
         return pt_fail(L->e, "%s: normalizer type '%s' is not supported", L->name, type);
     }
-    t->norm = pt_xrealloc(t->norm, (t->n_norm + 1) * sizeof *t->norm);
+    tk_norm *grown = lgrow(L, t->norm, t->n_norm + 1, sizeof *t->norm, "normalizers");
+    if (!grown) {
+        free(n.str);
+        tk_regex_free(&n.re);
+        return -1;
+    }
+    t->norm = grown;
     t->norm[t->n_norm++] = n;
     return 0;
 }
@@ -240,7 +270,12 @@ static int load_pre(lctx *L, pt_tokenizer *t, json_t *o) {
     } else {
         return pt_fail(L->e, "%s: pre_tokenizer type '%s' is not supported", L->name, type);
     }
-    t->pre = pt_xrealloc(t->pre, (t->n_pre + 1) * sizeof *t->pre);
+    tk_pre *grown = lgrow(L, t->pre, t->n_pre + 1, sizeof *t->pre, "pre-tokenizers");
+    if (!grown) {
+        tk_regex_free(&p.re);
+        return -1;
+    }
+    t->pre = grown;
     t->pre[t->n_pre++] = p;
     return 0;
 }
@@ -305,9 +340,12 @@ static int load_template_item(lctx *L, pt_tokenizer *t, json_t *special, json_t 
         return pt_fail(
             L->e, "%s: TemplateProcessing: special token '%s' needs ids and tokens of equal length",
             L->name, key);
-    it->n = (int)json_array_size(ids);
-    it->ids = pt_xcalloc((size_t)it->n + 1, sizeof *it->ids);
-    it->tokens = pt_xcalloc((size_t)it->n + 1, sizeof *it->tokens);
+    const int n = (int)json_array_size(ids);
+    it->ids = lalloc(L, (size_t)n + 1, sizeof *it->ids, "TemplateProcessing ids");
+    if (!it->ids) return -1;
+    it->tokens = lalloc(L, (size_t)n + 1, sizeof *it->tokens, "TemplateProcessing tokens");
+    if (!it->tokens) return -1;
+    it->n = n; /* the tokens are NULL until set: free_post may free them all */
     for (int k = 0; k < it->n; k++) {
         json_t *a = json_array_get(ids, (size_t)k), *b = json_array_get(toks, (size_t)k);
         if (!json_is_integer(a) || json_integer_value(a) < 0 ||
@@ -317,7 +355,8 @@ static int load_template_item(lctx *L, pt_tokenizer *t, json_t *special, json_t 
                            L->name, key);
         }
         it->ids[k] = (int32_t)json_integer_value(a);
-        it->tokens[k] = dupn(json_string_value(b), json_string_length(b));
+        it->tokens[k] = dupn(L, json_string_value(b), json_string_length(b), "TemplateProcessing");
+        if (!it->tokens[k]) return -1;
     }
     (void)t;
     return 0;
@@ -344,7 +383,8 @@ static int load_post(lctx *L, pt_tokenizer *t, json_t *o) {
         if (special && !json_is_object(special))
             return pt_fail(L->e, "%s: TemplateProcessing special_tokens must be an object",
                            L->name);
-        p.items = pt_xcalloc(json_array_size(single) + 1, sizeof *p.items);
+        p.items = lalloc(L, json_array_size(single) + 1, sizeof *p.items, "TemplateProcessing");
+        if (!p.items) return -1;
         size_t i;
         json_t *x;
         json_array_foreach(single, i, x) {
@@ -358,7 +398,12 @@ static int load_post(lctx *L, pt_tokenizer *t, json_t *o) {
     } else {
         return pt_fail(L->e, "%s: post_processor type '%s' is not supported", L->name, type);
     }
-    t->post = pt_xrealloc(t->post, (t->n_post + 1) * sizeof *t->post);
+    tk_post *grown = lgrow(L, t->post, t->n_post + 1, sizeof *t->post, "post-processors");
+    if (!grown) {
+        free_post(&p);
+        return -1;
+    }
+    t->post = grown;
     t->post[t->n_post++] = p;
     return 0;
 }
@@ -400,12 +445,22 @@ static int load_decoder(lctx *L, pt_tokenizer *t, json_t *o) {
         size_t len;
         if (jstr(L, o, "content", 1, &s, &len, "decoder Replace")) return -1;
         if (jpattern(L, o, &d.re, "decoder Replace")) return -1;
-        d.str = dupn(s, len);
+        d.str = dupn(L, s, len, "decoder Replace");
+        if (!d.str) {
+            tk_regex_free(&d.re);
+            return -1;
+        }
         d.len = len;
     } else {
         return pt_fail(L->e, "%s: decoder type '%s' is not supported", L->name, type);
     }
-    t->dec = pt_xrealloc(t->dec, (t->n_dec + 1) * sizeof *t->dec);
+    tk_dec *grown = lgrow(L, t->dec, t->n_dec + 1, sizeof *t->dec, "decoders");
+    if (!grown) {
+        free(d.str);
+        tk_regex_free(&d.re);
+        return -1;
+    }
+    t->dec = grown;
     t->dec[t->n_dec++] = d;
     return 0;
 }
@@ -461,11 +516,15 @@ static int load_model(lctx *L, pt_tokenizer *t, json_t *o) {
         return pt_fail(L->e, "%s: model.vocab ids are not dense (max id %d with %zu entries)",
                        L->name, (int)max_id, nv);
     m->n_ids = max_id + 1;
-    m->pool = pt_xmalloc(pool_len + 1);
-    m->off = pt_xcalloc((size_t)m->n_ids + 1, sizeof *m->off);
-    m->len = pt_xcalloc((size_t)m->n_ids + 1, sizeof *m->len);
-    m->has = pt_xcalloc((size_t)m->n_ids + 1, 1);
-    int32_t *ids = pt_xmalloc((nv + 1) * sizeof *ids);
+    /* freed with the tokenizer (tk_bpe_free) when a later step fails */
+    const size_t n_ids = (size_t)m->n_ids + 1;
+    if (!(m->pool = lalloc(L, pool_len + 1, 1, "the vocabulary")) ||
+        !(m->off = lalloc(L, n_ids, sizeof *m->off, "the vocabulary's offsets")) ||
+        !(m->len = lalloc(L, n_ids, sizeof *m->len, "the vocabulary's lengths")) ||
+        !(m->has = lalloc(L, n_ids, 1, "the vocabulary's id flags")))
+        return -1;
+    int32_t *ids = lalloc(L, nv + 1, sizeof *ids, "the vocabulary's ids");
+    if (!ids) return -1;
     size_t k = 0, pos = 0;
     json_object_foreach(vocab, key, val) {
         int32_t id = (int32_t)json_integer_value(val);
@@ -482,12 +541,12 @@ static int load_model(lctx *L, pt_tokenizer *t, json_t *o) {
         ids[k++] = id;
     }
     int32_t dup;
-    if (tk_strmap_build(&m->map, m->pool, m->off, m->len, ids, k, &dup) != 0) {
-        free(ids);
+    const int built = tk_strmap_build(&m->map, m->pool, m->off, m->len, ids, k, &dup, L->e);
+    free(ids);
+    if (built < 0) return pt_fail_prefix(L->e, "%s", L->name);
+    if (built > 0)
         return pt_fail(L->e, "%s: model.vocab: duplicate token '%.60s'", L->name,
                        m->pool + m->off[dup]);
-    }
-    free(ids);
     for (int b = 0; b < 256; b++) {
         char code[8];
         snprintf(code, sizeof code, "<0x%02X>", b);
@@ -497,7 +556,8 @@ static int load_model(lctx *L, pt_tokenizer *t, json_t *o) {
         char ch = (char)c;
         m->small_ids[c] = tk_strmap_get(&m->map, &ch, 1);
     }
-    m->cp2_ids = pt_xmalloc(0x780 * sizeof *m->cp2_ids);
+    m->cp2_ids = lalloc(L, 0x780, sizeof *m->cp2_ids, "the vocabulary's 2-byte characters");
+    if (!m->cp2_ids) return -1;
     for (uint32_t c = 0x80; c < 0x800; c++) {
         char u[4];
         int l = tk_utf8_encode(c, u);
@@ -511,7 +571,8 @@ static int load_model(lctx *L, pt_tokenizer *t, json_t *o) {
         m->unk_id = tk_strmap_get(&m->map, unk, unk_len);
         if (m->unk_id < 0) {
             t->unk_missing = 1;
-            t->unk_name = dupn(unk, unk_len);
+            t->unk_name = dupn(L, unk, unk_len, "model.unk_token");
+            if (!t->unk_name) return -1;
         }
     }
 
@@ -521,7 +582,7 @@ static int load_model(lctx *L, pt_tokenizer *t, json_t *o) {
     else if (!json_is_array(merges))
         return pt_fail(L->e, "%s: model.merges must be a list", L->name);
     size_t nm = merges ? json_array_size(merges) : 0;
-    tk_pairmap_init(&m->merges, nm);
+    if (tk_pairmap_init(&m->merges, nm, L->e)) return pt_fail_prefix(L->e, "%s", L->name);
     tk_buf cat = {0};
     uint32_t rank = 0;
     for (size_t i = 0; i < nm; i++) {
@@ -577,17 +638,19 @@ static int load_model(lctx *L, pt_tokenizer *t, json_t *o) {
 /* ------------------------------------------------------------------------------------------ */
 /* added tokens                                                                                 */
 
-static void trie_init(tk_trie *tr) {
+static int trie_init(lctx *L, tk_trie *tr) {
     memset(tr, 0, sizeof *tr);
+    tr->nodes = lalloc(L, 16, sizeof *tr->nodes, "the added tokens' trie");
+    if (!tr->nodes) return -1;
     tr->cap = 16;
-    tr->nodes = pt_xmalloc(tr->cap * sizeof *tr->nodes);
     tr->nodes[0] = (tk_node){-1, -1, -1, 0};
     tr->n = 1;
     tr->empty = 1;
+    return 0;
 }
 
-static void trie_add(tk_trie *tr, const char *s, size_t n, int32_t term) {
-    if (n == 0) return;
+static int trie_add(lctx *L, tk_trie *tr, const char *s, size_t n, int32_t term) {
+    if (n == 0) return 0;
     int32_t cur = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char b = (unsigned char)s[i];
@@ -595,8 +658,11 @@ static void trie_add(tk_trie *tr, const char *s, size_t n, int32_t term) {
         while (c >= 0 && tr->nodes[c].byte != b) c = tr->nodes[c].sibling;
         if (c < 0) {
             if (tr->n == tr->cap) {
+                tk_node *grown =
+                    lgrow(L, tr->nodes, tr->cap * 2, sizeof *tr->nodes, "the added tokens' trie");
+                if (!grown) return -1;
+                tr->nodes = grown;
                 tr->cap *= 2;
-                tr->nodes = pt_xrealloc(tr->nodes, tr->cap * sizeof *tr->nodes);
             }
             c = (int32_t)tr->n++;
             tr->nodes[c] = (tk_node){-1, tr->nodes[cur].child, -1, b};
@@ -607,6 +673,7 @@ static void trie_add(tk_trie *tr, const char *s, size_t n, int32_t term) {
     if (tr->nodes[cur].term < 0) tr->nodes[cur].term = term;
     tr->first[(unsigned char)s[0]] = 1;
     tr->empty = 0;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -648,7 +715,8 @@ static int load_added(lctx *L, pt_tokenizer *t, json_t *arr) {
     if (!json_is_array(arr)) return pt_fail(L->e, "%s: \"added_tokens\" must be a list", L->name);
     size_t n = json_array_size(arr);
     if (n > TK_MAX_IDS) return pt_fail(L->e, "%s: too many added tokens", L->name);
-    t->added = pt_xcalloc(n + 1, sizeof *t->added);
+    t->added = lalloc(L, n + 1, sizeof *t->added, "the added tokens");
+    if (!t->added) return -1;
     int32_t vocab_size = 0; /* tokenizers' model.get_vocab_size(): number of vocab entries */
     for (int32_t i = 0; i < t->bpe.n_ids; i++) vocab_size += t->bpe.has[i];
     int32_t max_added = -1;
@@ -694,11 +762,31 @@ static int load_added(lctx *L, pt_tokenizer *t, json_t *arr) {
                            L->name, content, (int)id, (int)want);
         if (want > max_added) max_added = want;
         a.id = id;
-        a.content = dupn(content, clen);
+        a.content = dupn(L, content, clen, "an added token");
+        if (!a.content) return -1;
         a.len = clen;
         t->added[t->n_added++] = a;
     }
     return 0;
+}
+
+/* The added tokens' tries: special tokens first, then the others (order does not change
+ * leftmost-longest). */
+static int build_tries(lctx *L, pt_tokenizer *t) {
+    if (trie_init(L, &t->trie_raw) || trie_init(L, &t->trie_norm)) return -1;
+    tk_buf nb = {0};
+    int rc = 0;
+    for (size_t i = 0; i < t->n_added && !rc; i++) {
+        const tk_added *a = &t->added[i];
+        if (!a->normalized)
+            rc = trie_add(L, &t->trie_raw, a->content, a->len, (int32_t)i);
+        else if (tk_normalize_string(t, a->content, a->len, &nb, L->e))
+            rc = pt_fail_prefix(L->e, "%s: normalizing added token", L->name);
+        else
+            rc = trie_add(L, &t->trie_norm, nb.p, nb.n, (int32_t)i);
+    }
+    free(nb.p);
+    return rc;
 }
 
 static int finish(lctx *L, pt_tokenizer *t) {
@@ -714,29 +802,19 @@ static int finish(lctx *L, pt_tokenizer *t) {
                         L->e,
                         "%s: TemplateProcessing special token id %d is outside the vocabulary",
                         L->name, (int)t->post[p].items[i].ids[k]);
-    t->added_of_id = pt_xmalloc(((size_t)t->n_ids + 1) * sizeof *t->added_of_id);
+    t->added_of_id =
+        lalloc(L, (size_t)t->n_ids + 1, sizeof *t->added_of_id, "the added tokens' ids");
+    if (!t->added_of_id) return -1;
     for (int32_t i = 0; i < t->n_ids; i++) t->added_of_id[i] = -1;
     for (size_t i = 0; i < t->n_added; i++) t->added_of_id[t->added[i].id] = (int32_t)i;
-    /* tries: special tokens first, then the others (order does not change leftmost-longest) */
-    trie_init(&t->trie_raw);
-    trie_init(&t->trie_norm);
-    tk_buf nb = {0};
-    for (size_t i = 0; i < t->n_added; i++) {
-        tk_added *a = &t->added[i];
-        if (!a->normalized) {
-            trie_add(&t->trie_raw, a->content, a->len, (int32_t)i);
-        } else {
-            if (tk_normalize_string(t, a->content, a->len, &nb, L->e)) {
-                free(nb.p);
-                return pt_fail_prefix(L->e, "%s: normalizing added token", L->name);
-            }
-            trie_add(&t->trie_norm, nb.p, nb.n, (int32_t)i);
-        }
-    }
-    free(nb.p);
+    if (build_tries(L, t)) return -1;
     /* leading/trailing trim chars of model tokens (ByteLevel post-processor) */
-    t->lead = pt_xcalloc((size_t)t->n_ids + 1, sizeof *t->lead);
-    t->trail = pt_xcalloc((size_t)t->n_ids + 1, sizeof *t->trail);
+    t->lead =
+        lalloc(L, (size_t)t->n_ids + 1, sizeof *t->lead, "the tokens' leading trim characters");
+    if (!t->lead) return -1;
+    t->trail =
+        lalloc(L, (size_t)t->n_ids + 1, sizeof *t->trail, "the tokens' trailing trim characters");
+    if (!t->trail) return -1;
     for (int32_t id = 0; id < t->bpe.n_ids; id++)
         if (t->bpe.has[id])
             tk_lead_trail(t->bpe.pool + t->bpe.off[id], t->bpe.len[id], &t->lead[id],
@@ -770,8 +848,14 @@ static pt_tokenizer *parse(const char *json, size_t len, const char *name, pt_er
         pt_fail(e, "%s: invalid JSON at line %d column %d: %s", name, je.line, je.column, je.text);
         return NULL;
     }
-    pt_tokenizer *t = pt_xcalloc(1, sizeof *t);
-    t->name = pt_xstrdup(name);
+    pt_tokenizer *t = pt_try_calloc(1, sizeof *t, "the tokenizer", e);
+    if (t) t->name = pt_try_strdup(name, "the tokenizer's name", e);
+    if (!t || !t->name) {
+        pt_fail_prefix(e, "%s", name);
+        json_decref(root);
+        pt_tokenizer_free(t);
+        return NULL;
+    }
     lctx L = {t->name, e};
     json_t *x;
     if (!json_is_object(root)) {

@@ -1,7 +1,8 @@
 /* Unit tests of the tokenizer's C API that need no Python: loading the seed tokenizers of
  * tests/fuzz/corpus/tokenizer (one per family), encoding from several threads at once with
- * results identical to a single-threaded run, empty and invalid input, and the API's edge
- * cases. Conformance with Hugging Face tokenizers is tests/python/test_tokenizer.py. */
+ * results identical to a single-threaded run, empty and invalid input, the API's edge cases, and
+ * out of memory at each allocation of loading in turn (an error naming the file, nothing leaked).
+ * Conformance with Hugging Face tokenizers is tests/python/test_tokenizer.py. */
 #include "punctum/tokenizer.h"
 
 #include <dirent.h>
@@ -121,6 +122,72 @@ static void test_file(const char *path) {
     pt_tokenizer_free(t);
 }
 
+/* Load from the file, or from `json` (named `path`) when given, with the (k+1)-th allocation
+ * failing (k < 0: none). */
+static pt_tokenizer *load_failing_at(long k, const char *path, const char *json, pt_error *e) {
+    e->msg[0] = 0;
+    pt_test_fail_alloc_after(k);
+    pt_tokenizer *t =
+        json ? pt_tokenizer_parse(json, strlen(json), path, e) : pt_tokenizer_load(path, e);
+    pt_test_fail_alloc_after(-1);
+    return t;
+}
+
+/* Out of memory at each allocation of loading in turn: every failure an error naming the file
+ * and saying so (nothing leaked: valgrind, ASan), until a load passes every allocation. Returns
+ * that tokenizer (NULL if none) and the number of failures. */
+static pt_tokenizer *walk_out_of_memory(const char *path, const char *json, int *failed) {
+    pt_error e;
+    pt_tokenizer *t = NULL;
+    *failed = 0;
+    for (long k = 0; k < 10000 && !t; k++) {
+        t = load_failing_at(k, path, json, &e);
+        if (t) break;
+        ++*failed;
+        CHECK(strstr(e.msg, path) == e.msg && strstr(e.msg, ": out of memory allocating "),
+              "%s: allocation %ld failing: %s", path, k + 1, e.msg);
+    }
+    CHECK(t != NULL, "%s: no load succeeded in the out of memory walk", path);
+    printf("     %s: out of memory at each of %d allocations, then loaded\n", path, *failed);
+    return t;
+}
+
+/* The walk over a seed tokenizer: the tokenizer that finally loads encodes TEXTS and decodes
+ * every id as one loaded without the hook does. */
+static void test_out_of_memory_file(const char *path) {
+    pt_error e;
+    pt_tokenizer *ref = pt_tokenizer_load(path, &e);
+    CHECK(ref != NULL, "%s: load failed: %s", path, e.msg);
+    if (!ref) return;
+    int failed;
+    pt_tokenizer *t = walk_out_of_memory(path, NULL, &failed);
+    /* at least (a tokenizer without components): the file, the tokenizer and its name, 5
+     * vocabulary arrays, 2 vocabulary hash arrays, the 2-byte characters, 3 merge arrays, the
+     * added tokens and their ids, 2 tries, lead and trail, the pieces' offsets */
+    CHECK(failed >= 21, "%s: only %d allocations failed in turn", path, failed);
+    if (t) {
+        const int nv = pt_tokenizer_vocab_size(ref);
+        CHECK(pt_tokenizer_vocab_size(t) == nv, "%s: vocabulary size after the walk", path);
+        for (int id = 0; id < nv && pt_tokenizer_vocab_size(t) == nv; id++) {
+            size_t la, lb;
+            const char *a = pt_tokenizer_piece_bytes(ref, id, &la),
+                       *b = pt_tokenizer_piece_bytes(t, id, &lb);
+            CHECK(la == lb && !memcmp(a, b, la), "%s: piece of id %d after the walk", path, id);
+        }
+        pt_encoding want = {0}, got = {0};
+        for (size_t k = 0; k < NT; k++) {
+            const size_t n = strlen(TEXTS[k]);
+            CHECK(pt_tokenizer_encode(ref, TEXTS[k], n, 1, &want, &e) == 0 &&
+                      pt_tokenizer_encode(t, TEXTS[k], n, 1, &got, &e) == 0 && same(&got, &want),
+                  "%s: text %zu encodes differently after the walk", path, k);
+        }
+        pt_encoding_free(&want);
+        pt_encoding_free(&got);
+    }
+    pt_tokenizer_free(t);
+    pt_tokenizer_free(ref);
+}
+
 static void test_errors(void) {
     pt_error e;
     pt_tokenizer *t = pt_tokenizer_parse("{", 1, "x.json", &e);
@@ -149,6 +216,20 @@ static void test_errors(void) {
         pt_tokenizer_free(t);
     }
     pt_tokenizer_free(NULL);
+
+    /* the walk from memory, with the ids known: the name is the one given; 2 allocations fewer
+     * than from a file (no file, no added tokens) */
+    int failed;
+    t = walk_out_of_memory("tok.json", ok, &failed);
+    CHECK(failed >= 19, "tok.json: only %d allocations failed in turn", failed);
+    if (t) {
+        pt_encoding enc = {0};
+        CHECK(pt_tokenizer_encode(t, "abxa", 4, 1, &enc, &e) == 0 && enc.n == 2 &&
+                  enc.ids[0] == 2 && enc.ids[1] == 0,
+              "abxa after the walk: %zu tokens", enc.n);
+        pt_encoding_free(&enc);
+        pt_tokenizer_free(t);
+    }
 }
 
 int main(void) {
@@ -164,6 +245,7 @@ int main(void) {
             char path[1024];
             snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
             test_file(path);
+            test_out_of_memory_file(path);
             files++;
         }
         closedir(d);
