@@ -668,40 +668,30 @@ static void cuda_softcap(pt_backend *be, float *x, size_t n, float cap) {
     CU_LAUNCHED("k_softcap");
 }
 
-static void cuda_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkv, int n,
-                      const int32_t *pos, const float *alt_freq, const uint8_t *alt_rows) {
-    PT_BE_GUARD(be);
-    cu_ctx *c = ctx_of(be);
-    if (n <= 0) return;
-    const int32_t *dp = stage_idx(c, IDX_ROPE_POS, pos, (size_t)n);
-    const bool alt = alt_freq && alt_rows;
-    const uint8_t *da = alt ? stage_bytes(c, IDX_ROPE_ALT, alt_rows, (size_t)n) : NULL;
-    if (!dp || (alt && !da)) return;
-    const int hd = cfg->head_dim;
-    const int stride = (cfg->n_heads + 2 * cfg->n_kv_heads) * hd;
-    const float factor = cfg->rope_attn_factor > 0 ? (float)cfg->rope_attn_factor : 1.0f;
-    PT_LAUNCH(k_rope, n, 128, c->stream, (float *)qkv, inv_freq, alt ? alt_freq : (const float *)NULL, da,
-              dp, pt_rotary_dim(cfg) / 2, hd, cfg->n_heads + cfg->n_kv_heads, stride, factor);
-    CU_LAUNCHED("k_rope");
-}
-
-static void cuda_store_kv(pt_backend *be, const pt_config *cfg, const void *qkv, int n, void *k_cache,
-                          void *v_cache, const int32_t *kv_rows) {
+static void cuda_rope_store_kv(pt_backend *be, const pt_config *cfg, void *qkv, int n, const pt_rope_args *rope,
+                               void *k_cache, void *v_cache, const int32_t *kv_rows) {
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (n <= 0) return;
     const int32_t *dr = stage_idx(c, IDX_KV_ROWS, kv_rows, (size_t)n);
-    if (!dr) return;
-    const int hd = cfg->head_dim, qd = cfg->n_heads * hd, kvd = cfg->n_kv_heads * hd;
-    const float *x = (const float *)qkv; /* float32 rows (backend.h) */
+    const int32_t *dp = rope ? stage_idx(c, IDX_ROPE_POS, rope->pos, (size_t)n) : NULL;
+    const bool alt = rope && rope->alt_freq && rope->alt_rows;
+    const uint8_t *da = alt ? stage_bytes(c, IDX_ROPE_ALT, rope->alt_rows, (size_t)n) : NULL;
+    if (!dr || (rope && !dp) || (alt && !da)) return;
+    const float *f0 = rope ? rope->inv_freq : NULL, *f1 = alt ? rope->alt_freq : NULL;
+    const float factor = cfg->rope_attn_factor > 0 ? (float)cfg->rope_attn_factor : 1.0f;
+    const int half = pt_rotary_dim(cfg) / 2, hd = cfg->head_dim, H = cfg->n_heads, KV = cfg->n_kv_heads;
+    float *x = (float *)qkv; /* float32 rows (backend.h) */
     if (be->kv_dtype == PT_DTYPE_F16)
-        PT_LAUNCH(k_store_kv<__half>, n, 128, c->stream, x, (__half *)k_cache, (__half *)v_cache, dr, qd, kvd);
+        PT_LAUNCH(k_rope_store_kv<__half>, n, 128, c->stream, x, (__half *)k_cache, (__half *)v_cache, dr, f0, f1,
+                  da, dp, half, hd, H, KV, factor);
     else if (be->kv_dtype == PT_DTYPE_BF16)
-        PT_LAUNCH(k_store_kv<__nv_bfloat16>, n, 128, c->stream, x, (__nv_bfloat16 *)k_cache,
-                  (__nv_bfloat16 *)v_cache, dr, qd, kvd);
+        PT_LAUNCH(k_rope_store_kv<__nv_bfloat16>, n, 128, c->stream, x, (__nv_bfloat16 *)k_cache,
+                  (__nv_bfloat16 *)v_cache, dr, f0, f1, da, dp, half, hd, H, KV, factor);
     else
-        PT_LAUNCH(k_store_kv<float>, n, 128, c->stream, x, (float *)k_cache, (float *)v_cache, dr, qd, kvd);
-    CU_LAUNCHED("k_store_kv");
+        PT_LAUNCH(k_rope_store_kv<float>, n, 128, c->stream, x, (float *)k_cache, (float *)v_cache, dr, f0, f1, da,
+                  dp, half, hd, H, KV, factor);
+    CU_LAUNCHED("k_rope_store_kv");
 }
 
 static void cuda_mlp_act(pt_backend *be, const pt_config *cfg, const void *hv, int n, void *outv) {
@@ -1370,8 +1360,7 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->softcap = cuda_softcap;
     be->linear = cuda_linear;
     be->linear_add = cuda_linear_add;
-    be->rope = cuda_rope;
-    be->store_kv = cuda_store_kv;
+    be->rope_store_kv = cuda_rope_store_kv;
     be->attention = cuda_attention;
     be->mlp_act = cuda_mlp_act;
     be->add = cuda_add;

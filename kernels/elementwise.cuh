@@ -97,41 +97,50 @@ __global__ void k_softcap(float *x, size_t n, float cap) {
     PT_FOR_N(i, n) x[i] = cap * tanhf(x[i] / cap);
 }
 
-/* Rotate-half RoPE of the first 2*half dims of the q and k heads (head_dim hd) of fused qkv row r
- * (one block per row), with table inv_freq, or alt_freq where alt[r] (longrope). cos/sin of the
+/* RoPE and the key/value store of fused qkv row r (one block per row; see backend.h
+ * rope_store_kv): q heads rotated in place; k heads rotated into cache row kv_rows[r], v copied
+ * there, in the cache's element type KV (float32, or the tensor-core attention's f16 / bf16
+ * operand type: the float32 value rounded once, to nearest, as the attention would round it on
+ * every load). Rotate-half over the first 2*half dims of each head (head_dim hd) with table
+ * inv_freq, or alt_freq where alt[r] (longrope); inv_freq NULL: no rotation. cos/sin of the
  * float32 angle evaluated in double and times `factor`, as the CPU reference does. half <= 256. */
-__global__ void k_rope(float *qkv, const float *inv_freq, const float *alt_freq, const uint8_t *alt,
-                       const int32_t *pos, int half, int hd, int heads, int stride, float factor) {
-    PT_SHARED(float, cs, [2][256]);
-    const int r = blockIdx.x;
-    const float *f = alt && alt[r] ? alt_freq : inv_freq;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const float ang = (float)pos[r] * f[i];
-        cs[0][i] = (float)cos((double)ang) * factor;
-        cs[1][i] = (float)sin((double)ang) * factor;
-    }
-    __syncthreads();
-    float *row = qkv + (size_t)r * stride;
-    for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
-        const int h = k / half, i = k % half;
-        float *v = row + (size_t)h * hd;
-        const float x1 = v[i], x2 = v[i + half];
-        v[i] = x1 * cs[0][i] - x2 * cs[1][i];
-        v[i + half] = x2 * cs[0][i] + x1 * cs[1][i];
-    }
-}
-
-/* The k and v parts of fused qkv row r into cache row kv_rows[r] (one block per row), in the
- * cache's element type KV (float32, or the tensor-core attention's f16 / bf16 operand type:
- * rounded once here, to nearest, as the attention would round them on every load). */
 template <class KV>
-__global__ void k_store_kv(const float *qkv, KV *k_cache, KV *v_cache, const int32_t *kv_rows, int qd, int kvd) {
-    const int r = blockIdx.x;
-    const float *row = qkv + (size_t)r * (qd + 2 * kvd);
+__global__ void k_rope_store_kv(float *qkv, KV *k_cache, KV *v_cache, const int32_t *kv_rows, const float *inv_freq,
+                                const float *alt_freq, const uint8_t *alt, const int32_t *pos, int half, int hd,
+                                int n_heads, int n_kv_heads, float factor) {
+    PT_SHARED(float, cs, [2][256]);
+    const int r = blockIdx.x, qd = n_heads * hd, kvd = n_kv_heads * hd;
+    float *row = qkv + (size_t)r * (qd + 2 * kvd);
+    const float *k = row + qd, *v = row + qd + kvd;
     const size_t dst = (size_t)kv_rows[r] * kvd;
-    for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
-        pt_st(&k_cache[dst + i], row[qd + i]);
-        pt_st(&v_cache[dst + i], row[qd + kvd + i]);
+    if (!inv_freq) half = 0; /* every dim passes through: a plain store */
+    if (half) {              /* uniform over the block: the barrier is reached by all threads */
+        const float *f = alt && alt[r] ? alt_freq : inv_freq;
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
+            const float ang = (float)pos[r] * f[i];
+            cs[0][i] = (float)cos((double)ang) * factor;
+            cs[1][i] = (float)sin((double)ang) * factor;
+        }
+        __syncthreads();
+        for (int j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
+            float *q = row + (size_t)(j / half) * hd;
+            const int i = j % half;
+            const float x1 = q[i], x2 = q[i + half];
+            q[i] = x1 * cs[0][i] - x2 * cs[1][i];
+            q[i + half] = x2 * cs[0][i] + x1 * cs[1][i];
+        }
+    }
+    /* k element j = head * hd + i: the rotated value when i < 2*half (the partner i +- half in
+     * the same head), else the value as it is */
+    for (int j = threadIdx.x; j < kvd; j += blockDim.x) {
+        const int i = j % hd;
+        float y = k[j];
+        if (i < half)
+            y = k[j] * cs[0][i] - k[j + half] * cs[1][i];
+        else if (i < 2 * half)
+            y = k[j] * cs[0][i - half] + k[j - half] * cs[1][i - half];
+        pt_st(&k_cache[dst + j], y);
+        pt_st(&v_cache[dst + j], v[j]);
     }
 }
 

@@ -5,7 +5,7 @@
  * - Activations live in the backend's memory ("device") as opaque row-major buffers of three
  *   kinds: the residual stream (resid_bytes: embed's output, add's target, row_norms /
  *   gather_rows / resid_to_host inputs); float32 rows where precision needs them, on every
- *   backend, all written by linear: the fused q|k|v rows (RoPE, the q/k norms, store_kv and
+ *   backend, all written by linear: the fused q|k|v rows (the q/k norms, rope_store_kv and
  *   the attention's queries read them: the scores that exp() amplifies come from them), the
  *   MLP's gate|up rows (mlp_act's input: silu(gate) * up multiplies two of them) and a
  *   sublayer's output before its norm (rms_norm's rows, add's input: Gemma, OLMo 2) — rounding
@@ -83,6 +83,16 @@ static inline const char *pt_compute_dtype_name(pt_compute_dtype t) {
     return t == PT_DTYPE_F32 ? "f32" : t == PT_DTYPE_BF16 ? "bf16" : "f16";
 }
 
+/* RoPE of one layer's rows (rope_store_kv): row r at position pos[r] (host), with the table
+ * inv_freq (backend memory, pt_rotary_dim / 2 entries), or alt_freq where alt_rows[r] is set
+ * (host; either NULL: none): longrope's long factors for the rows of long sequences. */
+typedef struct {
+    const float *inv_freq;
+    const int32_t *pos;
+    const float *alt_freq;
+    const uint8_t *alt_rows;
+} pt_rope_args;
+
 /* The largest work the next batches will give the operations (see reserve). */
 typedef struct {
     int rows;                   /* activation rows of one forward */
@@ -90,7 +100,7 @@ typedef struct {
     int max_keys;               /* longest sequence (keys one query can see, positions + 1) */
     int logit_rows;             /* rows of log_softmax / divergence / pick / logits at once */
     int topk;                   /* K of log_softmax */
-    const float *rope_inv_freq; /* the backend weights' tables rope will be called with ... */
+    const float *rope_inv_freq; /* the backend weights' tables RoPE will be called with ... */
     const float *rope_long_inv_freq, *rope_local_inv_freq; /* ... (NULL: none) */
 } pt_reserve;
 
@@ -161,15 +171,19 @@ struct pt_backend {
      * projection) and the norms after a sublayer (Gemma, OLMo 2: one group of d_model). */
     void (*rms_norm)(pt_backend *be, const pt_config *cfg, void *x, int n, int row_stride, int col0,
                      int groups, int width, const float *weight);
-    /* Rotate q and k heads of fused qkv rows (float32) in place (rotate-half over the first
-     * pt_rotary_dim(cfg) dims of each head; cos and sin times cfg->rope_attn_factor when it is
-     * set), row r at position pos[r] with the table inv_freq, or alt_freq where alt_rows[r] is
-     * set (host; NULL: none): longrope's long factors for the rows of long sequences. */
-    void (*rope)(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkv, int n,
-                 const int32_t *pos, const float *alt_freq, const uint8_t *alt_rows);
-    /* Copy the k and v parts of fused qkv row r into cache row kv_rows[r] (host). */
-    void (*store_kv)(pt_backend *be, const pt_config *cfg, const void *qkv, int n, void *k_cache,
-                     void *v_cache, const int32_t *kv_rows);
+    /* RoPE and the key/value store of one layer, in one pass over the fused q|k|v rows
+     * (float32, n rows). With rope (NULL: no RoPE, e.g. GPT-2 or PT_LAYER_NO_ROPE layers), row
+     * r is rotated at position rope->pos[r]: rotate-half over the first pt_rotary_dim(cfg) dims
+     * of each head (the rest pass through), with cos and sin of the float32 angle pos[r] * f[i]
+     * (f: rope->inv_freq, or rope->alt_freq where rope->alt_rows[r]) evaluated in double,
+     * rounded to float32, times cfg->rope_attn_factor when it is set. The q heads are rotated in
+     * place in qkv (the attention's queries); the rotated k heads go straight into cache row
+     * kv_rows[r] of k_cache, and the v part into the same row of v_cache, in the cache's element
+     * type be->kv_dtype: the float32 (rotated) value rounded once, to nearest. The k and v parts of
+     * qkv are left as they were (unrotated). Host arrays: kv_rows, rope->pos, rope->alt_rows. */
+    void (*rope_store_kv)(pt_backend *be, const pt_config *cfg, void *qkv, int n,
+                          const pt_rope_args *rope, void *k_cache, void *v_cache,
+                          const int32_t *kv_rows);
     /* Causal (windowed, knocked-out) softmax attention with statistics; see pt_attn_args. */
     void (*attention)(pt_backend *be, const pt_attn_args *a);
     /* swiglu: h[n, 2*d_ff] = [gate|up] (float32 rows) -> out[n, d_ff] = silu(gate) * up

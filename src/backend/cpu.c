@@ -417,53 +417,63 @@ static void cpu_linear_add(pt_backend *be, const void *x, int n, const pt_linear
     cpu_linear_f32(be, x, n, lin, resid, 1);
 }
 
-static void cpu_rope(pt_backend *be, const pt_config *cfg, const float *inv_freq, void *qkvv, int n,
-                     const int32_t *pos, const float *alt_freq, const uint8_t *alt_rows) {
-    PT_BE_GUARD(be);
-    cpu_ctx *c = be->ctx;
-    const int hd = cfg->head_dim, half = pt_rotary_dim(cfg) / 2;
-    const int heads = cfg->n_heads + cfg->n_kv_heads; /* q heads then k heads */
-    const int stride = (cfg->n_heads + 2 * cfg->n_kv_heads) * hd;
-    float *qkv = qkvv;
-    int max_pos = 0;
-    for (int r = 0; r < n; r++)
-        if (pos[r] > max_pos) max_pos = pos[r];
-    const rope_table *t0 = rope_table_of(c, inv_freq, half, max_pos);
-    const rope_table *t1 = alt_freq && alt_rows ? rope_table_of(c, alt_freq, half, max_pos) : NULL;
-    if (!t0 || (alt_freq && alt_rows && !t1)) {
-        pt_backend_fail(
-            be, 0, 0, "cpu backend: rope at position %d without a reserved table (internal error)",
-            max_pos);
-        return;
+/* Rotate-half of one head of width hd over its first 2*half dims by (cs, sn): src into dst (the
+ * same pointer rotates in place); dims 2*half .. hd-1 pass through (partial rotary). */
+static void rope_head(float *dst, const float *src, int hd, int half, const float *cs,
+                      const float *sn) {
+    for (int i = 0; i < half; i++) {
+        const float x1 = src[i], x2 = src[i + half];
+        dst[i] = x1 * cs[i] - x2 * sn[i];
+        dst[i + half] = x2 * cs[i] + x1 * sn[i];
     }
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < n; r++) {
-        const rope_table *t = t1 && alt_rows[r] ? t1 : t0;
-        const float *cs = t->cos + (size_t)pos[r] * half, *sn = t->sin + (size_t)pos[r] * half;
-        float *row = qkv + (size_t)r * stride;
-        for (int h = 0; h < heads; h++) {
-            float *v = row + (size_t)h * hd; /* dims half*2 .. hd-1 pass through (partial) */
-            for (int i = 0; i < half; i++) {
-                const float x1 = v[i], x2 = v[i + half];
-                v[i] = x1 * cs[i] - x2 * sn[i];
-                v[i + half] = x2 * cs[i] + x1 * sn[i];
-            }
-        }
-    }
+    if (dst != src) memcpy(dst + 2 * half, src + 2 * half, (size_t)(hd - 2 * half) * sizeof(float));
 }
 
-static void cpu_store_kv(pt_backend *be, const pt_config *cfg, const void *qkvv, int n,
-                         void *k_cachev, void *v_cachev, const int32_t *kv_rows) {
+/* The tables of rope's positions (NULL args: none needed; -1: not reserved, status set). */
+static int rope_tables(pt_backend *be, const pt_config *cfg, const pt_rope_args *rope, int n,
+                       const rope_table **t0, const rope_table **t1) {
+    *t0 = *t1 = NULL;
+    if (!rope) return 0;
+    const cpu_ctx *c = be->ctx;
+    const int half = pt_rotary_dim(cfg) / 2;
+    const int alt = rope->alt_freq && rope->alt_rows;
+    int max_pos = 0;
+    for (int r = 0; r < n; r++)
+        if (rope->pos[r] > max_pos) max_pos = rope->pos[r];
+    *t0 = rope_table_of(c, rope->inv_freq, half, max_pos);
+    *t1 = alt ? rope_table_of(c, rope->alt_freq, half, max_pos) : NULL;
+    if (*t0 && (!alt || *t1)) return 0;
+    pt_backend_fail(be, 0, 0,
+                    "cpu backend: rope at position %d without a reserved table (internal error)",
+                    max_pos);
+    return -1;
+}
+
+static void cpu_rope_store_kv(pt_backend *be, const pt_config *cfg, void *qkvv, int n,
+                              const pt_rope_args *rope, void *k_cachev, void *v_cachev,
+                              const int32_t *kv_rows) {
     PT_BE_GUARD(be);
-    const int hd = cfg->head_dim, qd = cfg->n_heads * hd, kvd = cfg->n_kv_heads * hd;
-    const int stride = qd + 2 * kvd;
-    const float *qkv = qkvv;
-    float *k_cache = k_cachev, *v_cache = v_cachev;
+    const int hd = cfg->head_dim, half = pt_rotary_dim(cfg) / 2;
+    const int H = cfg->n_heads, KV = cfg->n_kv_heads, qd = H * hd, kvd = KV * hd;
+    const rope_table *t0, *t1;
+    if (rope_tables(be, cfg, rope, n, &t0, &t1)) return;
+    float *qkv = qkvv, *k_cache = k_cachev, *v_cache = v_cachev;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
-        const float *row = qkv + (size_t)r * stride;
-        memcpy(k_cache + (size_t)kv_rows[r] * kvd, row + qd, (size_t)kvd * sizeof(float));
-        memcpy(v_cache + (size_t)kv_rows[r] * kvd, row + qd + kvd, (size_t)kvd * sizeof(float));
+        float *row = qkv + (size_t)r * (qd + 2 * kvd);
+        float *k = k_cache + (size_t)kv_rows[r] * kvd, *v = v_cache + (size_t)kv_rows[r] * kvd;
+        memcpy(v, row + qd + kvd, (size_t)kvd * sizeof(float));
+        if (!t0) {
+            memcpy(k, row + qd, (size_t)kvd * sizeof(float));
+            continue;
+        }
+        const rope_table *t = t1 && rope->alt_rows[r] ? t1 : t0;
+        const float *cs = t->cos + (size_t)rope->pos[r] * half;
+        const float *sn = t->sin + (size_t)rope->pos[r] * half;
+        for (int h = 0; h < H; h++)
+            rope_head(row + (size_t)h * hd, row + (size_t)h * hd, hd, half, cs, sn);
+        for (int h = 0; h < KV; h++)
+            rope_head(k + (size_t)h * hd, row + qd + (size_t)h * hd, hd, half, cs, sn);
     }
 }
 
@@ -913,8 +923,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->softcap = cpu_softcap;
     be->linear = cpu_linear;
     be->linear_add = cpu_linear_add;
-    be->rope = cpu_rope;
-    be->store_kv = cpu_store_kv;
+    be->rope_store_kv = cpu_rope_store_kv;
     be->attention = cpu_attention;
     be->mlp_act = cpu_mlp_act;
     be->add = cpu_add;

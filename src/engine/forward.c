@@ -21,8 +21,8 @@
         }                                                                                          \
     } while (0)
 
-static const char *prof_names[PT_PROF_N] = {"embed",   "norm",     "gemm",    "rope",   "attention",
-                                            "mlp_act", "residual", "capture", "lm_head"};
+static const char *prof_names[PT_PROF_N] = {
+    "embed", "norm", "gemm", "rope_kv", "attention", "mlp_act", "residual", "capture", "lm_head"};
 
 static void linear(pt_engine *en, const void *x, int n, const pt_linear *lin, void *y) {
     PROF(en, PT_PROF_GEMM, en->be->linear(en->be, x, n, lin, (float *)y));
@@ -295,16 +295,16 @@ int pt_forward(pt_engine *en, pt_fwd *f) {
         const int local = c->layer_flags[l] & PT_LAYER_LOCAL_ROPE;
         capture(en, f, l);
 
-        /* attention block: [norm] -> q|k|v -> [q/k norms] -> [RoPE] -> attention -> o -> [norm] */
+        /* attention: [norm] -> q|k|v -> [q/k norms] -> [RoPE] + K/V -> attention -> o -> [norm] */
         PROF(en, PT_PROF_NORM, be->norm(be, c, en->x, n, lw->norm1_w, lw->norm1_b, en->h));
         linear(en, en->h, n, &lw->qkv, en->qkv);
         if (lw->q_norm_w) PROF(en, PT_PROF_NORM, qk_norms(en, lw, n));
-        if (c->rope != PT_ROPE_NONE && !(c->layer_flags[l] & PT_LAYER_NO_ROPE))
-            PROF(en, PT_PROF_ROPE,
-                 be->rope(be, c, local ? w->rope_local_inv_freq : w->rope_inv_freq, en->qkv, n,
-                          f->pos, local ? NULL : w->rope_long_inv_freq, local ? NULL : long_rows));
-        PROF(en, PT_PROF_ATTN,
-             be->store_kv(be, c, en->qkv, n, en->k_cache[l], en->v_cache[l], f->kv_rows));
+        const pt_rope_args rope = {local ? w->rope_local_inv_freq : w->rope_inv_freq, f->pos,
+                                   local ? NULL : w->rope_long_inv_freq, local ? NULL : long_rows};
+        const int rotate = c->rope != PT_ROPE_NONE && !(c->layer_flags[l] & PT_LAYER_NO_ROPE);
+        PROF(en, PT_PROF_ROPE,
+             be->rope_store_kv(be, c, en->qkv, n, rotate ? &rope : NULL, en->k_cache[l],
+                               en->v_cache[l], f->kv_rows));
         pt_attn_args a = {
             .layer = l,
             .q = en->qkv,

@@ -436,10 +436,10 @@ static void test_staging_ring(pt_backend *gpu) {
     dfree(&xb), dfree(&ob), free(x), free(rows), free(table), free(got), free(ref);
 }
 
-/* ops that need a model: embed, norm, linear, rope, store_kv, mlp_act, row_norms, gather_rows */
+/* ops that need a model: embed, norm, linear, mlp_act, row_norms, gather_rows */
 static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char *alt_tag) {
     const pt_config *cfg = &S->cfg;
-    const int d = cfg->d_model, V = cfg->vocab_size, hd = cfg->head_dim, H = cfg->n_heads, KV = cfg->n_kv_heads;
+    const int d = cfg->d_model, V = cfg->vocab_size;
     pt_error e;
     pt_weights wa, wb, wc;
     memset(&wc, 0, sizeof wc);
@@ -451,10 +451,10 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
         fprintf(stderr, "load_weights: %s\n", e.msg);
         exit(1);
     }
-    /* scratch for up to 64 rows and positions below 20001 (the rope test) */
-    reserve_for(P->cpu, cfg, 64, 20001, wa.rope_inv_freq);
-    reserve_for(P->gpu, cfg, 64, 20001, wb.rope_inv_freq);
-    if (gpu_alt) reserve_for(gpu_alt, cfg, 64, 20001, wc.rope_inv_freq);
+    /* scratch for up to 64 rows */
+    reserve_for(P->cpu, cfg, 64, 64, wa.rope_inv_freq);
+    reserve_for(P->gpu, cfg, 64, 64, wb.rope_inv_freq);
+    if (gpu_alt) reserve_for(gpu_alt, cfg, 64, 64, wc.rope_inv_freq);
     char shape[96];
     const double rt = 1e-4;
 
@@ -561,71 +561,6 @@ static void test_model_ops(pair_t *P, synth *S, pt_backend *gpu_alt, const char 
             }
     }
 
-    const int qkv_w = (H + 2 * KV) * hd;
-    /* rope: positions small and large */
-    if (want("rope") && cfg->rope != PT_ROPE_NONE) {
-        const int n = 23;
-        int32_t pos[23];
-        for (int i = 0; i < n; i++) pos[i] = i < 12 ? i : rnd_int(20000);
-        float *x = rnd_vec((size_t)n * qkv_w, 1.0f);
-        dbuf xa, xb; /* fused q|k|v rows: float32 on every backend */
-        float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * qkv_w), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * qkv_w);
-        /* positions A, then B, then A again on the same rows: the cuda backend uploads a table
-         * only when it differs from the last one in its slot, so a stale table would show */
-        int32_t pos_b[23];
-        for (int i = 0; i < n; i++) pos_b[i] = rnd_int(20000);
-        const int32_t *seq[3] = {pos, pos_b, pos};
-        for (int k = 0; k < 3; k++) {
-            P->cpu->rope(P->cpu, cfg, wa.rope_inv_freq, dxa, n, seq[k], NULL, NULL);
-            P->gpu->rope(P->gpu, cfg, wb.rope_inv_freq, dxb, n, seq[k], NULL, NULL);
-        }
-        float *ha = pt_xmalloc((size_t)n * qkv_w * 4), *hb = pt_xmalloc((size_t)n * qkv_w * 4);
-        dget(&xa, ha), dget(&xb, hb);
-        cmp_t c;
-        cmp_init(&c);
-        cmp_f(&c, hb, ha, (size_t)n * qkv_w, 1e-6, rt);
-        snprintf(shape, sizeof shape, "%s n=%d heads=%d+%d hd=%d pos<20000 (A, B, A)", S->name, n, H, KV,
-                 hd);
-        report("rope", shape, P->tag, &c, 1e-6, rt, dguards(&xb));
-        dfree(&xa), dfree(&xb), free(ha), free(hb), free(x);
-    }
-
-    /* store_kv: a permutation of cache rows; the rest of the cache must stay untouched */
-    if (want("store_kv")) {
-        const int n = 19, rows_c = 50, kvd = KV * hd;
-        int32_t kvr[19];
-        int perm[50];
-        for (int i = 0; i < rows_c; i++) perm[i] = i;
-        for (int i = rows_c - 1; i > 0; i--) {
-            int j = rnd_int(i + 1), t = perm[i];
-            perm[i] = perm[j], perm[j] = t;
-        }
-        for (int i = 0; i < n; i++) kvr[i] = perm[i];
-        float *x = rnd_vec((size_t)n * qkv_w, 1.0f), *k0 = rnd_vec((size_t)rows_c * kvd, 1.0f);
-        dbuf xa, xb, ka, kb, va, vb;
-        float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * qkv_w), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * qkv_w);
-        float *dka = dfrom(P->cpu, &ka, k0, (size_t)rows_c * kvd),
-              *dva = dfrom(P->cpu, &va, k0, (size_t)rows_c * kvd);
-        void *dkb = dfrom_as(P->gpu, &kb, k0, (size_t)rows_c * kvd, P->gpu->kv_dtype),
-             *dvb = dfrom_as(P->gpu, &vb, k0, (size_t)rows_c * kvd, P->gpu->kv_dtype);
-        P->cpu->store_kv(P->cpu, cfg, dxa, n, dka, dva, kvr);
-        P->gpu->store_kv(P->gpu, cfg, dxb, n, dkb, dvb, kvr);
-        /* a 16-bit cache holds the float32 keys and values rounded to nearest, nothing else */
-        const pt_compute_dtype kdt = P->gpu->kv_dtype;
-        const size_t tot = (size_t)rows_c * kvd;
-        float *ha = pt_xmalloc(tot * 4), *hb = pt_xmalloc(tot * 4);
-        cmp_t c;
-        cmp_init(&c);
-        dget(&ka, ha), dget(&kb, hb), round_vec(ha, tot, kdt);
-        cmp_f(&c, hb, ha, tot, 0, 0);
-        dget(&va, ha), dget(&vb, hb), round_vec(ha, tot, kdt);
-        cmp_f(&c, hb, ha, tot, 0, 0);
-        snprintf(shape, sizeof shape, "%s n=%d cache=%d kvd=%d kv=%s", S->name, n, rows_c, kvd,
-                 pt_compute_dtype_name(kdt));
-        report("store_kv", shape, P->tag, &c, 0, 0, dguards(&kb) + dguards(&vb));
-        dfree(&xa), dfree(&xb), dfree(&ka), dfree(&kb), dfree(&va), dfree(&vb), free(ha), free(hb), free(x), free(k0);
-    }
-
     /* mlp_act */
     if (want("mlp_act")) {
         const int n = 13, ff = cfg->d_ff, w_in = cfg->mlp == PT_MLP_SWIGLU ? 2 * ff : ff;
@@ -728,34 +663,6 @@ static void do_softcap(pt_backend *be, const pt_config *cfg, float *x, const flo
     be->softcap(be, x, *(const size_t *)arg, 30.0f);
 }
 
-/* RoPE over rotary_dim with the rows of alt_rows on the second table (longrope's long factors),
- * times the attention factor; or a table of its own (Gemma 3's local layers). */
-typedef struct {
-    int n;
-    const int32_t *pos;
-    const uint8_t *alt_rows;
-    const float *tab_host[2]; /* inv_freq tables (host); the device copies are made per backend */
-} rope_arg;
-static void do_rope(pt_backend *be, const pt_config *cfg, float *x, const float *w, void *arg) {
-    (void)w;
-    const rope_arg *r = arg;
-    const int half = pt_rotary_dim(cfg) / 2;
-    dbuf t0, t1;
-    memset(&t1, 0, sizeof t1);
-    const float *d0 = dfrom(be, &t0, r->tab_host[0], (size_t)half);
-    const float *d1 = r->tab_host[1] ? dfrom(be, &t1, r->tab_host[1], (size_t)half) : NULL;
-    const pt_reserve rs = {r->n, 20001, 20001, r->n, 32, d0, d1, NULL};
-    pt_error e;
-    if (be->reserve(be, cfg, &rs) || pt_backend_take_error(be, &e, NULL)) {
-        fprintf(stderr, "test_backend_ops: %s: reserve failed: %s\n", be->name, be->status.msg);
-        exit(1);
-    }
-    be->rope(be, cfg, d0, x, r->n, r->pos, d1, d1 ? r->alt_rows : NULL);
-    be->sync(be);
-    dfree(&t0);
-    if (d1) dfree(&t1);
-}
-
 static void family_cfg(pt_config *c, int H, int KV, int hd, int ff) {
     memset(c, 0, sizeof *c);
     c->arch = PT_ARCH_LLAMA;
@@ -790,6 +697,193 @@ static void glu_case(pair_t *P, pt_mlp_kind mlp, int ff, double rt) {
     snprintf(shape, sizeof shape, "%s n=%d ff=%d", mlp == PT_MLP_GEGLU ? "geglu" : "swiglu", n, ff);
     report("mlp_act", shape, P->tag, &c, 1e-5, rt + act_rt(P->gpu), dguards(&ob));
     dfree(&ha_), dfree(&hb_), dfree(&oa), dfree(&ob), free(ra), free(rb), free(h);
+}
+
+/* ---- RoPE + the key/value store ------------------------------------------------------- */
+
+/* got (values of type dt) vs float32 ref rounded once to dt, where ref itself is known to
+ * within atol + rtol * |ref|: got must be the rounding of some value in that interval, i.e. lie
+ * in [round(ref - t), round(ref + t)] (rounding is monotonic). max_abs: |got - round(ref)|. */
+static void cmp_rounded(cmp_t *c, const float *got, const float *ref, size_t n, double atol,
+                        double rtol, pt_compute_dtype dt) {
+    for (size_t i = 0; i < n; i++) {
+        const float r = round_dt(ref[i], dt);
+        if (!isfinite(got[i]) || !isfinite(ref[i])) {
+            cmp_f(c, got + i, &r, 1, 0, 0);
+            continue;
+        }
+        const double t = atol + rtol * fabs(ref[i]), d = fabs((double)got[i] - r);
+        const float lo = round_dt((float)(ref[i] - t), dt), hi = round_dt((float)(ref[i] + t), dt);
+        c->n++;
+        if (d > c->max_abs) c->max_abs = d;
+        if (fabs(r) > 1e-30 && d / fabs(r) > c->max_rel) c->max_rel = d / fabs(r);
+        if (got[i] < lo || got[i] > hi) {
+            c->bad++;
+            if (c->first_bad == (size_t)-1) c->first_bad = c->n - 1;
+        }
+    }
+}
+
+/* The RoPE of a rope_store_kv case: none (GPT-2, PT_LAYER_NO_ROPE layers), the default table,
+ * partial rotary with longrope's two tables per row and attention factor (Phi-3), a table of its
+ * own over head_dim 256 (Gemma 3's local layers). */
+typedef enum { RSK_NONE, RSK_DEFAULT, RSK_LONGROPE, RSK_LOCAL } rsk_rope;
+typedef struct {
+    rsk_rope rope;
+    int H, KV, hd;
+} rsk_case;
+
+static void rsk_cfg(pt_config *cfg, const rsk_case *k) {
+    family_cfg(cfg, k->H, k->KV, k->hd, 96);
+    if (k->rope == RSK_NONE) cfg->rope = PT_ROPE_NONE;
+    if (k->rope == RSK_LONGROPE) {
+        cfg->rotary_dim = 8;
+        cfg->rope = PT_ROPE_LONGROPE;
+        cfg->rope_attn_factor = 1.19;
+        cfg->rope_original_max_positions = 16;
+        for (int i = 0; i < 4; i++)
+            cfg->rope_short[i] = 1.0f + 0.5f * i, cfg->rope_long[i] = 2.0f + 3.0f * i;
+    }
+    if (k->rope == RSK_LOCAL) cfg->rope_local_theta = 10000.0, cfg->rope_theta = 1e6;
+}
+
+/* One backend's run of a case: its tables uploaded and reserved, then three calls A, B, A on the
+ * same q|k|v rows and cache (positions, longrope rows and cache rows differ between A and B: the
+ * cuda backend uploads an index table only when it differs from the last one in its slot, so a
+ * stale one would show). */
+typedef struct {
+    int n;
+    const int32_t *pos[2], *kv_rows[2];
+    const uint8_t *alt[2];
+    const float *tab[2]; /* host inv_freq tables: the row's own, longrope's long one (or NULL) */
+} rsk_calls;
+static void rsk_run(pt_backend *be, const pt_config *cfg, const rsk_calls *R, float *qkv, void *kc,
+                    void *vc) {
+    const int half = pt_rotary_dim(cfg) / 2;
+    dbuf t0, t1;
+    memset(&t0, 0, sizeof t0), memset(&t1, 0, sizeof t1);
+    const float *d0 = R->tab[0] ? dfrom(be, &t0, R->tab[0], (size_t)half) : NULL;
+    const float *d1 = R->tab[1] ? dfrom(be, &t1, R->tab[1], (size_t)half) : NULL;
+    const pt_reserve rs = {R->n, 20001, 20001, R->n, 32, d0, d1, NULL};
+    pt_error e;
+    if (be->reserve(be, cfg, &rs) || pt_backend_take_error(be, &e, NULL)) {
+        fprintf(stderr, "test_backend_ops: %s: reserve failed: %s\n", be->name, be->status.msg);
+        exit(1);
+    }
+    for (int k = 0; k < 3; k++) {
+        const int ab = k == 1;
+        const pt_rope_args rope = {d0, R->pos[ab], d1, d1 ? R->alt[ab] : NULL};
+        be->rope_store_kv(be, cfg, qkv, R->n, d0 ? &rope : NULL, kc, vc, R->kv_rows[ab]);
+    }
+    be->sync(be);
+    if (d0) dfree(&t0);
+    if (d1) dfree(&t1);
+}
+
+/* rope_store_kv on both backends from the same q|k|v rows and cache. q: the cpu's (rope's
+ * tolerance); the k and v parts of q|k|v: unchanged, exactly; v in the cache, and k without
+ * RoPE: the cpu's float32 value rounded to the cache type, exactly; k with RoPE: the rounding,
+ * once, of a float32 value within rope's tolerance of the cpu's (cmp_rounded: the GPU may
+ * contract the rotation into FMAs and its double cos may differ in the last place, so its
+ * float32 key can differ from the cpu's in the last bits, and rounding can then flip the 16-bit
+ * result by one ulp; anything else, e.g. rounding twice, is an error); the cache rows no call
+ * names: untouched (exactly the random values they started with). */
+static void test_rope_store_kv_case(pair_t *P, const rsk_case *K) {
+    pt_config cfg;
+    rsk_cfg(&cfg, K);
+    const int n = 19, rows_c = 50, H = K->H, KV = K->KV, hd = K->hd, kvd = KV * hd, qd = H * hd;
+    const int w = qd + 2 * kvd, half = pt_rotary_dim(&cfg) / 2;
+    const pt_compute_dtype kdt = P->gpu->kv_dtype;
+    int32_t pos[2][19], kvr[2][19];
+    uint8_t alt[2][19];
+    int perm[50];
+    for (int i = 0; i < rows_c; i++) perm[i] = i;
+    for (int i = rows_c - 1; i > 0; i--) {
+        int j = rnd_int(i + 1), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int i = 0; i < n; i++) {
+        pos[0][i] = i < 9 ? i : rnd_int(20000), pos[1][i] = rnd_int(20000);
+        kvr[0][i] = perm[i], kvr[1][i] = perm[n + i]; /* perm[2n ..]: rows no call names */
+        alt[0][i] = (uint8_t)(i % 3 == 1), alt[1][i] = (uint8_t)(i % 3 == 2);
+    }
+    float *t0 = pt_xmalloc((size_t)(half ? half : 1) * 4),
+          *t1 = pt_xmalloc((size_t)(half ? half : 1) * 4);
+    if (K->rope != RSK_NONE)
+        pt_rope_inv_freq_table(&cfg, K->rope == RSK_LOCAL ? PT_ROPE_LOCAL : PT_ROPE_GLOBAL, t0);
+    if (K->rope == RSK_LONGROPE) pt_rope_inv_freq_table(&cfg, PT_ROPE_LONG, t1);
+    const rsk_calls R = {n,
+                         {pos[0], pos[1]},
+                         {kvr[0], kvr[1]},
+                         {alt[0], alt[1]},
+                         {K->rope != RSK_NONE ? t0 : NULL, K->rope == RSK_LONGROPE ? t1 : NULL}};
+    /* inputs; the cache starts with values the cache type holds, the same on both backends */
+    const size_t tot = (size_t)rows_c * kvd;
+    float *x = rnd_vec((size_t)n * w, 1.0f), *k0 = rnd_vec(tot, 1.0f), *v0 = rnd_vec(tot, 1.0f);
+    round_vec(k0, tot, kdt), round_vec(v0, tot, kdt);
+    dbuf xa, xb, ka, kb, va, vb;
+    float *dxa = dfrom(P->cpu, &xa, x, (size_t)n * w), *dxb = dfrom(P->gpu, &xb, x, (size_t)n * w);
+    float *dka = dfrom(P->cpu, &ka, k0, tot), *dva = dfrom(P->cpu, &va, v0, tot);
+    void *dkb = dfrom_as(P->gpu, &kb, k0, tot, kdt), *dvb = dfrom_as(P->gpu, &vb, v0, tot, kdt);
+    rsk_run(P->cpu, &cfg, &R, dxa, dka, dva);
+    rsk_run(P->gpu, &cfg, &R, dxb, dkb, dvb);
+
+    static const char *what[] = {"none", "default", "longrope rows", "local table"};
+    char shape[96], sh[128];
+    snprintf(shape, sizeof shape, "%s n=%d heads=%d+%d hd=%d rotary=%d kv=%s", what[K->rope], n, H,
+             KV, hd, 2 * half, pt_compute_dtype_name(kdt));
+    const double rt = 1e-4;
+    float *ha = pt_xmalloc((size_t)n * w * 4), *hb = pt_xmalloc((size_t)n * w * 4);
+    dget(&xa, ha), dget(&xb, hb);
+    cmp_t c;
+    cmp_init(&c); /* q rotated in place; k and v of q|k|v left as they were, on both backends */
+    for (int r = 0; r < n; r++) {
+        const size_t o = (size_t)r * w;
+        cmp_f(&c, hb + o, ha + o, (size_t)qd, 1e-6, rt);
+        cmp_f(&c, hb + o + qd, x + o + qd, (size_t)2 * kvd, 0, 0);
+        cmp_f(&c, ha + o + qd, x + o + qd, (size_t)2 * kvd, 0, 0);
+    }
+    snprintf(sh, sizeof sh, "%s q|k|v", shape);
+    report("rope_store_kv", sh, P->tag, &c, 1e-6, rt, dguards(&xb));
+    free(ha), free(hb);
+
+    /* the caches: rows A and B named, the others untouched */
+    float *ca = pt_xmalloc(tot * 4), *cb = pt_xmalloc(tot * 4);
+    for (int kv = 0; kv < 2; kv++) {
+        dget(kv ? &va : &ka, ca), dget(kv ? &vb : &kb, cb);
+        const float *start = kv ? v0 : k0;
+        const int rotated = !kv && K->rope != RSK_NONE;
+        const double at = rotated ? 1e-6 : 0, rtol = rotated ? rt : 0;
+        cmp_t cn, cu;
+        cmp_init(&cn), cmp_init(&cu);
+        for (int i = 0; i < rows_c; i++) {
+            const size_t o = (size_t)perm[i] * kvd;
+            if (i < 2 * n) {
+                cmp_rounded(&cn, cb + o, ca + o, (size_t)kvd, at, rtol, kdt);
+            } else {
+                cmp_f(&cu, cb + o, start + o, (size_t)kvd, 0, 0);
+                cmp_f(&cu, ca + o, start + o, (size_t)kvd, 0, 0);
+            }
+        }
+        snprintf(sh, sizeof sh, "%s %s cache", shape, kv ? "v" : "k");
+        report("rope_store_kv", sh, P->tag, &cn, at, rtol, dguards(kv ? &vb : &kb));
+        snprintf(sh, sizeof sh, "%s %s cache, other rows", shape, kv ? "v" : "k");
+        report("rope_store_kv", sh, P->tag, &cu, 0, 0, 0);
+    }
+    dfree(&xa), dfree(&xb), dfree(&ka), dfree(&kb), dfree(&va), dfree(&vb);
+    free(ca), free(cb), free(x), free(k0), free(v0), free(t0), free(t1);
+}
+
+/* Every RoPE kind, with and without GQA, head_dim 12 .. 256. */
+static void test_rope_store_kv(pair_t *P) {
+    static const rsk_case cases[] = {
+        {RSK_NONE, 4, 4, 12},    {RSK_NONE, 4, 2, 16},     {RSK_DEFAULT, 4, 2, 16},
+        {RSK_DEFAULT, 4, 4, 16}, {RSK_DEFAULT, 2, 1, 128}, {RSK_LONGROPE, 4, 2, 16},
+        {RSK_LOCAL, 2, 1, 256},
+    };
+    if (!want("rope_store_kv")) return;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        test_rope_store_kv_case(P, &cases[i]);
 }
 
 static void test_family_ops(pair_t *P) {
@@ -833,37 +927,6 @@ static void test_family_ops(pair_t *P) {
         family_cfg(&cfg, 4, 2, 16, 96);
         cmp_inplace(P, "softcap", "n=3007 cap=30", &cfg, x, n, NULL, 0, do_softcap, &n, 1e-6, rt);
         free(x);
-    }
-    /* rope: partial rotary (Phi-3) with longrope's two tables per row and attention factor;
-     * head_dim 256 with a table of its own (Gemma 3's local layers) */
-    if (want("rope")) {
-        const int n = 17;
-        int32_t pos[17];
-        uint8_t alt[17];
-        for (int i = 0; i < n; i++) pos[i] = i < 9 ? i : rnd_int(20000), alt[i] = (uint8_t)(i % 3 == 1);
-        for (int k = 0; k < 2; k++) {
-            const int hd = k ? 256 : 16, H = k ? 2 : 4, KV = k ? 1 : 2, stride = (H + 2 * KV) * hd;
-            family_cfg(&cfg, H, KV, hd, 96);
-            if (!k) {
-                cfg.rotary_dim = 8;
-                cfg.rope = PT_ROPE_LONGROPE;
-                cfg.rope_attn_factor = 1.19;
-                cfg.rope_original_max_positions = 16;
-                for (int i = 0; i < 4; i++) cfg.rope_short[i] = 1.0f + 0.5f * i, cfg.rope_long[i] = 2.0f + 3.0f * i;
-            } else {
-                cfg.rope_local_theta = 10000.0, cfg.rope_theta = 1e6;
-            }
-            const int half = pt_rotary_dim(&cfg) / 2;
-            float *t0 = pt_xmalloc((size_t)half * 4), *t1 = pt_xmalloc((size_t)half * 4);
-            pt_rope_inv_freq_table(&cfg, k ? PT_ROPE_LOCAL : PT_ROPE_GLOBAL, t0);
-            if (!k) pt_rope_inv_freq_table(&cfg, PT_ROPE_LONG, t1);
-            rope_arg ra = {n, pos, alt, {t0, k ? NULL : t1}};
-            float *x = rnd_vec((size_t)n * stride, 1.0f);
-            snprintf(shape, sizeof shape, "%s n=%d heads=%d+%d hd=%d rotary=%d", k ? "local table" : "longrope rows",
-                     n, H, KV, hd, 2 * half);
-            cmp_inplace(P, "rope", shape, &cfg, x, (size_t)n * stride, NULL, 0, do_rope, &ra, 1e-6, rt);
-            free(x), free(t0), free(t1);
-        }
     }
     /* GeGLU (Gemma); both gated activations at a width of several 1024-column chunks with a
      * partial last one (the kernel's second grid dimension) */
@@ -1484,6 +1547,16 @@ int main(int argc, char **argv) {
         }
     }
 
+    /* RoPE + the key/value store: each cache type (f32; f16 by default on the 16-bit compute
+     * dtypes' tensor-core path, bf16 with PUNCTUM_CUDA_MMA=bf16; f32 again on the plain path) */
+    pair_t plain = {cpu, gb16_plain, PT_DTYPE_BF16, "bf16/plain"};
+    pair_t mbf = {cpu, gb16_mbf, PT_DTYPE_BF16, "bf16/mmabf"};
+    pair_t *rsk_pairs[5] = {&pairs[0], &pairs[1], &pairs[2], &plain, &mbf};
+    for (int p = 0; p < 5; p++) {
+        g_rng = seed + 600 + (uint64_t)p;
+        test_rope_store_kv(rsk_pairs[p]);
+    }
+
     /* the families' operations, per dtype */
     for (int p = 0; p < 3; p++) {
         synth S;
@@ -1517,8 +1590,6 @@ int main(int argc, char **argv) {
      * applies), and bf16 forced onto the plain path for a few */
     static attn_case C[32];
     const int nc = build_attn_cases(C, quick);
-    pair_t plain = {cpu, gb16_plain, PT_DTYPE_BF16, "bf16/plain"};
-    pair_t mbf = {cpu, gb16_mbf, PT_DTYPE_BF16, "bf16/mmabf"};
     for (int i = 0; i < nc; i++) {
         const uint64_t s = seed + 1000 + (uint64_t)i;
         test_attn_case(&pairs[0], &C[i], s);
