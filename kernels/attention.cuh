@@ -7,7 +7,8 @@
  *    rows and each query's log-sum-exp (lse) of its scaled, masked scores.
  * 2. k_attn_stats*: key-major statistics pass (only when mass / last / patterns are wanted). A
  *    block owns (a tile of one segment's keys, one head), walks the segment's queries that can
- *    see them, recomputes p = exp(s - lse) with the same score arithmetic as pass 1, and
+ *    see them, recomputes p = exp(s - lse) with the same score arithmetic as pass 1 (the mma
+ *    path: scores and lse in log2 units, p = exp2(s2 - lse2), one function for both), and
  *    accumulates attn_mass for its keys in registers: each (segment, key, head) has exactly one
  *    owner, so no atomics; it also writes attn_last (the final query's row) and patterns.
  *
@@ -57,7 +58,7 @@ struct pt_attn_params {
     const void *k, *v; /* this layer's cache: float (plain path), T (tensor-core path) */
     void *out;         /* [rows, H * hd] (activations, element type act) */
     int act;           /* PT_ACT_* of out */
-    float *lse;         /* [rows, H] */
+    float *lse;         /* [rows, H]: natural log (plain path), log2 (tensor-core path) */
     const pt_attn_seg *segs;
     const pt_attn_item *items;
     float *mass, *last, *pattern;
@@ -65,12 +66,22 @@ struct pt_attn_params {
     int H, group, hd, kvd, window;
     float scale;
     float softcap; /* > 0: scores -> softcap * tanh(s / softcap) */
+    /* the tensor-core path's scores in log2 units (exp2 is one instruction, exp a multiply and
+     * one), the constants folded once on the host: scale * log2(e) without soft-capping;
+     * scale / softcap and softcap * log2(e) with it */
+    float scale_log2, cap_in, cap_out_log2;
 };
 
 /* The score of a dot product q.k: scaled, then soft-capped, as cpu.c (both passes use it). */
 PT_DEV float pt_score(const pt_attn_params &P, float dot) {
     const float s = dot * P.scale;
     return P.softcap > 0.0f ? P.softcap * tanhf(s / P.softcap) : s;
+}
+
+/* The same score in log2 units (x log2(e)): one multiply without soft-capping. Both tensor-core
+ * passes use it, so that they agree bit for bit on every score. */
+PT_DEV float pt_score_log2(const pt_attn_params &P, float dot) {
+    return P.softcap > 0.0f ? P.cap_out_log2 * tanhf(dot * P.cap_in) : dot * P.scale_log2;
 }
 
 /* Element i of activations of type act = v rounded to nearest: a branch uniform across the
@@ -431,7 +442,7 @@ PT_UNROLL
                 sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
                 pt_mma_abt<KS>(sc[nb], qa, Ks, nb * 8, lane);
             }
-            /* mask, scale, online softmax (rows g: elements 0,1; g + 8: elements 2,3) */
+            /* mask, scale, online softmax in log2 units (rows g: elements 0,1; g + 8: 2,3) */
             float mx[2] = {-INFINITY, -INFINITY};
 PT_UNROLL
             for (int nb = 0; nb < NB; nb++)
@@ -440,7 +451,7 @@ PT_UNROLL
                     const int jj = nb * 8 + 2 * t + (e & 1), j = j0 + jj;
                     const int i = e < 2 ? ia : ib;
                     const bool ok = full || ((e < 2 ? va : vb) && jj < nk && pt_visible(i, j, P.window, s.ko));
-                    const float x = ok ? pt_score(P, sc[nb][e]) : -INFINITY;
+                    const float x = ok ? pt_score_log2(P, sc[nb][e]) : -INFINITY;
                     sc[nb][e] = x;
                     mx[e >> 1] = x > mx[e >> 1] ? x : mx[e >> 1];
                 }
@@ -449,7 +460,7 @@ PT_UNROLL
                 mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
                 mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
                 const float mn = mx[rr] > m[rr] ? mx[rr] : m[rr];
-                corr[rr] = m[rr] == -INFINITY ? 0.0f : expf(m[rr] - mn);
+                corr[rr] = m[rr] == -INFINITY ? 0.0f : exp2f(m[rr] - mn);
                 m[rr] = mn;
                 l[rr] *= corr[rr];
             }
@@ -458,7 +469,7 @@ PT_UNROLL
                 float p[4];
 PT_UNROLL
                 for (int e = 0; e < 4; e++) {
-                    p[e] = sc[nb][e] == -INFINITY ? 0.0f : expf(sc[nb][e] - m[e >> 1]);
+                    p[e] = sc[nb][e] == -INFINITY ? 0.0f : exp2f(sc[nb][e] - m[e >> 1]);
                     l[e >> 1] += p[e];
                 }
                 const int kk = nb >> 1, hi = nb & 1;
@@ -502,7 +513,7 @@ PT_UNROLL
                 const int d = n * 8 + 2 * t + e;
                 if (d < hd) pt_st_act(P.out, row * od + (size_t)h * hd + d, o[n][2 * rr + e] * inv, P.act);
             }
-        if (t == 0) P.lse[row * P.H + h] = m[rr] + logf(l[rr]);
+        if (t == 0) P.lse[row * P.H + h] = m[rr] + log2f(l[rr]); /* log2 units: pass 2's */
     }
 }
 
@@ -562,7 +573,7 @@ PT_UNROLL
                 const int j = e < 2 ? ja : jb;
                 const bool kok = e < 2 ? ka_ok : kb_ok;
                 if (!kok || qq >= nq || j > i) continue;
-                const float p = pt_visible(i, j, P.window, s.ko) ? expf(pt_score(P, sc[e]) - Ls[qq]) : 0.0f;
+                const float p = pt_visible(i, j, P.window, s.ko) ? exp2f(pt_score_log2(P, sc[e]) - Ls[qq]) : 0.0f;
                 if (e < 2) /* (not acc[e >> 1]: keeps the accumulators in registers) */
                     acc0 += p;
                 else

@@ -1087,6 +1087,10 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     P.window = a->window;
     P.scale = a->scale > 0 ? a->scale : 1.0f / sqrtf((float)hd);
     P.softcap = a->softcap;
+    const double log2e = 1.4426950408889634; /* the tensor-core path's log2 units */
+    P.scale_log2 = (float)(P.scale * log2e);
+    P.cap_in = P.softcap > 0 ? (float)((double)P.scale / P.softcap) : 0.0f;
+    P.cap_out_log2 = (float)(P.softcap * log2e);
 
     attn_kernel fwd, stats;
     unsigned stats_threads;
