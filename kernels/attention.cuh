@@ -287,7 +287,7 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
  * ========================================================================================== */
 
 template <int HDP> struct pt_mma_cfg {
-    static constexpr int BQ = 64;       /* queries per block (pass 1): 16 per warp */
+    static constexpr int BQ = 64; /* queries per block (pass 1) on 4 warps (16 each); 128 on 8 */
     /* keys per tile (pass 1): head_dim 256 halves it so that the key and value tiles share
      * the Q tile's 64 rows of shared memory (static shared memory stays under 48 KiB) */
     static constexpr int BK = HDP > 128 ? 32 : 64;
@@ -299,7 +299,7 @@ template <int HDP> struct pt_mma_cfg {
     static constexpr int ND = HDP / 8;  /* 8-wide n-blocks over the head dimension */
 };
 
-/* Fill rows [0, nrows) x [0, HDP) of a [ROWS][LD] T tile from query rows (P.q + row_off(r); zero
+/* Fill rows [0, ROWS) x [0, HDP) of a [ROWS][LD] T tile from query rows (P.q + row_off(r); zero
  * padding), rounded to the operand type. Synchronous stores. */
 template <int HDP, int ROWS = 64, class T, class RowFn>
 PT_DEV void pt_load_tile(T (*dst)[pt_mma_cfg<HDP>::LD], const pt_attn_params &P, int nrows, RowFn row_off) {
@@ -383,11 +383,17 @@ PT_UNROLL
 
 /* Pass 1 on tensor cores. Per key tile, FlashAttention-2's pipeline on one key and one value
  * buffer: the values' cp.async runs while the warps compute S = Q K^T and the softmax, the next
- * keys' while they compute O += P V; two barriers per tile. */
-template <int HDP, class T>
-__global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
+ * keys' while they compute O += P V; two barriers per tile. WARPS warps of 16 queries each: 8
+ * (BQ = 128) share each key / value tile between twice the queries of 4 (half the tile loads
+ * per query); the 128-row Q tile fits the 128 shared rows of head_dim <= 128 only. At least one
+ * block per SM for 8 warps: without it ptxas caps them at 128 registers (two blocks) and spills
+ * at head_dim 64; 4 warps keep the unspecified minimum (0), whose register counts they had. */
+template <int HDP, class T, int WARPS>
+__global__ void __launch_bounds__(32 * WARPS, WARPS / 8) k_attn_fwd_mma(pt_attn_params P) {
     using C = pt_mma_cfg<HDP>;
     constexpr int BK = C::BK, LD = C::LD, KS = C::KS, ND = C::ND, NB = BK / 8, KK = BK / 16;
+    constexpr int BQ = 16 * WARPS;
+    static_assert((WARPS == 4 || WARPS == 8) && BQ <= C::SROWS, "the Q tile fits the shared rows");
     PT_SHARED(T, Sm, [C::SROWS][LD]); /* the Q tile first, then the key and value tiles */
     T(*Ks)[LD] = Sm;
     T(*Vs)[LD] = Sm + (C::SROWS == 64 ? BK : 64);
@@ -396,11 +402,11 @@ __global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
     const pt_attn_seg s = P.segs[it.seg];
     const int h = blockIdx.y, kvh = h / P.group, hd = P.hd;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int q0 = it.start, nq = s.n_q - q0 < C::BQ ? s.n_q - q0 : C::BQ;
+    const int q0 = it.start, nq = s.n_q - q0 < BQ ? s.n_q - q0 : BQ;
     const int i_first = s.qpos + q0, i_last = i_first + nq - 1;
     const T *khead = (const T *)P.k + (size_t)kvh * hd, *vhead = (const T *)P.v + (size_t)kvh * hd;
 
-    pt_load_tile<HDP>(Ks, P, nq, [&](int r) {
+    pt_load_tile<HDP, BQ>(Ks, P, nq, [&](int r) {
         return (size_t)(s.row + q0 + r) * P.q_stride + (size_t)h * hd;
     });
     __syncthreads();
