@@ -7,7 +7,8 @@
  *    rows and each query's log-sum-exp (lse) of its scaled, masked scores.
  * 2. k_attn_stats*: key-major statistics pass (only when mass / last / patterns are wanted). A
  *    block owns (a tile of one segment's keys, one head), walks the segment's queries that can
- *    see them, recomputes p = exp(s - lse) with the same score arithmetic as pass 1, and
+ *    see them, recomputes p = exp(s - lse) with the same score arithmetic as pass 1 (the mma
+ *    path: scores and lse in log2 units, p = exp2(s2 - lse2), one function for both), and
  *    accumulates attn_mass for its keys in registers: each (segment, key, head) has exactly one
  *    owner, so no atomics; it also writes attn_last (the final query's row) and patterns.
  *
@@ -21,7 +22,7 @@
  * - mma (bf16/f16 compute dtypes, head_dim <= 256, PT_CUDA_MMA): tensor-core tiles
  *   (mma.sync m16n8k16; q, k, v and p rounded to f16, or bf16 with PUNCTUM_CUDA_MMA=bf16;
  *   float accumulation), FlashAttention-2 style register-resident softmax and output. The
- *   key/value cache is already in the operand type (k_store_kv rounds once): key and value
+ *   key/value cache is already in the operand type (k_rope_store_kv rounds once): key and value
  *   tiles arrive by 16-byte cp.async while the warps compute, fragments come by ldmatrix. */
 #ifndef PUNCTUM_KERNELS_ATTENTION_CUH
 #define PUNCTUM_KERNELS_ATTENTION_CUH
@@ -57,7 +58,7 @@ struct pt_attn_params {
     const void *k, *v; /* this layer's cache: float (plain path), T (tensor-core path) */
     void *out;         /* [rows, H * hd] (activations, element type act) */
     int act;           /* PT_ACT_* of out */
-    float *lse;         /* [rows, H] */
+    float *lse;         /* [rows, H]: natural log (plain path), log2 (tensor-core path) */
     const pt_attn_seg *segs;
     const pt_attn_item *items;
     float *mass, *last, *pattern;
@@ -65,12 +66,22 @@ struct pt_attn_params {
     int H, group, hd, kvd, window;
     float scale;
     float softcap; /* > 0: scores -> softcap * tanh(s / softcap) */
+    /* the tensor-core path's scores in log2 units (exp2 is one instruction, exp a multiply and
+     * one), the constants folded once on the host: scale * log2(e) without soft-capping;
+     * scale / softcap and softcap * log2(e) with it */
+    float scale_log2, cap_in, cap_out_log2;
 };
 
 /* The score of a dot product q.k: scaled, then soft-capped, as cpu.c (both passes use it). */
 PT_DEV float pt_score(const pt_attn_params &P, float dot) {
     const float s = dot * P.scale;
     return P.softcap > 0.0f ? P.softcap * tanhf(s / P.softcap) : s;
+}
+
+/* The same score in log2 units (x log2(e)): one multiply without soft-capping. Both tensor-core
+ * passes use it, so that they agree bit for bit on every score. */
+PT_DEV float pt_score_log2(const pt_attn_params &P, float dot) {
+    return P.softcap > 0.0f ? P.cap_out_log2 * tanhf(dot * P.cap_in) : dot * P.scale_log2;
 }
 
 /* Element i of activations of type act = v rounded to nearest: a branch uniform across the
@@ -276,7 +287,7 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
  * ========================================================================================== */
 
 template <int HDP> struct pt_mma_cfg {
-    static constexpr int BQ = 64;       /* queries per block (pass 1): 16 per warp */
+    static constexpr int BQ = 64; /* queries per block (pass 1) on 4 warps (16 each); 128 on 8 */
     /* keys per tile (pass 1): head_dim 256 halves it so that the key and value tiles share
      * the Q tile's 64 rows of shared memory (static shared memory stays under 48 KiB) */
     static constexpr int BK = HDP > 128 ? 32 : 64;
@@ -288,7 +299,7 @@ template <int HDP> struct pt_mma_cfg {
     static constexpr int ND = HDP / 8;  /* 8-wide n-blocks over the head dimension */
 };
 
-/* Fill rows [0, nrows) x [0, HDP) of a [ROWS][LD] T tile from query rows (P.q + row_off(r); zero
+/* Fill rows [0, ROWS) x [0, HDP) of a [ROWS][LD] T tile from query rows (P.q + row_off(r); zero
  * padding), rounded to the operand type. Synchronous stores. */
 template <int HDP, int ROWS = 64, class T, class RowFn>
 PT_DEV void pt_load_tile(T (*dst)[pt_mma_cfg<HDP>::LD], const pt_attn_params &P, int nrows, RowFn row_off) {
@@ -372,11 +383,17 @@ PT_UNROLL
 
 /* Pass 1 on tensor cores. Per key tile, FlashAttention-2's pipeline on one key and one value
  * buffer: the values' cp.async runs while the warps compute S = Q K^T and the softmax, the next
- * keys' while they compute O += P V; two barriers per tile. */
-template <int HDP, class T>
-__global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
+ * keys' while they compute O += P V; two barriers per tile. WARPS warps of 16 queries each: 8
+ * (BQ = 128) share each key / value tile between twice the queries of 4 (half the tile loads
+ * per query); the 128-row Q tile fits the 128 shared rows of head_dim <= 128 only. At least one
+ * block per SM for 8 warps: without it ptxas caps them at 128 registers (two blocks) and spills
+ * at head_dim 64; 4 warps keep the unspecified minimum (0), whose register counts they had. */
+template <int HDP, class T, int WARPS>
+__global__ void __launch_bounds__(32 * WARPS, WARPS / 8) k_attn_fwd_mma(pt_attn_params P) {
     using C = pt_mma_cfg<HDP>;
     constexpr int BK = C::BK, LD = C::LD, KS = C::KS, ND = C::ND, NB = BK / 8, KK = BK / 16;
+    constexpr int BQ = 16 * WARPS;
+    static_assert((WARPS == 4 || WARPS == 8) && BQ <= C::SROWS, "the Q tile fits the shared rows");
     PT_SHARED(T, Sm, [C::SROWS][LD]); /* the Q tile first, then the key and value tiles */
     T(*Ks)[LD] = Sm;
     T(*Vs)[LD] = Sm + (C::SROWS == 64 ? BK : 64);
@@ -385,11 +402,11 @@ __global__ void __launch_bounds__(128) k_attn_fwd_mma(pt_attn_params P) {
     const pt_attn_seg s = P.segs[it.seg];
     const int h = blockIdx.y, kvh = h / P.group, hd = P.hd;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int q0 = it.start, nq = s.n_q - q0 < C::BQ ? s.n_q - q0 : C::BQ;
+    const int q0 = it.start, nq = s.n_q - q0 < BQ ? s.n_q - q0 : BQ;
     const int i_first = s.qpos + q0, i_last = i_first + nq - 1;
     const T *khead = (const T *)P.k + (size_t)kvh * hd, *vhead = (const T *)P.v + (size_t)kvh * hd;
 
-    pt_load_tile<HDP>(Ks, P, nq, [&](int r) {
+    pt_load_tile<HDP, BQ>(Ks, P, nq, [&](int r) {
         return (size_t)(s.row + q0 + r) * P.q_stride + (size_t)h * hd;
     });
     __syncthreads();
@@ -431,7 +448,7 @@ PT_UNROLL
                 sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
                 pt_mma_abt<KS>(sc[nb], qa, Ks, nb * 8, lane);
             }
-            /* mask, scale, online softmax (rows g: elements 0,1; g + 8: elements 2,3) */
+            /* mask, scale, online softmax in log2 units (rows g: elements 0,1; g + 8: 2,3) */
             float mx[2] = {-INFINITY, -INFINITY};
 PT_UNROLL
             for (int nb = 0; nb < NB; nb++)
@@ -440,7 +457,7 @@ PT_UNROLL
                     const int jj = nb * 8 + 2 * t + (e & 1), j = j0 + jj;
                     const int i = e < 2 ? ia : ib;
                     const bool ok = full || ((e < 2 ? va : vb) && jj < nk && pt_visible(i, j, P.window, s.ko));
-                    const float x = ok ? pt_score(P, sc[nb][e]) : -INFINITY;
+                    const float x = ok ? pt_score_log2(P, sc[nb][e]) : -INFINITY;
                     sc[nb][e] = x;
                     mx[e >> 1] = x > mx[e >> 1] ? x : mx[e >> 1];
                 }
@@ -449,7 +466,7 @@ PT_UNROLL
                 mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
                 mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
                 const float mn = mx[rr] > m[rr] ? mx[rr] : m[rr];
-                corr[rr] = m[rr] == -INFINITY ? 0.0f : expf(m[rr] - mn);
+                corr[rr] = m[rr] == -INFINITY ? 0.0f : exp2f(m[rr] - mn);
                 m[rr] = mn;
                 l[rr] *= corr[rr];
             }
@@ -458,7 +475,7 @@ PT_UNROLL
                 float p[4];
 PT_UNROLL
                 for (int e = 0; e < 4; e++) {
-                    p[e] = sc[nb][e] == -INFINITY ? 0.0f : expf(sc[nb][e] - m[e >> 1]);
+                    p[e] = sc[nb][e] == -INFINITY ? 0.0f : exp2f(sc[nb][e] - m[e >> 1]);
                     l[e >> 1] += p[e];
                 }
                 const int kk = nb >> 1, hi = nb & 1;
@@ -502,7 +519,7 @@ PT_UNROLL
                 const int d = n * 8 + 2 * t + e;
                 if (d < hd) pt_st_act(P.out, row * od + (size_t)h * hd + d, o[n][2 * rr + e] * inv, P.act);
             }
-        if (t == 0) P.lse[row * P.H + h] = m[rr] + logf(l[rr]);
+        if (t == 0) P.lse[row * P.H + h] = m[rr] + log2f(l[rr]); /* log2 units: pass 2's */
     }
 }
 
@@ -562,7 +579,7 @@ PT_UNROLL
                 const int j = e < 2 ? ja : jb;
                 const bool kok = e < 2 ? ka_ok : kb_ok;
                 if (!kok || qq >= nq || j > i) continue;
-                const float p = pt_visible(i, j, P.window, s.ko) ? expf(pt_score(P, sc[e]) - Ls[qq]) : 0.0f;
+                const float p = pt_visible(i, j, P.window, s.ko) ? exp2f(pt_score_log2(P, sc[e]) - Ls[qq]) : 0.0f;
                 if (e < 2) /* (not acc[e >> 1]: keeps the accumulators in registers) */
                     acc0 += p;
                 else

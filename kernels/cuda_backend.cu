@@ -104,6 +104,7 @@ struct cu_ctx {
     void *lt_ws;
     size_t lt_ws_bytes;
     int use_lt, use_mma, mma_bf16;
+    int attn_warps; /* PUNCTUM_CUDA_ATTN_WARPS: 4 or 8 forces the attention forward's; 0 auto */
     cu_buf idx[CU_IDX_SLOTS]; /* staged host index arrays */
     cu_buf lse;               /* attention log-sum-exp per (row, head) */
     cu_buf attn;              /* attention segments + work items */
@@ -930,13 +931,19 @@ static int plain_kb(int HD) {
     }
 }
 #if PT_CUDA_MMA
-template <class T> static attn_kernel mma_fwd(int HDP) {
+template <class T> static attn_kernel mma_fwd(int HDP, int warps) {
+    if (warps == 8) switch (HDP) { /* (head_dim > 128: 4 warps only, mma_fwd_warps) */
+        case 16: return k_attn_fwd_mma<16, T, 8>;
+        case 32: return k_attn_fwd_mma<32, T, 8>;
+        case 64: return k_attn_fwd_mma<64, T, 8>;
+        case 128: return k_attn_fwd_mma<128, T, 8>;
+        }
     switch (HDP) {
-    case 16: return k_attn_fwd_mma<16, T>;
-    case 32: return k_attn_fwd_mma<32, T>;
-    case 64: return k_attn_fwd_mma<64, T>;
-    case 128: return k_attn_fwd_mma<128, T>;
-    default: return k_attn_fwd_mma<256, T>; /* Gemma */
+    case 16: return k_attn_fwd_mma<16, T, 4>;
+    case 32: return k_attn_fwd_mma<32, T, 4>;
+    case 64: return k_attn_fwd_mma<64, T, 4>;
+    case 128: return k_attn_fwd_mma<128, T, 4>;
+    default: return k_attn_fwd_mma<256, T, 4>; /* Gemma */
     }
 }
 template <class T> static attn_kernel mma_stats(int HDP) {
@@ -950,7 +957,8 @@ template <class T> static attn_kernel mma_stats(int HDP) {
 }
 #endif
 
-/* Which attention path runs for a head dimension, and its tile sizes. */
+/* Which attention path runs for a head dimension, and its tile sizes (the tensor-core forward's
+ * BQ on 4 warps: the smallest, which bounds the work items of both; mma_fwd_warps). */
 struct attn_shape {
     bool mma;
     int HD, BQ, KB;
@@ -990,11 +998,32 @@ static void heaviest_first(pt_attn_item *items, size_t n, const pt_attn_seg *seg
 }
 
 /* Bytes of the attention staging (segments + work items of both passes) for `rows` query rows
- * in at most `rows` segments whose keys (prefix + own) total at most `keys`. */
+ * in at most `rows` segments whose keys (prefix + own) total at most `keys`; BQ the smallest
+ * query tile of pass 1 (more items than any larger one). */
 static size_t attn_stage_bytes(int rows, size_t keys, int BQ, int KB) {
     const size_t seg_bytes = ((size_t)rows * sizeof(pt_attn_seg) + 15) & ~(size_t)15;
     const size_t n1 = (size_t)rows + (size_t)rows / BQ + 1, n2 = (size_t)rows + keys / KB + 1;
     return seg_bytes + (n1 + n2) * sizeof(pt_attn_item);
+}
+
+/* Warps of the tensor-core forward for a launch (BQ = 16 per warp). 8 (128-query tiles) halve
+ * the key / value tile loads per query, but a tile's rows past its segment's end are warps that
+ * hold a block slot and do nothing, and a launch has half the blocks: 8 only where the launch's
+ * queries fill at least 3/4 of the 128-query tiles they take (a prompt of 96+ queries, 300 in
+ * three tiles); decode steps and short prompts stay on 4. Deterministic: the segments' query
+ * counts alone. head_dim > 128: 4 (a 128-row Q tile of 256 + 8 columns exceeds 48 KiB of static
+ * shared memory). PUNCTUM_CUDA_ATTN_WARPS=4|8 (read at backend creation) forces it: tests. */
+static int mma_fwd_warps(const cu_ctx *c, const pt_attn_args *a, int HDP) {
+    if (HDP > 128) return 4;
+    if (c->attn_warps) return c->attn_warps;
+    long long queries = 0, padded = 0;
+    for (int i = 0; i < a->n_segs; i++) {
+        const int n = a->segs[i].n_q;
+        if (n <= 0) continue;
+        queries += n;
+        padded += (n + 127) / 128 * 128;
+    }
+    return 4 * queries >= 3 * padded ? 8 : 4;
 }
 
 static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
@@ -1004,7 +1033,9 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     const int hd = a->head_dim, H = a->n_heads;
     const attn_shape sh = attn_shape_of(be, hd);
     const bool mma = sh.mma;
-    const int HD = sh.HD, BQ = sh.BQ, KB = sh.KB;
+    const int HD = sh.HD, KB = sh.KB;
+    const int fwd_warps = mma ? mma_fwd_warps(c, a, HD) : 4;
+    const int BQ = mma ? 16 * fwd_warps : sh.BQ;
 
     /* segments (this layer's view) and the work items of both passes (the statistics pass only
      * for segments that want statistics: decode steps and variants want none) */
@@ -1078,6 +1109,10 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     P.window = a->window;
     P.scale = a->scale > 0 ? a->scale : 1.0f / sqrtf((float)hd);
     P.softcap = a->softcap;
+    const double log2e = 1.4426950408889634; /* the tensor-core path's log2 units */
+    P.scale_log2 = (float)(P.scale * log2e);
+    P.cap_in = P.softcap > 0 ? (float)((double)P.scale / P.softcap) : 0.0f;
+    P.cap_out_log2 = (float)(P.softcap * log2e);
 
     attn_kernel fwd, stats;
     unsigned stats_threads;
@@ -1087,7 +1122,7 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
          * than bf16 where it matters most, the scores that exp() amplifies; +-65504 is ample for
          * query / key / value activations); PUNCTUM_CUDA_MMA=bf16 selects bf16 operands */
         const bool bf16_ops = c->mma_bf16;
-        fwd = bf16_ops ? mma_fwd<__nv_bfloat16>(HD) : mma_fwd<__half>(HD);
+        fwd = bf16_ops ? mma_fwd<__nv_bfloat16>(HD, fwd_warps) : mma_fwd<__half>(HD, fwd_warps);
         stats = bf16_ops ? mma_stats<__nv_bfloat16>(HD) : mma_stats<__half>(HD);
 #else
         fwd = stats = NULL;
@@ -1098,7 +1133,7 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
         stats = plain_stats(HD);
         stats_threads = (unsigned)KB;
     }
-    PT_LAUNCH(fwd, dim3((unsigned)n1, (unsigned)H), 128, c->stream, P);
+    PT_LAUNCH(fwd, dim3((unsigned)n1, (unsigned)H), 32u * (unsigned)fwd_warps, c->stream, P);
     CU_LAUNCHED("attention forward");
     if (k2) {
         pt_attn_params P2 = P;
@@ -1323,6 +1358,7 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     c->use_lt = !env_is("PUNCTUM_CUDA_GEMM", "cublas");
     c->use_mma = PT_CUDA_MMA && !env_is("PUNCTUM_CUDA_MMA", "0") && prop.major >= 8;
     c->mma_bf16 = env_is("PUNCTUM_CUDA_MMA", "bf16");
+    c->attn_warps = env_is("PUNCTUM_CUDA_ATTN_WARPS", "8") ? 8 : env_is("PUNCTUM_CUDA_ATTN_WARPS", "4") ? 4 : 0;
 
     be->name = "cuda";
     be->ctx = c;

@@ -1457,6 +1457,13 @@ static int build_attn_cases(attn_case *C, int quick) {
     attn_init(A, "long-window-ko", 4, 2, 64, 100, 7);
     add_clean(A, 200);
     add_ext(A, 0, 20, 150, 9, 0, 3, 0);
+    /* 128-query tiles (8 warps, bf16/w8): segments shorter and longer than a tile, a ~300-query
+     * knockout variant with a window wider than a key tile (tiles straddling segment ends) */
+    A = &C[n++];
+    attn_init(A, "w8-window-ko", 4, 2, 64, 70, 7);
+    add_clean(A, 300);
+    add_ext(A, 0, 9, 291, 8, 0, 3, 0);
+    add_clean(A, 50), add_clean(A, 140);
     /* long: several query and key tiles on both paths, decode-like single query */
     A = &C[n++];
     attn_init(A, "long", 2, 1, 64, 0, 7);
@@ -1509,6 +1516,9 @@ int main(int argc, char **argv) {
     pt_backend *gf16 = make_gpu(PT_DTYPE_F16, NULL, NULL, skip_ok);
     pt_backend *gb16_plain = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "0", skip_ok);
     pt_backend *gb16_mbf = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "bf16", skip_ok);
+    /* the attention forward on 8 warps (128-query tiles) whatever the launch: the other
+     * backends choose per launch, 4 warps for most of the table's short segments */
+    pt_backend *gb16_w8 = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_ATTN_WARPS", "8", skip_ok);
     pt_backend *g32_cublas = make_gpu(PT_DTYPE_F32, "PUNCTUM_CUDA_GEMM", "cublas", skip_ok);
     pt_backend *gb16_cublas = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_GEMM", "cublas", skip_ok);
 
@@ -1590,6 +1600,7 @@ int main(int argc, char **argv) {
      * applies), and bf16 forced onto the plain path for a few */
     static attn_case C[32];
     const int nc = build_attn_cases(C, quick);
+    pair_t w8 = {cpu, gb16_w8, PT_DTYPE_BF16, "bf16/w8"};
     for (int i = 0; i < nc; i++) {
         const uint64_t s = seed + 1000 + (uint64_t)i;
         test_attn_case(&pairs[0], &C[i], s);
@@ -1597,6 +1608,7 @@ int main(int argc, char **argv) {
         if (i % 3 == 0) test_attn_case(&pairs[2], &C[i], s);
         if (i % 4 == 1) test_attn_case(&plain, &C[i], s);
         if (i % 4 == 2 || i == nc - 1) test_attn_case(&mbf, &C[i], s);
+        test_attn_case(&w8, &C[i], s);
     }
 
     printf("test_backend_ops: %d rows, %d failed\n", g_rows, g_failed);
@@ -1604,6 +1616,7 @@ int main(int argc, char **argv) {
     g32_cublas->destroy(g32_cublas);
     gb16_plain->destroy(gb16_plain);
     gb16_mbf->destroy(gb16_mbf);
+    gb16_w8->destroy(gb16_w8);
     gf16->destroy(gf16);
     gb16->destroy(gb16);
     g32->destroy(g32);
