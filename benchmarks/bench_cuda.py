@@ -137,10 +137,12 @@ class MemPoll:
 
 
 def run_punctum(binary: str, model: str, pairs: str, out: str, stats: str, batch_tokens: int,
-                profile: bool = False) -> dict:
+                profile: bool = False, env_extra: dict | None = None) -> dict:
     cmd = [binary, "run", "--model", model, "--pairs", pairs, "--out", out, "--force", "--progress", "always",
            "--backend", "cuda", "--dtype", "bf16", "--stats", stats, "--batch-tokens", str(batch_tokens)]
-    env = dict(os.environ, PUNCTUM_PROFILE="1") if profile else None
+    env = dict(os.environ, **(env_extra or {}))
+    if profile:
+        env["PUNCTUM_PROFILE"] = "1"
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     mem = MemPoll(p.pid)
@@ -323,6 +325,12 @@ def render(results: dict) -> list[str]:
                       f"{num(g.get('cublaslt_ms'), '{:.1f}')} ms (per batch and layer: qkv {num(g.get('qkv'), '{:.3f}')}, "
                       f"o {num(g.get('o'), '{:.3f}')}, up {num(g.get('up'), '{:.3f}')}, down "
                       f"{num(g.get('down'), '{:.3f}')} ms)."]
+    w = results.get("attn_warps")
+    if w:
+        cells = [f"{k} warps: sweep {num(v.get('sweep_s'), '{:.2f}')} s, attention "
+                 f"{num(v.get('attention_s'), '{:.3f}')} s (exit {v.get('rc')})" for k, v in w.items()]
+        lines += ["", f"Attention forward tiles at T = {PROFILE_T} (PUNCTUM_CUDA_ATTN_WARPS, plain sweep, "
+                      "PUNCTUM_PROFILE): " + "; ".join(cells) + "."]
     if results.get("skipped"):
         lines += ["", "Not measured (time): " + ", ".join(results["skipped"])]
     lines += ["", "| SPEC §8 target | measured | met |", "|---|---|---|"]
@@ -427,6 +435,17 @@ def main() -> int:
                 results["gemm_share"] = results["gemm"]["cublaslt_ms"] / results["gemm"]["punctum_ms"]
             results["gemm"]["profile"] = r.get("profile")
             print(f"bench_cuda: GEMMs at T={T}: {results['gemm']}", flush=True)
+            # the attention forward on 4 or 8 warps (cuda_attention picks 8 at these lengths): the
+            # emulation cannot time the choice, this does (PUNCTUM_PROFILE's attention seconds)
+            results["attn_warps"] = {}
+            for warps in (4, 8):
+                if left() < 30:
+                    break
+                r = run_punctum(args.punctum, model, pairs, os.path.join(work, f"T{T}.w{warps}.h5"), "none", bt,
+                                profile=True, env_extra={"PUNCTUM_CUDA_ATTN_WARPS": str(warps)})
+                results["attn_warps"][warps] = {"rc": r["rc"], "sweep_s": r.get("sweep_s"),
+                                                "attention_s": r.get("profile", {}).get("attention")}
+            print(f"bench_cuda: attention warps at T={T}: {results['attn_warps']}", flush=True)
         if not args.skip_hf and T <= args.hf_max_T and left() > 20:
             if hf_model is None:
                 hf_model = hf_load(model)
