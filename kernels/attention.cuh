@@ -4,7 +4,10 @@
  *
  * 1. k_attn_fwd*: query-major flash pass. A block owns (a tile of one segment's queries, one
  *    head) and streams the visible keys in tiles with an online softmax; it writes the output
- *    rows and each query's log-sum-exp (lse) of its scaled, masked scores.
+ *    rows and each query's log-sum-exp (lse) of its scaled, masked scores. GQA-packed (the
+ *    tensor-core forward, P.qrows = group): a block owns (a tile of queries, one K/V head), its
+ *    tile rows (query, head of the group) pairs, so that each key / value tile in shared memory
+ *    serves the whole group (decode steps: the cache is read once per K/V head, not per head).
  * 2. k_attn_stats*: key-major statistics pass (only when mass / last / patterns are wanted). A
  *    block owns (a tile of one segment's keys, one head), walks the segment's queries that can
  *    see them, recomputes p = exp(s - lse) with the same score arithmetic as pass 1 (the mma
@@ -64,6 +67,9 @@ struct pt_attn_params {
     float *mass, *last, *pattern;
     int LH, layer_off; /* n_layers * H, layer * H */
     int H, group, hd, kvd, window;
+    /* tile rows per query of the tensor-core forward: 1, or the group (GQA-packed: a block owns
+     * one K/V head, tile row r is query r / group of head kvh * group + r % group) */
+    int qrows;
     float scale;
     float softcap; /* > 0: scores -> softcap * tanh(s / softcap) */
     /* the tensor-core path's scores in log2 units (exp2 is one instruction, exp a multiply and
@@ -387,41 +393,55 @@ PT_UNROLL
  * (BQ = 128) share each key / value tile between twice the queries of 4 (half the tile loads
  * per query); the 128-row Q tile fits the 128 shared rows of head_dim <= 128 only. At least one
  * block per SM for 8 warps: without it ptxas caps them at 128 registers (two blocks) and spills
- * at head_dim 64; 4 warps keep the unspecified minimum (0), whose register counts they had. */
-template <int HDP, class T, int WARPS>
-__global__ void __launch_bounds__(32 * WARPS, WARPS / 8) k_attn_fwd_mma(pt_attn_params P) {
+ * at head_dim 64; 4 warps keep the unspecified minimum (0), whose register counts they had.
+ * PACKED (GQA-packed, P.qrows = group): blockIdx.y is the K/V head and row r of the tile is query
+ * r / group of head kvh * group + r % group (query-major: a warp's 16 rows are whole queries of
+ * consecutive positions, so its causal / window range stays one interval of 16 / group queries,
+ * and any group <= 16 fits, 7 included: BQ / group queries a tile, the rows past them padding).
+ * Unpacked, qr = 1 at compile time makes the same arithmetic row = query, head = blockIdx.y, and
+ * the code (registers) of before. Packed instances: 4 warps, at least one block per SM (without
+ * it ptxas caps head_dim 64 at 128 registers and spills on sm_80). */
+template <int HDP, class T, int WARPS, bool PACKED = false>
+__global__ void __launch_bounds__(32 * WARPS, PACKED ? 1 : WARPS / 8) k_attn_fwd_mma(pt_attn_params P) {
     using C = pt_mma_cfg<HDP>;
     constexpr int BK = C::BK, LD = C::LD, KS = C::KS, ND = C::ND, NB = BK / 8, KK = BK / 16;
     constexpr int BQ = 16 * WARPS;
     static_assert((WARPS == 4 || WARPS == 8) && BQ <= C::SROWS, "the Q tile fits the shared rows");
+    static_assert(!PACKED || WARPS == 4, "packed: 4 warps");
     PT_SHARED(T, Sm, [C::SROWS][LD]); /* the Q tile first, then the key and value tiles */
     T(*Ks)[LD] = Sm;
     T(*Vs)[LD] = Sm + (C::SROWS == 64 ? BK : 64);
 
     const pt_attn_item it = P.items[blockIdx.x];
     const pt_attn_seg s = P.segs[it.seg];
-    const int h = blockIdx.y, kvh = h / P.group, hd = P.hd;
+    /* qr tile rows per query; row r is head h0 + r % qr */
+    const int qr = PACKED ? P.qrows : 1, h0 = blockIdx.y * qr, kvh = h0 / P.group, hd = P.hd;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int q0 = it.start, nq = s.n_q - q0 < BQ ? s.n_q - q0 : BQ;
+    const int BQQ = BQ / qr; /* queries per tile */
+    const int q0 = it.start, nq = s.n_q - q0 < BQQ ? s.n_q - q0 : BQQ, nrows = nq * qr;
     const int i_first = s.qpos + q0, i_last = i_first + nq - 1;
     const T *khead = (const T *)P.k + (size_t)kvh * hd, *vhead = (const T *)P.v + (size_t)kvh * hd;
 
-    pt_load_tile<HDP, BQ>(Ks, P, nq, [&](int r) {
-        return (size_t)(s.row + q0 + r) * P.q_stride + (size_t)h * hd;
+    pt_load_tile<HDP, BQ>(Ks, P, nrows, [&](int r) {
+        return (size_t)(s.row + q0 + r / qr) * P.q_stride + (size_t)(h0 + r % qr) * hd;
     });
     __syncthreads();
     uint32_t qa[KS][4];
 PT_UNROLL
     for (int ks = 0; ks < KS; ks++) pt_frag_a(qa[ks], Ks, 16 * w, ks, lane);
-    /* rows g and g + 8 of this warp's 16 */
-    const int ia = i_first + 16 * w + g, ib = ia + 8;
+    /* rows g and g + 8 of this warp's 16: their queries' positions (row r < nrows iff its query
+     * r / qr < nq: padding rows are past i_last) */
+    const int ia = i_first + (16 * w + g) / qr, ib = i_first + (16 * w + g + 8) / qr;
     const bool va = ia <= i_last, vb = ib <= i_last;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     float o[ND][4];
 PT_UNROLL
     for (int n = 0; n < ND; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    const int wi0 = i_first + 16 * w, wi1 = wi0 + 15 < i_last ? wi0 + 15 : i_last;
-    const bool warp_live = 16 * w < nq;
+    /* this warp's queries: wi0 .. wend, its first and last rows' (wend past i_last where the
+     * warp's rows end in padding), wi1 the last in the tile */
+    const int wi0 = i_first + 16 * w / qr, wend = i_first + (16 * w + 15) / qr;
+    const int wi1 = wend < i_last ? wend : i_last;
+    const bool warp_live = 16 * w < nrows;
     const int j_lo = P.window > 0 && i_first - P.window + 1 > 0 ? i_first - P.window + 1 : 0;
 
     __syncthreads(); /* every warp holds its Q fragments: the rows become the key tile */
@@ -434,10 +454,10 @@ PT_UNROLL
         pt_load_kv_tile<HDP, BK>(Vs, vhead, s, j0, nk, hd, P.kvd);
         pt_cp_async_commit();
         const bool active = warp_live && j0 <= wi1 && (P.window <= 0 || j0 + nk - 1 > wi0 - P.window);
-        /* every one of the warp's 16 queries sees every key of the tile (none past the diagonal,
-         * the window's edge or the knocked-out key): no mask (warp-uniform) */
-        const bool full = wi0 + 15 <= i_last && j0 + BK - 1 <= wi0 && (P.window <= 0 || wi0 + 15 - j0 < P.window) &&
-                          (s.ko < j0 || s.ko >= j0 + BK);
+        /* every one of the warp's 16 rows is a query that sees every key of the tile (none past
+         * the diagonal, the window's edge or the knocked-out key): no mask (warp-uniform) */
+        const bool full = wend <= i_last && j0 + BK - 1 <= wi0 &&
+                          (P.window <= 0 || wend - j0 < P.window) && (s.ko < j0 || s.ko >= j0 + BK);
         uint32_t pa[KK][4]; /* P as the A operand of KK k-steps of 16 keys */
         if (active) { /* warp-uniform */
             float corr[2];
@@ -510,7 +530,8 @@ PT_UNROLL
 PT_UNROLL
     for (int rr = 0; rr < 2; rr++) {
         if (!(rr ? vb : va)) continue;
-        const size_t row = (size_t)s.row + q0 + 16 * w + g + 8 * rr;
+        const int r = 16 * w + g + 8 * rr, h = h0 + r % qr;
+        const size_t row = (size_t)s.row + q0 + r / qr;
         const float inv = 1.0f / l[rr];
 PT_UNROLL
         for (int n = 0; n < ND; n++)

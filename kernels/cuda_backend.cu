@@ -105,6 +105,7 @@ struct cu_ctx {
     size_t lt_ws_bytes;
     int use_lt, use_mma, mma_bf16;
     int attn_warps; /* PUNCTUM_CUDA_ATTN_WARPS: 4 or 8 forces the attention forward's; 0 auto */
+    int attn_pack;  /* PUNCTUM_CUDA_ATTN_PACK: 1 forces the GQA-packed forward, 0 forbids it; -1 auto */
     cu_buf idx[CU_IDX_SLOTS]; /* staged host index arrays */
     cu_buf lse;               /* attention log-sum-exp per (row, head) */
     cu_buf attn;              /* attention segments + work items */
@@ -931,7 +932,14 @@ static int plain_kb(int HD) {
     }
 }
 #if PT_CUDA_MMA
-template <class T> static attn_kernel mma_fwd(int HDP, int warps) {
+template <class T> static attn_kernel mma_fwd(int HDP, int warps, bool packed) {
+    if (packed) switch (HDP) { /* (4 warps) */
+        case 16: return k_attn_fwd_mma<16, T, 4, true>;
+        case 32: return k_attn_fwd_mma<32, T, 4, true>;
+        case 64: return k_attn_fwd_mma<64, T, 4, true>;
+        case 128: return k_attn_fwd_mma<128, T, 4, true>;
+        default: return k_attn_fwd_mma<256, T, 4, true>;
+        }
     if (warps == 8) switch (HDP) { /* (head_dim > 128: 4 warps only, mma_fwd_warps) */
         case 16: return k_attn_fwd_mma<16, T, 8>;
         case 32: return k_attn_fwd_mma<32, T, 8>;
@@ -957,8 +965,13 @@ template <class T> static attn_kernel mma_stats(int HDP) {
 }
 #endif
 
+/* Largest GQA group the tensor-core forward packs into one block (mma_fwd_qrows): BQ / 16 = 4
+ * queries per 64-row tile at least. */
+enum { PT_ATTN_PACK_MAX = 16 };
+
 /* Which attention path runs for a head dimension, and its tile sizes (the tensor-core forward's
- * BQ on 4 warps: the smallest, which bounds the work items of both; mma_fwd_warps). */
+ * queries per tile on 4 warps, GQA-packed at the largest group: the smallest, which bounds the
+ * work items of every choice; mma_fwd_warps, mma_fwd_qrows). */
 struct attn_shape {
     bool mma;
     int HD, BQ, KB;
@@ -967,7 +980,7 @@ static attn_shape attn_shape_of(const pt_backend *be, int hd) {
     attn_shape s;
     s.mma = be->kv_dtype != PT_DTYPE_F32; /* the cache is in the tensor cores' operand type */
     s.HD = s.mma ? mma_hd(hd) : plain_hd(hd);
-    s.BQ = s.mma ? pt_mma_cfg<16>::BQ : plain_bq(s.HD);
+    s.BQ = s.mma ? pt_mma_cfg<16>::BQ / PT_ATTN_PACK_MAX : plain_bq(s.HD);
     s.KB = s.mma ? pt_mma_cfg<16>::KB : plain_kb(s.HD);
     return s;
 }
@@ -1026,6 +1039,29 @@ static int mma_fwd_warps(const cu_ctx *c, const pt_attn_args *a, int HDP) {
     return 4 * queries >= 3 * padded ? 8 : 4;
 }
 
+/* Tile rows per query of the tensor-core forward: the group (GQA-packed: one block per K/V head
+ * and query tile, each key / value tile read once for the group's heads) or 1. Packed where the
+ * launch's queries fill less than half of the 64-query tiles they would take unpacked (decode
+ * steps, short variant suffixes: a tile of one valid row, its K/V read once per head of the
+ * group); prompts keep one head a block. Deterministic: the segments' query counts alone.
+ * Groups 1 (nothing to share) and above PT_ATTN_PACK_MAX stay unpacked. Packed runs on 4 warps
+ * (64 rows, 64 / group queries a tile): the rule never packs a launch that mma_fwd_warps puts on
+ * 8 (3/4 of its 128-query tiles filled). PUNCTUM_CUDA_ATTN_PACK=1|0 (read at backend creation)
+ * forces it (1: every group 2..PT_ATTN_PACK_MAX, before PUNCTUM_CUDA_ATTN_WARPS): tests. */
+static int mma_fwd_qrows(const cu_ctx *c, const pt_attn_args *a) {
+    const int group = a->n_heads / a->n_kv_heads;
+    if (group < 2 || group > PT_ATTN_PACK_MAX || c->attn_pack == 0) return 1;
+    if (c->attn_pack == 1) return group;
+    long long queries = 0, padded = 0;
+    for (int i = 0; i < a->n_segs; i++) {
+        const int n = a->segs[i].n_q;
+        if (n <= 0) continue;
+        queries += n;
+        padded += (n + 63) / 64 * 64;
+    }
+    return 2 * queries < padded ? group : 1;
+}
+
 static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
@@ -1034,8 +1070,9 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     const attn_shape sh = attn_shape_of(be, hd);
     const bool mma = sh.mma;
     const int HD = sh.HD, KB = sh.KB;
-    const int fwd_warps = mma ? mma_fwd_warps(c, a, HD) : 4;
-    const int BQ = mma ? 16 * fwd_warps : sh.BQ;
+    const int qrows = mma ? mma_fwd_qrows(c, a) : 1;
+    const int fwd_warps = !mma || qrows > 1 ? 4 : mma_fwd_warps(c, a, HD);
+    const int BQ = mma ? 16 * fwd_warps / qrows : sh.BQ; /* queries per forward tile */
 
     /* segments (this layer's view) and the work items of both passes (the statistics pass only
      * for segments that want statistics: decode steps and variants want none) */
@@ -1104,6 +1141,7 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     P.layer_off = a->layer * H;
     P.H = H;
     P.group = H / a->n_kv_heads;
+    P.qrows = qrows;
     P.hd = hd;
     P.kvd = a->n_kv_heads * hd;
     P.window = a->window;
@@ -1122,7 +1160,8 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
          * than bf16 where it matters most, the scores that exp() amplifies; +-65504 is ample for
          * query / key / value activations); PUNCTUM_CUDA_MMA=bf16 selects bf16 operands */
         const bool bf16_ops = c->mma_bf16;
-        fwd = bf16_ops ? mma_fwd<__nv_bfloat16>(HD, fwd_warps) : mma_fwd<__half>(HD, fwd_warps);
+        const bool packed = qrows > 1;
+        fwd = bf16_ops ? mma_fwd<__nv_bfloat16>(HD, fwd_warps, packed) : mma_fwd<__half>(HD, fwd_warps, packed);
         stats = bf16_ops ? mma_stats<__nv_bfloat16>(HD) : mma_stats<__half>(HD);
 #else
         fwd = stats = NULL;
@@ -1133,7 +1172,7 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
         stats = plain_stats(HD);
         stats_threads = (unsigned)KB;
     }
-    PT_LAUNCH(fwd, dim3((unsigned)n1, (unsigned)H), 32u * (unsigned)fwd_warps, c->stream, P);
+    PT_LAUNCH(fwd, dim3((unsigned)n1, (unsigned)(H / qrows)), 32u * (unsigned)fwd_warps, c->stream, P);
     CU_LAUNCHED("attention forward");
     if (k2) {
         pt_attn_params P2 = P;
@@ -1359,6 +1398,7 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     c->use_mma = PT_CUDA_MMA && !env_is("PUNCTUM_CUDA_MMA", "0") && prop.major >= 8;
     c->mma_bf16 = env_is("PUNCTUM_CUDA_MMA", "bf16");
     c->attn_warps = env_is("PUNCTUM_CUDA_ATTN_WARPS", "8") ? 8 : env_is("PUNCTUM_CUDA_ATTN_WARPS", "4") ? 4 : 0;
+    c->attn_pack = env_is("PUNCTUM_CUDA_ATTN_PACK", "1") ? 1 : env_is("PUNCTUM_CUDA_ATTN_PACK", "0") ? 0 : -1;
 
     be->name = "cuda";
     be->ctx = c;

@@ -1464,6 +1464,49 @@ static int build_attn_cases(attn_case *C, int quick) {
     add_clean(A, 300);
     add_ext(A, 0, 9, 291, 8, 0, 3, 0);
     add_clean(A, 50), add_clean(A, 140);
+    /* GQA-packed forward (bf16/pack, and bf16 / f16 by the launch rule where the queries are
+     * short): decode steps of 1-3 queries after a long prefix, a run longer than a packed tile
+     * (64 / group queries), groups 2, 4, 7 (rows past 9 queries padding), 8, 16 and 1 (MHA: not
+     * packed), windows, knocked-out keys, head_dim 64 / 128 / 256 */
+    A = &C[n++];
+    attn_init(A, "pack-decode-g4", 8, 2, 64, 0, 7);
+    add_clean(A, 100);
+    add_decode(A, 0, 100, 0, 1, -1, 0);
+    add_decode(A, 0, 100, 5, 1, -1, 0);
+    add_decode(A, 0, 40, 61, 2, 20, 0);
+    add_decode(A, 0, 100, 2, 3, -1, 1);
+    add_decode(A, 0, 64, 6, 30, 63, 0);
+    A = &C[n++];
+    attn_init(A, "pack-decode-g8-window", 16, 2, 128, 70, 1);
+    add_clean(A, 90);
+    add_decode(A, 0, 90, 0, 1, -1, 0);
+    add_decode(A, 0, 70, 21, 2, 60, 0);
+    add_decode(A, 0, 90, 4, 3, -1, 1);
+    add_decode(A, 0, 30, 50, 20, 29, 0);
+    A = &C[n++];
+    attn_init(A, "pack-decode-g2-hd256", 4, 2, 256, 9, 7);
+    A->scale = 1.0f / sqrtf(224.0f), A->softcap = 5.0f;
+    add_clean(A, 70);
+    add_decode(A, 0, 70, 0, 1, -1, 0);
+    add_decode(A, 0, 65, 3, 3, 66, 1);
+    add_decode(A, 0, 50, 10, 40, -1, 0);
+    A = &C[n++];
+    attn_init(A, "pack-decode-g7", 14, 2, 64, 0, 7);
+    add_clean(A, 75);
+    add_decode(A, 0, 75, 0, 1, -1, 0);
+    add_decode(A, 0, 20, 54, 3, 19, 0);
+    add_decode(A, 0, 75, 1, 12, -1, 1);
+    A = &C[n++];
+    attn_init(A, "pack-decode-g16", 16, 1, 16, 6, 7);
+    add_clean(A, 40);
+    add_decode(A, 0, 40, 0, 1, -1, 0);
+    add_decode(A, 0, 30, 10, 2, 35, 1);
+    add_decode(A, 0, 40, 0, 9, -1, 0);
+    A = &C[n++];
+    attn_init(A, "pack-decode-mha", 4, 4, 64, 0, 7);
+    add_clean(A, 80);
+    add_decode(A, 0, 80, 0, 1, -1, 0);
+    add_decode(A, 0, 50, 30, 2, 49, 1);
     /* long: several query and key tiles on both paths, decode-like single query */
     A = &C[n++];
     attn_init(A, "long", 2, 1, 64, 0, 7);
@@ -1516,9 +1559,19 @@ int main(int argc, char **argv) {
     pt_backend *gf16 = make_gpu(PT_DTYPE_F16, NULL, NULL, skip_ok);
     pt_backend *gb16_plain = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "0", skip_ok);
     pt_backend *gb16_mbf = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "bf16", skip_ok);
-    /* the attention forward on 8 warps (128-query tiles) whatever the launch: the other
-     * backends choose per launch, 4 warps for most of the table's short segments */
+    /* the attention forward on 8 warps (128-query tiles), one head a block, whatever the
+     * launch: the other backends choose per launch, 4 warps for most of the table's short
+     * segments, GQA-packed for its decode steps */
+    setenv("PUNCTUM_CUDA_ATTN_PACK", "0", 1);
     pt_backend *gb16_w8 = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_ATTN_WARPS", "8", skip_ok);
+    /* one head a block on 4 warps for short launches too (the unpacked decode step) */
+    pt_backend *gf16_nopack = make_gpu(PT_DTYPE_F16, NULL, NULL, skip_ok);
+    unsetenv("PUNCTUM_CUDA_ATTN_PACK");
+    /* GQA-packed whatever the launch (long segments too; 4 warps, before ATTN_WARPS=8) */
+    pt_backend *gb16_pack = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_ATTN_PACK", "1", skip_ok);
+    setenv("PUNCTUM_CUDA_ATTN_PACK", "1", 1);
+    pt_backend *gf16_pack = make_gpu(PT_DTYPE_F16, "PUNCTUM_CUDA_ATTN_WARPS", "8", skip_ok);
+    unsetenv("PUNCTUM_CUDA_ATTN_PACK");
     pt_backend *g32_cublas = make_gpu(PT_DTYPE_F32, "PUNCTUM_CUDA_GEMM", "cublas", skip_ok);
     pt_backend *gb16_cublas = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_GEMM", "cublas", skip_ok);
 
@@ -1597,10 +1650,16 @@ int main(int argc, char **argv) {
     }
 
     /* attention: every case on f32 (plain path), bf16 and f16 (tensor-core path where it
-     * applies), and bf16 forced onto the plain path for a few */
-    static attn_case C[32];
+     * applies), and bf16 forced onto the plain path for a few; on the tensor-core forward's
+     * forced variants: 8 warps one head a block (bf16/w8), 4 warps one head a block (f16/nopack:
+     * the decode steps the launch rule packs), GQA-packed (bf16/pack, f16/pack: the latter with
+     * PUNCTUM_CUDA_ATTN_WARPS=8 too, which packing overrides) */
+    static attn_case C[40];
     const int nc = build_attn_cases(C, quick);
     pair_t w8 = {cpu, gb16_w8, PT_DTYPE_BF16, "bf16/w8"};
+    pair_t nopack = {cpu, gf16_nopack, PT_DTYPE_F16, "f16/nopack"};
+    pair_t pack = {cpu, gb16_pack, PT_DTYPE_BF16, "bf16/pack"};
+    pair_t pack16 = {cpu, gf16_pack, PT_DTYPE_F16, "f16/pack"};
     for (int i = 0; i < nc; i++) {
         const uint64_t s = seed + 1000 + (uint64_t)i;
         test_attn_case(&pairs[0], &C[i], s);
@@ -1609,6 +1668,9 @@ int main(int argc, char **argv) {
         if (i % 4 == 1) test_attn_case(&plain, &C[i], s);
         if (i % 4 == 2 || i == nc - 1) test_attn_case(&mbf, &C[i], s);
         test_attn_case(&w8, &C[i], s);
+        test_attn_case(&pack, &C[i], s);
+        test_attn_case(&nopack, &C[i], s);
+        if (i % 2 == 0 || strncmp(C[i].name, "pack", 4) == 0) test_attn_case(&pack16, &C[i], s);
     }
 
     printf("test_backend_ops: %d rows, %d failed\n", g_rows, g_failed);
@@ -1617,6 +1679,9 @@ int main(int argc, char **argv) {
     gb16_plain->destroy(gb16_plain);
     gb16_mbf->destroy(gb16_mbf);
     gb16_w8->destroy(gb16_w8);
+    gf16_nopack->destroy(gf16_nopack);
+    gb16_pack->destroy(gb16_pack);
+    gf16_pack->destroy(gf16_pack);
     gf16->destroy(gf16);
     gb16->destroy(gb16);
     g32->destroy(g32);
