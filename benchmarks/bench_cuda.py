@@ -48,6 +48,7 @@ CFG = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidd
 ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 TOKENS_PER_RUN = 65536
+DECODE_T, DECODE_SEQS, DECODE_STEPS = 256, 64, 64  # decode_pack: prompts, sequences, generated tokens
 STATS = "mass,last,resid,topk"
 PROFILE_T = 2048
 # "punctum: done: 2 pairs, 65536 tokens in 1.23 s (writer busy 0.10 s, final copy 0.05 s), ..."
@@ -137,9 +138,10 @@ class MemPoll:
 
 
 def run_punctum(binary: str, model: str, pairs: str, out: str, stats: str, batch_tokens: int,
-                profile: bool = False, env_extra: dict | None = None) -> dict:
+                profile: bool = False, env_extra: dict | None = None, extra_args: list | None = None) -> dict:
     cmd = [binary, "run", "--model", model, "--pairs", pairs, "--out", out, "--force", "--progress", "always",
            "--backend", "cuda", "--dtype", "bf16", "--stats", stats, "--batch-tokens", str(batch_tokens)]
+    cmd += extra_args or []
     env = dict(os.environ, **(env_extra or {}))
     if profile:
         env["PUNCTUM_PROFILE"] = "1"
@@ -158,6 +160,24 @@ def run_punctum(binary: str, model: str, pairs: str, out: str, stats: str, batch
         r["profile_forward_s"] = float(m.group(1))
         r["profile"] = {k: float(v) for k, v in re.findall(r" ([a-z_]+) ([0-9.]+)", m.group(2))}
     return r
+
+
+def decode_pack(binary: str, model: str, work: str, vocab: int) -> dict:
+    """Greedy decoding with the attention forward GQA-packed (one block per K/V head: the cache
+    read once per group) or one head a block (PUNCTUM_CUDA_ATTN_PACK=1|0; cuda_attention packs
+    decode steps by itself): the emulation counts the bytes, this times them (the sweep's
+    seconds and PUNCTUM_PROFILE's attention seconds, prompts and decode steps together)."""
+    pairs = os.path.join(work, f"decode.T{DECODE_T}.jsonl")
+    write_pairs(pairs, DECODE_T, DECODE_SEQS, vocab, 7)
+    out = {"T": DECODE_T, "seqs": DECODE_SEQS, "generate": DECODE_STEPS}
+    for pack in (0, 1):
+        r = run_punctum(binary, model, pairs, os.path.join(work, f"decode.p{pack}.h5"), "none",
+                        DECODE_T * DECODE_SEQS, profile=True, env_extra={"PUNCTUM_CUDA_ATTN_PACK": str(pack)},
+                        extra_args=["--generate", str(DECODE_STEPS)])
+        out[pack] = {"rc": r["rc"], "sweep_s": r.get("sweep_s"), "attention_s": r.get("profile", {}).get("attention")}
+        if r["rc"]:
+            out[pack]["log"] = r["log"]
+    return out
 
 
 def hf_load(model_path: str):
@@ -331,6 +351,13 @@ def render(results: dict) -> list[str]:
                  f"{num(v.get('attention_s'), '{:.3f}')} s (exit {v.get('rc')})" for k, v in w.items()]
         lines += ["", f"Attention forward tiles at T = {PROFILE_T} (PUNCTUM_CUDA_ATTN_WARPS, plain sweep, "
                       "PUNCTUM_PROFILE): " + "; ".join(cells) + "."]
+    dp = results.get("decode_pack")
+    if dp:
+        cells = [f"{'packed' if k in (1, '1') else 'one head a block'}: sweep {num(v.get('sweep_s'), '{:.2f}')} s, "
+                 f"attention {num(v.get('attention_s'), '{:.3f}')} s (exit {v.get('rc')})"
+                 for k, v in dp.items() if isinstance(v, dict)]
+        lines += ["", f"Greedy decoding, {dp['seqs']} prompts of {dp['T']} tokens, --generate {dp['generate']} "
+                      "(PUNCTUM_CUDA_ATTN_PACK, PUNCTUM_PROFILE): " + "; ".join(cells) + "."]
     if results.get("skipped"):
         lines += ["", "Not measured (time): " + ", ".join(results["skipped"])]
     lines += ["", "| SPEC §8 target | measured | met |", "|---|---|---|"]
@@ -456,6 +483,9 @@ def main() -> int:
         results["rows"].append(row)
         write(results, args.out)
 
+    if left() > 60:
+        results["decode_pack"] = decode_pack(args.punctum, model, work, vocab)
+        print(f"bench_cuda: decode, GQA-packed or not: {results['decode_pack']}", flush=True)
     write(results, args.out)
     print("\n".join(render(results)))
     return 0
