@@ -1570,9 +1570,9 @@ int main(int argc, char **argv) {
     pt_backend *gb16_plain = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "0", skip_ok);
     pt_backend *gb16_mbf = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "bf16", skip_ok);
     /* the attention forward on 8 warps (128-query tiles), one head a block, and the statistics
-     * pass on 8 warps (128-key blocks; f16/pack's too), whatever the
-     * launch: the other backends choose per launch, 4 warps for most of the table's short
-     * segments, GQA-packed for its decode steps */
+     * pass on 8 warps (128-key blocks; f16/pack's too), whatever the launch: the other backends
+     * choose per launch, 4 warps for most of the table's short segments, GQA-packed for its
+     * decode steps */
     setenv("PUNCTUM_CUDA_ATTN_PACK", "0", 1);
     pt_backend *gb16_w8 = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_ATTN_WARPS", "8", skip_ok);
     /* one head a block on 4 warps for short launches too (the unpacked decode step) */
@@ -1662,9 +1662,10 @@ int main(int argc, char **argv) {
 
     /* attention: every case on f32 (plain path), bf16 and f16 (tensor-core path where it
      * applies), and bf16 forced onto the plain path for a few; on the tensor-core forward's
-     * forced variants: 8 warps one head a block, both passes (bf16/w8), 4 warps one head a block (f16/nopack:
-     * the decode steps the launch rule packs), GQA-packed (bf16/pack, f16/pack: the latter with
-     * PUNCTUM_CUDA_ATTN_WARPS=8 too, which packing overrides) */
+     * forced variants: 8 warps one head a block (bf16/w8; its statistics pass on 8 warps too),
+     * 4 warps one head a block (f16/nopack: the decode steps the launch rule packs), GQA-packed
+     * (bf16/pack, f16/pack: the latter with PUNCTUM_CUDA_ATTN_WARPS=8 too, which packing
+     * overrides for the forward; its statistics pass runs on 8 warps) */
     static attn_case C[40];
     const int nc = build_attn_cases(C, quick);
     pair_t w8 = {cpu, gb16_w8, PT_DTYPE_BF16, "bf16/w8"};
