@@ -549,8 +549,9 @@ PT_UNROLL
  * B operand) with S^T = K Q^T. 8 warps (KB = 128) share each query tile between twice the keys
  * of 4 (half the query tile and lse loads per key); the shared memory stays the 4-warp kernel's
  * 64 rows: the 128 keys come through them in two rounds of 64 (warps 0-3 take their fragments,
- * a barrier, then warps 4-7), before the rows become each query tile. At least one block per SM
- * (4 warps: the register counts they had; 8: ptxas may then use 255 registers a thread). */
+ * a barrier, then warps 4-7), before the rows become each query tile. At least one block per SM,
+ * as the 4-warp kernel always had (8 warps: up to 255 registers a thread; ptxas uses 59-104 at
+ * head_dim 16-128, about as many as on 4 warps, and spills none). */
 template <int HDP, class T, int WARPS>
 __global__ void __launch_bounds__(32 * WARPS, 1) k_attn_stats_mma(pt_attn_params P) {
     using C = pt_mma_cfg<HDP>;
