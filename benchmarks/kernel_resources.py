@@ -56,9 +56,10 @@ def demangle(names: list[str]) -> dict[str, str]:
     return dict(zip(names, p.stdout.splitlines())) if p.returncode == 0 else {n: n for n in names}
 
 
-def launch_bounds() -> dict[str, int]:
+def launch_bounds() -> dict[str, object]:
     """Kernel name -> threads of its __launch_bounds__ where that is a literal or a known
-    constant."""
+    constant, or (index of a template parameter P, k) where it is `k * P` (k * WARPS: the
+    instance's threads then come from its template arguments, bound_of)."""
     consts = {"PT_VOCAB_THREADS": None}
     bounds = {}
     for fn in os.listdir(os.path.join(REPO, "kernels")):
@@ -72,9 +73,25 @@ def launch_bounds() -> dict[str, int]:
         for m in re.finditer(r"__launch_bounds__\(([^,)]+)[^)]*\)\s*(\w+)\s*\(", text):
             v = m.group(1).strip()
             n = int(v) if v.isdigit() else consts.get(v)
+            prod = re.fullmatch(r"(\d+)\s*\*\s*(\w+)", v)
+            if prod and not n:  # k * a template parameter of the kernel's template <...>
+                tmpl = re.findall(r"template\s*<([^>]*)>", text[:m.start()])
+                params = [re.sub(r"\s*=.*", "", x).split()[-1] for x in tmpl[-1].split(",")] if tmpl else []
+                if prod.group(2) in params:
+                    n = (params.index(prod.group(2)), int(prod.group(1)))
             if n:
                 bounds[m.group(2)] = n
     return bounds
+
+
+def bound_of(bound, name: str):
+    """Threads of one instance (demangled name) under launch_bounds()'s entry."""
+    if not isinstance(bound, tuple):
+        return bound
+    m = re.search(r"<(.*)>", name.split("(")[0])
+    args = [x.strip() for x in m.group(1).split(",")] if m else []
+    i, k = bound
+    return k * int(args[i]) if i < len(args) and args[i].isdigit() else None
 
 
 def ptxas_report(cmd: list[str], cwd: str, arch: str) -> list[dict]:
@@ -136,7 +153,7 @@ def main() -> None:
     for r in sorted(rows, key=lambda r: (names[r["mangled"]], r["arch"])):
         name = names[r["mangled"]]
         base = re.sub(r"<.*", "", name.split("(")[0]).split()[-1]
-        t = bounds.get(base)
+        t = bound_of(bounds.get(base), name)
         spills += r["spill_st"] + r["spill_ld"]
         print(f"| `{name.split('(')[0]}` | {r['arch']} | {r['regs']} | {r['smem']} | "
               f"{r['barriers']} | {r['stack']} | {r['spill_st']}/{r['spill_ld']} | "

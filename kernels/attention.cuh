@@ -298,7 +298,7 @@ template <int HDP> struct pt_mma_cfg {
      * the Q tile's 64 rows of shared memory (static shared memory stays under 48 KiB) */
     static constexpr int BK = HDP > 128 ? 32 : 64;
     static constexpr int SROWS = HDP > 128 ? 64 : 128; /* pass 1's shared rows: Q / K, V */
-    static constexpr int KB = 64;       /* keys per block (pass 2): 16 per warp */
+    static constexpr int KB = 64;       /* keys per block (pass 2) on 4 warps (16 each); 128 on 8 */
     static constexpr int QB = 64;       /* queries per tile (pass 2) */
     static constexpr int LD = HDP + 8;  /* smem row stride in elements: conflict-free fragments */
     static constexpr int KS = HDP / 16; /* k-steps over the head dimension */
@@ -544,11 +544,20 @@ PT_UNROLL
     }
 }
 
-template <int HDP, class T>
-__global__ void __launch_bounds__(128, 1) k_attn_stats_mma(pt_attn_params P) {
+/* Pass 2 on tensor cores. WARPS warps of 16 keys each (KB = 16 * WARPS keys a block): a warp
+ * holds its keys as A fragments for the whole block and walks the query tiles (QB = 64 queries,
+ * B operand) with S^T = K Q^T. 8 warps (KB = 128) share each query tile between twice the keys
+ * of 4 (half the query tile and lse loads per key); the shared memory stays the 4-warp kernel's
+ * 64 rows: the 128 keys come through them in two rounds of 64 (warps 0-3 take their fragments,
+ * a barrier, then warps 4-7), before the rows become each query tile. At least one block per SM,
+ * as the 4-warp kernel always had (8 warps: up to 255 registers a thread; ptxas uses 59-104 at
+ * head_dim 16-128, about as many as on 4 warps, and spills none). */
+template <int HDP, class T, int WARPS>
+__global__ void __launch_bounds__(32 * WARPS, 1) k_attn_stats_mma(pt_attn_params P) {
     using C = pt_mma_cfg<HDP>;
-    constexpr int QB = C::QB, LD = C::LD, KS = C::KS;
-    PT_SHARED(T, Qs, [64][LD]); /* this block's keys first, then each query tile */
+    constexpr int QB = C::QB, LD = C::LD, KS = C::KS, KB = 16 * WARPS;
+    static_assert(WARPS == 4 || WARPS == 8, "64-key rounds through the 64 shared rows");
+    PT_SHARED(T, Qs, [64][LD]); /* this block's keys first (64 a round), then each query tile */
     PT_SHARED(float, Ls, [QB]);
 
     const pt_attn_item it = P.items[blockIdx.x];
@@ -556,14 +565,22 @@ __global__ void __launch_bounds__(128, 1) k_attn_stats_mma(pt_attn_params P) {
     const int h = blockIdx.y, kvh = h / P.group, hd = P.hd, lh = P.layer_off + h;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int n_keys = s.qpos + s.n_q, j0 = it.start;
-    const int nkb = n_keys - j0 < C::KB ? n_keys - j0 : C::KB;
+    const int nkb = n_keys - j0 < KB ? n_keys - j0 : KB;
+    const T *khead = (const T *)P.k + (size_t)kvh * hd;
 
-    pt_load_kv_tile<HDP, 64>(Qs, (const T *)P.k + (size_t)kvh * hd, s, j0, nkb, hd, P.kvd);
-    pt_cp_async_wait_all();
-    __syncthreads();
     uint32_t ka[KS][4];
 PT_UNROLL
-    for (int ks = 0; ks < KS; ks++) pt_frag_a(ka[ks], Qs, 16 * w, ks, lane);
+    for (int rd = 0; rd < WARPS / 4; rd++) { /* round rd: keys j0 + 64 rd .., warps 4 rd .. 4 rd + 3 */
+        if (rd > 0) __syncthreads(); /* the previous round's warps hold their fragments */
+        const int left = nkb - 64 * rd;
+        pt_load_kv_tile<HDP, 64>(Qs, khead, s, j0 + 64 * rd, left < 0 ? 0 : left, hd, P.kvd);
+        pt_cp_async_wait_all();
+        __syncthreads();
+        if (WARPS == 4 || w >> 2 == rd) {
+PT_UNROLL
+            for (int ks = 0; ks < KS; ks++) pt_frag_a(ka[ks], Qs, 16 * (WARPS == 4 ? w : w & 3), ks, lane);
+        }
+    }
     /* this lane's keys: rows g and g + 8 of the warp's 16 */
     const int ja = j0 + 16 * w + g, jb = ja + 8;
     const bool ka_ok = ja < n_keys, kb_ok = jb < n_keys;
@@ -575,8 +592,8 @@ PT_UNROLL
     if (!want_mass && !want_pat) {
         i_begin = s.final_pos;
         i_end = s.final_pos + 1;
-    } else if (!want_pat && !want_last && P.window > 0 && j0 + C::KB - 1 + P.window < i_end) {
-        i_end = j0 + C::KB - 1 + P.window;
+    } else if (!want_pat && !want_last && P.window > 0 && j0 + KB - 1 + P.window < i_end) {
+        i_end = j0 + KB - 1 + P.window; /* later queries see none of these keys */
     }
     float acc0 = 0.0f, acc1 = 0.0f;
     for (int qt = i_begin; qt < i_end; qt += QB) {

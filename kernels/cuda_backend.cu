@@ -104,7 +104,7 @@ struct cu_ctx {
     void *lt_ws;
     size_t lt_ws_bytes;
     int use_lt, use_mma, mma_bf16;
-    int attn_warps; /* PUNCTUM_CUDA_ATTN_WARPS: 4 or 8 forces the attention forward's; 0 auto */
+    int attn_warps; /* PUNCTUM_CUDA_ATTN_WARPS: 4 or 8 forces both attention passes'; 0 auto */
     int attn_pack;  /* PUNCTUM_CUDA_ATTN_PACK: 1 forces the GQA-packed forward, 0 forbids it; -1 auto */
     cu_buf idx[CU_IDX_SLOTS]; /* staged host index arrays */
     cu_buf lse;               /* attention log-sum-exp per (row, head) */
@@ -954,13 +954,19 @@ template <class T> static attn_kernel mma_fwd(int HDP, int warps, bool packed) {
     default: return k_attn_fwd_mma<256, T, 4>; /* Gemma */
     }
 }
-template <class T> static attn_kernel mma_stats(int HDP) {
+template <class T> static attn_kernel mma_stats(int HDP, int warps) {
+    if (warps == 8) switch (HDP) { /* (head_dim > 128: 4 warps only, mma_stats_warps) */
+        case 16: return k_attn_stats_mma<16, T, 8>;
+        case 32: return k_attn_stats_mma<32, T, 8>;
+        case 64: return k_attn_stats_mma<64, T, 8>;
+        case 128: return k_attn_stats_mma<128, T, 8>;
+        }
     switch (HDP) {
-    case 16: return k_attn_stats_mma<16, T>;
-    case 32: return k_attn_stats_mma<32, T>;
-    case 64: return k_attn_stats_mma<64, T>;
-    case 128: return k_attn_stats_mma<128, T>;
-    default: return k_attn_stats_mma<256, T>;
+    case 16: return k_attn_stats_mma<16, T, 4>;
+    case 32: return k_attn_stats_mma<32, T, 4>;
+    case 64: return k_attn_stats_mma<64, T, 4>;
+    case 128: return k_attn_stats_mma<128, T, 4>;
+    default: return k_attn_stats_mma<256, T, 4>;
     }
 }
 #endif
@@ -970,8 +976,9 @@ template <class T> static attn_kernel mma_stats(int HDP) {
 enum { PT_ATTN_PACK_MAX = 16 };
 
 /* Which attention path runs for a head dimension, and its tile sizes (the tensor-core forward's
- * queries per tile on 4 warps, GQA-packed at the largest group: the smallest, which bounds the
- * work items of every choice; mma_fwd_warps, mma_fwd_qrows). */
+ * queries per tile on 4 warps, GQA-packed at the largest group, and the statistics pass's keys
+ * per block on 4 warps: the smallest, which bound the work items of every choice; mma_fwd_warps,
+ * mma_fwd_qrows, mma_stats_warps). */
 struct attn_shape {
     bool mma;
     int HD, BQ, KB;
@@ -1012,20 +1019,22 @@ static void heaviest_first(pt_attn_item *items, size_t n, const pt_attn_seg *seg
 
 /* Bytes of the attention staging (segments + work items of both passes) for `rows` query rows
  * in at most `rows` segments whose keys (prefix + own) total at most `keys`; BQ the smallest
- * query tile of pass 1 (more items than any larger one). */
+ * query tile of pass 1, KB the smallest key tile of pass 2 (more items than any larger one). */
 static size_t attn_stage_bytes(int rows, size_t keys, int BQ, int KB) {
     const size_t seg_bytes = ((size_t)rows * sizeof(pt_attn_seg) + 15) & ~(size_t)15;
     const size_t n1 = (size_t)rows + (size_t)rows / BQ + 1, n2 = (size_t)rows + keys / KB + 1;
     return seg_bytes + (n1 + n2) * sizeof(pt_attn_item);
 }
 
-/* Warps of the tensor-core forward for a launch (BQ = 16 per warp). 8 (128-query tiles) halve
+/* Warps of the tensor-core forward for a launch (BQ = 16 per warp; the statistics pass has its
+ * own choice by the same rule on its keys, mma_stats_warps). 8 (128-query tiles) halve
  * the key / value tile loads per query, but a tile's rows past its segment's end are warps that
  * hold a block slot and do nothing, and a launch has half the blocks: 8 only where the launch's
  * queries fill at least 3/4 of the 128-query tiles they take (a prompt of 96+ queries, 300 in
  * three tiles); decode steps and short prompts stay on 4. Deterministic: the segments' query
  * counts alone. head_dim > 128: 4 (a 128-row Q tile of 256 + 8 columns exceeds 48 KiB of static
- * shared memory). PUNCTUM_CUDA_ATTN_WARPS=4|8 (read at backend creation) forces it: tests. */
+ * shared memory). PUNCTUM_CUDA_ATTN_WARPS=4|8 (read at backend creation) forces it, and the
+ * statistics pass's: tests. */
 static int mma_fwd_warps(const cu_ctx *c, const pt_attn_args *a, int HDP) {
     if (HDP > 128) return 4;
     if (c->attn_warps) return c->attn_warps;
@@ -1037,6 +1046,46 @@ static int mma_fwd_warps(const cu_ctx *c, const pt_attn_args *a, int HDP) {
         padded += (n + 127) / 128 * 128;
     }
     return 4 * queries >= 3 * padded ? 8 : 4;
+}
+
+/* The statistics a segment wants in this launch (PT_SEG_*): attn_last only where its final
+ * query is one of the launch's. */
+static int seg_stat_flags(const pt_attn_args *a, const pt_segment *s) {
+    const int qpos = s->pos0 + s->q_off;
+    int f = 0;
+    if (a->mass && s->mass_row >= 0) f |= PT_SEG_MASS;
+    if (a->last && s->last_row >= 0 && s->final_pos >= qpos && s->final_pos < qpos + s->n_q) f |= PT_SEG_LAST;
+    if (a->pattern && s->pattern_row >= 0) f |= PT_SEG_PATTERN;
+    return f;
+}
+
+/* First key of a segment's statistics work items: attn_mass alone under a window skips the keys
+ * that none of the launch's queries (from qpos) sees. */
+static int stats_key_lo(const pt_attn_args *a, int flags, int qpos) {
+    const bool mass_only = !(flags & (PT_SEG_LAST | PT_SEG_PATTERN));
+    return mass_only && a->window > 0 && qpos - a->window + 1 > 0 ? qpos - a->window + 1 : 0;
+}
+
+/* Warps of the tensor-core statistics pass for a launch (KB = 16 keys per warp), the forward's
+ * rule (mma_fwd_warps) on the keys its work items cover (stats_key_lo .. the segment's last
+ * query, in segments that want statistics): 8 (128-key blocks: each query tile and its lse
+ * loaded once for twice the keys) where those keys fill at least 3/4 of the 128-key tiles they
+ * take (96+ keys: a prompt), 4 otherwise (short variant suffixes under a window, ragged tails).
+ * Deterministic: the segments alone. head_dim > 128: 4, as the forward (no 8-warp instance).
+ * PUNCTUM_CUDA_ATTN_WARPS=4|8 forces it (both passes): tests. */
+static int mma_stats_warps(const cu_ctx *c, const pt_attn_args *a, int HDP) {
+    if (HDP > 128) return 4;
+    if (c->attn_warps) return c->attn_warps;
+    long long keys = 0, padded = 0;
+    for (int i = 0; i < a->n_segs; i++) {
+        const pt_segment *s = &a->segs[i];
+        const int flags = seg_stat_flags(a, s), qpos = s->pos0 + s->q_off;
+        if (s->n_q <= 0 || !flags) continue;
+        const int n = qpos + s->n_q - stats_key_lo(a, flags, qpos);
+        keys += n;
+        padded += (n + 127) / 128 * 128;
+    }
+    return keys > 0 && 4 * keys >= 3 * padded ? 8 : 4;
 }
 
 /* Tile rows per query of the tensor-core forward: the group (GQA-packed: one block per K/V head
@@ -1069,10 +1118,12 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
     const int hd = a->head_dim, H = a->n_heads;
     const attn_shape sh = attn_shape_of(be, hd);
     const bool mma = sh.mma;
-    const int HD = sh.HD, KB = sh.KB;
+    const int HD = sh.HD;
     const int qrows = mma ? mma_fwd_qrows(c, a) : 1;
     const int fwd_warps = !mma || qrows > 1 ? 4 : mma_fwd_warps(c, a, HD);
     const int BQ = mma ? 16 * fwd_warps / qrows : sh.BQ; /* queries per forward tile */
+    const int stats_warps = mma ? mma_stats_warps(c, a, HD) : 4;
+    const int KB = mma ? 16 * stats_warps : sh.KB; /* keys per statistics block */
 
     /* segments (this layer's view) and the work items of both passes (the statistics pass only
      * for segments that want statistics: decode steps and variants want none) */
@@ -1082,9 +1133,7 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
         const pt_segment *s = &a->segs[i];
         if (s->n_q <= 0) continue;
         n1 += (size_t)(s->n_q + BQ - 1) / BQ;
-        if ((a->mass && s->mass_row >= 0) || (a->last && s->last_row >= 0) ||
-            (a->pattern && s->pattern_row >= 0))
-            n2 += (size_t)(s->pos0 + s->q_off + s->n_q + KB - 1) / KB;
+        if (seg_stat_flags(a, s)) n2 += (size_t)(s->pos0 + s->q_off + s->n_q + KB - 1) / KB;
         if (s->row + s->n_q > rows) rows = s->row + s->n_q;
     }
     if (!n1) return;
@@ -1102,20 +1151,14 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
         d->row = s->row, d->n_q = s->n_q, d->pos0 = s->pos0, d->qpos = s->pos0 + s->q_off;
         d->prefix_kv = s->prefix_kv, d->own_kv = s->own_kv;
         d->ko = s->ko_pos >= 0 && a->layer >= s->ko_lo && a->layer < s->ko_hi ? s->ko_pos : -1;
-        d->flags = 0;
-        if (a->mass && s->mass_row >= 0) d->flags |= PT_SEG_MASS;
-        if (a->last && s->last_row >= 0 && s->final_pos >= d->qpos && s->final_pos < d->qpos + s->n_q)
-            d->flags |= PT_SEG_LAST;
-        if (a->pattern && s->pattern_row >= 0) d->flags |= PT_SEG_PATTERN;
+        d->flags = seg_stat_flags(a, s);
         d->final_pos = d->flags & PT_SEG_LAST ? s->final_pos : -1;
         d->mass_row = s->mass_row, d->last_row = s->last_row, d->pattern_row = s->pattern_row;
         if (s->n_q <= 0) continue;
         for (int q0 = 0; q0 < s->n_q; q0 += BQ) it1[k1++] = pt_attn_item{i, q0};
         if (!d->flags) continue;
-        int klo = 0;
-        if (!(d->flags & (PT_SEG_LAST | PT_SEG_PATTERN)) && a->window > 0 && d->qpos - a->window + 1 > 0)
-            klo = d->qpos - a->window + 1;
-        for (int j0 = klo; j0 < d->qpos + s->n_q; j0 += KB) it2[k2++] = pt_attn_item{i, j0};
+        for (int j0 = stats_key_lo(a, d->flags, d->qpos); j0 < d->qpos + s->n_q; j0 += KB)
+            it2[k2++] = pt_attn_item{i, j0};
     }
     heaviest_first(it1, k1, hs, a->window, BQ, 0);
     heaviest_first(it2, k2, hs, a->window, KB, 1);
@@ -1162,11 +1205,11 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
         const bool bf16_ops = c->mma_bf16;
         const bool packed = qrows > 1;
         fwd = bf16_ops ? mma_fwd<__nv_bfloat16>(HD, fwd_warps, packed) : mma_fwd<__half>(HD, fwd_warps, packed);
-        stats = bf16_ops ? mma_stats<__nv_bfloat16>(HD) : mma_stats<__half>(HD);
+        stats = bf16_ops ? mma_stats<__nv_bfloat16>(HD, stats_warps) : mma_stats<__half>(HD, stats_warps);
 #else
         fwd = stats = NULL;
 #endif
-        stats_threads = 128;
+        stats_threads = 32u * (unsigned)stats_warps;
     } else {
         fwd = plain_fwd(HD);
         stats = plain_stats(HD);

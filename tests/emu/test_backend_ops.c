@@ -1464,6 +1464,16 @@ static int build_attn_cases(attn_case *C, int quick) {
     add_clean(A, 300);
     add_ext(A, 0, 9, 291, 8, 0, 3, 0);
     add_clean(A, 50), add_clean(A, 140);
+    /* 128-key blocks of the statistics pass (8 warps: bf16/w8, f16/pack): attn_mass alone under
+     * a window narrower than a block, so that blocks end their queries at the window's edge (key
+     * + 127 + window) and a variant's blocks start at its window's first key (140 - 49 = 91:
+     * blocks straddle its prefix / own rows boundary at 140 and end 71 keys into a tile), a
+     * knocked-out key inside a block, ragged last blocks (260 = 2 * 128 + 4, 129) */
+    A = &C[n++];
+    attn_init(A, "w8-stats-window-mass", 4, 2, 32, 50, 1);
+    add_clean(A, 260);
+    add_ext(A, 0, 140, 150, 150, 0, 3, 1);
+    add_clean(A, 129);
     /* GQA-packed forward (bf16/pack, and bf16 / f16 by the launch rule where the queries are
      * short): decode steps of 1-3 queries after a long prefix, a run longer than a packed tile
      * (64 / group queries), groups 2, 4, 7 (rows past 9 queries padding), 8, 16 and 1 (MHA: not
@@ -1559,9 +1569,10 @@ int main(int argc, char **argv) {
     pt_backend *gf16 = make_gpu(PT_DTYPE_F16, NULL, NULL, skip_ok);
     pt_backend *gb16_plain = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "0", skip_ok);
     pt_backend *gb16_mbf = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "bf16", skip_ok);
-    /* the attention forward on 8 warps (128-query tiles), one head a block, whatever the
-     * launch: the other backends choose per launch, 4 warps for most of the table's short
-     * segments, GQA-packed for its decode steps */
+    /* the attention forward on 8 warps (128-query tiles), one head a block, and the statistics
+     * pass on 8 warps (128-key blocks; f16/pack's too), whatever the launch: the other backends
+     * choose per launch, 4 warps for most of the table's short segments, GQA-packed for its
+     * decode steps */
     setenv("PUNCTUM_CUDA_ATTN_PACK", "0", 1);
     pt_backend *gb16_w8 = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_ATTN_WARPS", "8", skip_ok);
     /* one head a block on 4 warps for short launches too (the unpacked decode step) */
@@ -1651,9 +1662,10 @@ int main(int argc, char **argv) {
 
     /* attention: every case on f32 (plain path), bf16 and f16 (tensor-core path where it
      * applies), and bf16 forced onto the plain path for a few; on the tensor-core forward's
-     * forced variants: 8 warps one head a block (bf16/w8), 4 warps one head a block (f16/nopack:
-     * the decode steps the launch rule packs), GQA-packed (bf16/pack, f16/pack: the latter with
-     * PUNCTUM_CUDA_ATTN_WARPS=8 too, which packing overrides) */
+     * forced variants: 8 warps one head a block (bf16/w8; its statistics pass on 8 warps too),
+     * 4 warps one head a block (f16/nopack: the decode steps the launch rule packs), GQA-packed
+     * (bf16/pack, f16/pack: the latter with PUNCTUM_CUDA_ATTN_WARPS=8 too, which packing
+     * overrides for the forward; its statistics pass runs on 8 warps) */
     static attn_case C[40];
     const int nc = build_attn_cases(C, quick);
     pair_t w8 = {cpu, gb16_w8, PT_DTYPE_BF16, "bf16/w8"};
