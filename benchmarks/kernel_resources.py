@@ -5,10 +5,14 @@ compiled with the flags the build uses (build/compile_commands.json). No GPU nee
 
 usage: kernel_resources.py [--build build] [--arch 80,90] [--markdown]
 
-The occupancy column is the number of blocks of the kernel's declared launch bound that fit on
-one SM by registers alone (65536 registers, allocated per warp in units of 256) and by shared
-memory (228 KB on sm_90, 164 KB on sm_80, minus 1 KB reserved per block), the smaller of the
-two; kernels without a declared bound show "-".
+The launch bound of every instance (template ones included: `32 * WARPS` evaluated per
+instance) is read from the PTX the same compile keeps (`.maxntid`, and `.minnctapersm`, the
+minimum blocks per SM, after a slash where declared). The occupancy column is the number of
+blocks of that bound that fit on one SM by registers alone (65536 registers, allocated per warp
+in units of 256) and by shared memory (228 KB on sm_90, 164 KB on sm_80, minus 1 KB reserved
+per block), the smaller of the two; kernels without a declared bound show "-". Kernels that use
+dynamic shared memory (sized at launch, unknown here) show "+dyn" after their static bytes, and
+their occupancy counts the static bytes only (an upper bound).
 """
 from __future__ import annotations
 
@@ -56,58 +60,52 @@ def demangle(names: list[str]) -> dict[str, str]:
     return dict(zip(names, p.stdout.splitlines())) if p.returncode == 0 else {n: n for n in names}
 
 
-def launch_bounds() -> dict[str, object]:
-    """Kernel name -> threads of its __launch_bounds__ where that is a literal or a known
-    constant, or (index of a template parameter P, k) where it is `k * P` (k * WARPS: the
-    instance's threads then come from its template arguments, bound_of)."""
-    consts = {"PT_VOCAB_THREADS": None}
-    bounds = {}
-    for fn in os.listdir(os.path.join(REPO, "kernels")):
-        text = open(os.path.join(REPO, "kernels", fn)).read()
-        for m in re.finditer(r"#define\s+(PT_\w+_THREADS)\s+(\d+)", text):
-            consts[m.group(1)] = int(m.group(2))
-        for m in re.finditer(r"enum\s*\{[^}]*?(PT_\w+_THREADS)\s*=\s*(\d+)", text):
-            consts[m.group(1)] = int(m.group(2))
-    for fn in os.listdir(os.path.join(REPO, "kernels")):
-        text = open(os.path.join(REPO, "kernels", fn)).read()
-        for m in re.finditer(r"__launch_bounds__\(([^,)]+)[^)]*\)\s*(\w+)\s*\(", text):
-            v = m.group(1).strip()
-            n = int(v) if v.isdigit() else consts.get(v)
-            prod = re.fullmatch(r"(\d+)\s*\*\s*(\w+)", v)
-            if prod and not n:  # k * a template parameter of the kernel's template <...>
-                tmpl = re.findall(r"template\s*<([^>]*)>", text[:m.start()])
-                params = [re.sub(r"\s*=.*", "", x).split()[-1] for x in tmpl[-1].split(",")] if tmpl else []
-                if prod.group(2) in params:
-                    n = (params.index(prod.group(2)), int(prod.group(1)))
-            if n:
-                bounds[m.group(2)] = n
-    return bounds
-
-
-def bound_of(bound, name: str):
-    """Threads of one instance (demangled name) under launch_bounds()'s entry."""
-    if not isinstance(bound, tuple):
-        return bound
-    m = re.search(r"<(.*)>", name.split("(")[0])
-    args = [x.strip() for x in m.group(1).split(",")] if m else []
-    i, k = bound
-    return k * int(args[i]) if i < len(args) and args[i].isdigit() else None
+def ptx_entries(ptx: str) -> dict[str, dict]:
+    """Mangled entry name -> {"threads": .maxntid product or None, "min_blocks": .minnctapersm or
+    None, "dyn": whether it addresses the dynamic shared memory} from PTX text."""
+    out = {}
+    parts = re.split(r"\.entry\s+", ptx)
+    for part in parts[1:]:
+        m = re.match(r"(\w+)", part)
+        if not m:
+            continue
+        head = part[:part.find("{")] if "{" in part else part
+        body_end = part.find("\n}")
+        body = part[:body_end] if body_end >= 0 else part
+        nt = re.search(r"\.(?:maxntid|reqntid)\s+(\d+)(?:\s*,\s*(\d+))?(?:\s*,\s*(\d+))?", head)
+        threads = None
+        if nt:
+            threads = 1
+            for g in nt.groups():
+                threads *= int(g) if g else 1
+        mb = re.search(r"\.minnctapersm\s+(\d+)", head)
+        out[m.group(1)] = {"threads": threads, "min_blocks": int(mb.group(1)) if mb else None,
+                           "dyn": "pt_dynamic_smem_" in body}
+    return out
 
 
 def ptxas_report(cmd: list[str], cwd: str, arch: str) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         argv = cmd + [f"--generate-code=arch=compute_{arch},code=[sm_{arch}]",
-                      "-Xptxas=-v,-warn-spills", "-c", os.path.join(REPO, SOURCE),
-                      "-o", os.path.join(tmp, "k.o")]
+                      "-Xptxas=-v,-warn-spills", "--keep", f"--keep-dir={tmp}", "-c",
+                      os.path.join(REPO, SOURCE), "-o", os.path.join(tmp, "k.o")]
         p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
-    if p.returncode:
-        sys.exit(f"kernel_resources: nvcc failed for sm_{arch}:\n{p.stderr[-3000:]}")
+        if p.returncode:
+            sys.exit(f"kernel_resources: nvcc failed for sm_{arch}:\n{p.stderr[-3000:]}")
+        ptx = [f for f in os.listdir(tmp) if f.endswith(".ptx")]
+        if len(ptx) != 1:
+            sys.exit(f"kernel_resources: expected one kept .ptx for sm_{arch}, found {ptx}")
+        with open(os.path.join(tmp, ptx[0])) as f:
+            entries = ptx_entries(f.read())
     rows, cur = [], None
     for line in p.stderr.splitlines():
         m = re.search(r"Compiling entry function '(\w+)' for 'sm_(\d+)'", line)
         if m:
+            e = entries.get(m.group(1))
+            if e is None:
+                sys.exit(f"kernel_resources: {m.group(1)} is not an entry of the sm_{arch} PTX")
             cur = {"mangled": m.group(1), "arch": m.group(2), "stack": 0, "spill_st": 0,
-                   "spill_ld": 0, "regs": 0, "barriers": 0, "smem": 0}
+                   "spill_ld": 0, "regs": 0, "barriers": 0, "smem": 0, **e}
             rows.append(cur)
             continue
         if cur is None:
@@ -145,19 +143,19 @@ def main() -> None:
     archs = [x.strip() for x in a.arch.split(",") if x.strip()]
     rows = [r for arch in archs for r in ptxas_report(cmd, cwd, arch)]
     names = demangle(sorted({r["mangled"] for r in rows}))
-    bounds = launch_bounds()
     print("| kernel | sm | registers | smem (B) | barriers | stack (B) | spill st/ld (B) "
           "| launch bound | blocks/SM |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     spills = 0
     for r in sorted(rows, key=lambda r: (names[r["mangled"]], r["arch"])):
         name = names[r["mangled"]]
-        base = re.sub(r"<.*", "", name.split("(")[0]).split()[-1]
-        t = bound_of(bounds.get(base), name)
+        t = r["threads"]
+        bound = "-" if not t else f"{t}/{r['min_blocks']}" if r["min_blocks"] else str(t)
+        smem = f"{r['smem']}+dyn" if r["dyn"] else str(r["smem"])
         spills += r["spill_st"] + r["spill_ld"]
-        print(f"| `{name.split('(')[0]}` | {r['arch']} | {r['regs']} | {r['smem']} | "
+        print(f"| `{name.split('(')[0]}` | {r['arch']} | {r['regs']} | {smem} | "
               f"{r['barriers']} | {r['stack']} | {r['spill_st']}/{r['spill_ld']} | "
-              f"{t or '-'} | {blocks_per_sm(r['regs'], r['smem'], t, r['arch'])} |")
+              f"{bound} | {blocks_per_sm(r['regs'], r['smem'], t, r['arch'])} |")
     print()
     print(f"{len(rows)} kernel instances over sm_{', sm_'.join(archs)}; "
           f"{'no spills' if spills == 0 else f'{spills} bytes of spill traffic in total'}.")

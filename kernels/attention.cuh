@@ -294,15 +294,22 @@ __global__ void __launch_bounds__(pt_plain_cfg<HD>::KB) k_attn_stats(pt_attn_par
 
 template <int HDP> struct pt_mma_cfg {
     static constexpr int BQ = 64; /* queries per block (pass 1) on 4 warps (16 each); 128 on 8 */
-    /* keys per tile (pass 1): head_dim 256 halves it so that the key and value tiles share
-     * the Q tile's 64 rows of shared memory (static shared memory stays under 48 KiB) */
+    /* keys per tile (pass 1): head_dim 256 halves it (shared memory, registers) */
     static constexpr int BK = HDP > 128 ? 32 : 64;
-    static constexpr int SROWS = HDP > 128 ? 64 : 128; /* pass 1's shared rows: Q / K, V */
+    /* pass 1 at head_dim 256 keeps the Q tile resident in shared memory and loads its fragments
+     * per k-step: held in registers (KS x 4 = 64) beside the 128 output accumulators they
+     * spilled. Its rows Q, K, V then take 64 + 2 x 32 rows (66 KiB: dynamic shared memory, opted
+     * in by the backend); otherwise the Q tile's rows become the key and value tiles'. */
+    static constexpr bool QRES = HDP > 128;
+    /* pass 1's shared rows */
+    static constexpr int SROWS = QRES ? 64 + 2 * BK : 128;
     static constexpr int KB = 64;       /* keys per block (pass 2) on 4 warps (16 each); 128 on 8 */
     static constexpr int QB = 64;       /* queries per tile (pass 2) */
     static constexpr int LD = HDP + 8;  /* smem row stride in elements: conflict-free fragments */
     static constexpr int KS = HDP / 16; /* k-steps over the head dimension */
     static constexpr int ND = HDP / 8;  /* 8-wide n-blocks over the head dimension */
+    /* pass 1's dynamic shared memory in bytes (16-bit operands), 0: static */
+    static constexpr int FWD_DYN_SMEM = QRES ? SROWS * LD * 2 : 0;
 };
 
 /* Fill rows [0, ROWS) x [0, HDP) of a [ROWS][LD] T tile from query rows (P.q + row_off(r); zero
@@ -374,6 +381,27 @@ PT_UNROLL
     }
 }
 
+/* acc[nb] += A B^T for 16 rows m0.. of tile qt as A (fragments loaded per k-step: none held
+ * across the k-steps) and the NB 8-row blocks of tile kt as B: two blocks per ldmatrix.x4. The
+ * same k-step order per block as pt_mma_abt, so the same sums. */
+template <int KS, int NB, int LD, class T>
+PT_DEV void pt_mma_abt_smem(float (&acc)[NB][4], T (*qt)[LD], int m0, T (*kt)[LD], int lane) {
+    static_assert(NB % 2 == 0, "blocks in pairs");
+PT_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        uint32_t a[4];
+        pt_frag_a(a, qt, m0, ks, lane);
+PT_UNROLL
+        for (int nb = 0; nb < NB; nb += 2) {
+            uint32_t b[4];
+            const int row = nb * 8 + (lane & 7) + (lane >> 4) * 8; /* blocks nb, nb + 1 */
+            pt_ldmatrix<4>(b, &kt[row][ks * 16 + ((lane >> 3) & 1) * 8]);
+            pt_mma16816(acc[nb], a, b, acc[nb], (T *)nullptr);
+            pt_mma16816(acc[nb + 1], a, b + 2, acc[nb + 1], (T *)nullptr);
+        }
+    }
+}
+
 /* o[n] += P V over the 16 keys of k-step kk for every 8-wide block n of the head dimension: V's
  * fragments for two blocks per ldmatrix.x4.trans. */
 template <int ND, int LD, class T>
@@ -391,7 +419,8 @@ PT_UNROLL
  * buffer: the values' cp.async runs while the warps compute S = Q K^T and the softmax, the next
  * keys' while they compute O += P V; two barriers per tile. WARPS warps of 16 queries each: 8
  * (BQ = 128) share each key / value tile between twice the queries of 4 (half the tile loads
- * per query); the 128-row Q tile fits the 128 shared rows of head_dim <= 128 only. At least one
+ * per query); the 128-row Q tile fits the 128 shared rows of head_dim <= 128 only (head_dim 256:
+ * the Q tile stays resident, pt_mma_cfg::QRES, launched with FWD_DYN_SMEM bytes). At least one
  * block per SM for 8 warps: without it ptxas caps them at 128 registers (two blocks) and spills
  * at head_dim 64; 4 warps keep the unspecified minimum (0), whose register counts they had.
  * PACKED (GQA-packed, P.qrows = group): blockIdx.y is the K/V head and row r of the tile is query
@@ -406,11 +435,21 @@ __global__ void __launch_bounds__(32 * WARPS, PACKED ? 1 : WARPS / 8) k_attn_fwd
     using C = pt_mma_cfg<HDP>;
     constexpr int BK = C::BK, LD = C::LD, KS = C::KS, ND = C::ND, NB = BK / 8, KK = BK / 16;
     constexpr int BQ = 16 * WARPS;
-    static_assert((WARPS == 4 || WARPS == 8) && BQ <= C::SROWS, "the Q tile fits the shared rows");
+    static_assert((WARPS == 4 || WARPS == 8) && (C::QRES ? BQ + 2 * BK : BQ) <= C::SROWS,
+                  "the tiles fit the shared rows");
     static_assert(!PACKED || WARPS == 4, "packed: 4 warps");
-    PT_SHARED(T, Sm, [C::SROWS][LD]); /* the Q tile first, then the key and value tiles */
-    T(*Ks)[LD] = Sm;
-    T(*Vs)[LD] = Sm + (C::SROWS == 64 ? BK : 64);
+    constexpr bool QRES = C::QRES;
+    T(*Sm)[LD]; /* QRES: Q, K, V tiles; otherwise the Q tile first, then the key and value tiles */
+    if constexpr (QRES) {
+        PT_SHARED_DYNAMIC(T, dyn);
+        Sm = reinterpret_cast<T(*)[LD]>(dyn);
+    } else {
+        PT_SHARED(T, Ss, [C::SROWS][LD]);
+        Sm = Ss;
+    }
+    T(*Qs)[LD] = Sm;
+    T(*Ks)[LD] = QRES ? Sm + BQ : Sm;
+    T(*Vs)[LD] = QRES ? Sm + BQ + BK : Sm + 64;
 
     const pt_attn_item it = P.items[blockIdx.x];
     const pt_attn_seg s = P.segs[it.seg];
@@ -422,13 +461,15 @@ __global__ void __launch_bounds__(32 * WARPS, PACKED ? 1 : WARPS / 8) k_attn_fwd
     const int i_first = s.qpos + q0, i_last = i_first + nq - 1;
     const T *khead = (const T *)P.k + (size_t)kvh * hd, *vhead = (const T *)P.v + (size_t)kvh * hd;
 
-    pt_load_tile<HDP, BQ>(Ks, P, nrows, [&](int r) {
+    pt_load_tile<HDP, BQ>(Qs, P, nrows, [&](int r) {
         return (size_t)(s.row + q0 + r / qr) * P.q_stride + (size_t)(h0 + r % qr) * hd;
     });
     __syncthreads();
-    uint32_t qa[KS][4];
+    uint32_t qa[QRES ? 1 : KS][4]; /* (QRES: loaded per k-step, pt_mma_abt_smem) */
+    if constexpr (!QRES) {
 PT_UNROLL
-    for (int ks = 0; ks < KS; ks++) pt_frag_a(qa[ks], Ks, 16 * w, ks, lane);
+        for (int ks = 0; ks < KS; ks++) pt_frag_a(qa[ks], Qs, 16 * w, ks, lane);
+    }
     /* rows g and g + 8 of this warp's 16: their queries' positions (row r < nrows iff its query
      * r / qr < nq: padding rows are past i_last) */
     const int ia = i_first + (16 * w + g) / qr, ib = i_first + (16 * w + g + 8) / qr;
@@ -444,7 +485,8 @@ PT_UNROLL
     const bool warp_live = 16 * w < nrows;
     const int j_lo = P.window > 0 && i_first - P.window + 1 > 0 ? i_first - P.window + 1 : 0;
 
-    __syncthreads(); /* every warp holds its Q fragments: the rows become the key tile */
+    /* every warp holds its Q fragments: the rows become the key tile (QRES: rows of their own) */
+    if constexpr (!QRES) __syncthreads();
     pt_load_kv_tile<HDP, BK>(Ks, khead, s, j_lo, i_last - j_lo + 1 < BK ? i_last - j_lo + 1 : BK, hd, P.kvd);
     pt_cp_async_commit();
     for (int j0 = j_lo; j0 <= i_last; j0 += BK) {
@@ -466,8 +508,9 @@ PT_UNROLL
 PT_UNROLL
             for (int nb = 0; nb < NB; nb++) {
                 sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
-                pt_mma_abt<KS>(sc[nb], qa, Ks, nb * 8, lane);
+                if constexpr (!QRES) pt_mma_abt<KS>(sc[nb], qa, Ks, nb * 8, lane);
             }
+            if constexpr (QRES) pt_mma_abt_smem<KS>(sc, Qs, 16 * w, Ks, lane);
             /* mask, scale, online softmax in log2 units (rows g: elements 0,1; g + 8: 2,3) */
             float mx[2] = {-INFINITY, -INFINITY};
 PT_UNROLL

@@ -121,6 +121,8 @@ struct cu_ctx {
     cu_plan plans[CU_PLANS];
     unsigned long long stamp;
     size_t row_select_smem; /* dynamic shared memory k_row_abs_stats may use (opted in) */
+    /* tensor-core forwards opted in to their dynamic shared memory (mma_fwd_smem) */
+    const void *attn_optin[4];
 };
 
 static cu_ctx *ctx_of(pt_backend *be) { return (cu_ctx *)be->ctx; }
@@ -969,6 +971,21 @@ template <class T> static attn_kernel mma_stats(int HDP, int warps) {
     default: return k_attn_stats_mma<256, T, 4>;
     }
 }
+
+/* The tensor-core forward's dynamic shared memory for head dimension HDP (head_dim 256: its
+ * resident Q tile, pt_mma_cfg::QRES), the instance opted in once above 48 KiB. */
+static int mma_fwd_smem(cu_ctx *c, attn_kernel fwd, int HDP, size_t *smem) {
+    *smem = HDP > 128 ? (size_t)pt_mma_cfg<256>::FWD_DYN_SMEM : 0;
+    if (*smem <= ((size_t)48 << 10)) return 0;
+    int i = 0;
+    for (; i < 4 && c->attn_optin[i]; i++)
+        if (c->attn_optin[i] == (const void *)fwd) return 0;
+    if (CU(cudaFuncSetAttribute((const void *)fwd, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)*smem)))
+        return -1;
+    if (i < 4) c->attn_optin[i] = (const void *)fwd;
+    return 0;
+}
 #endif
 
 /* Largest GQA group the tensor-core forward packs into one block (mma_fwd_qrows): BQ / 16 = 4
@@ -1197,6 +1214,7 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
 
     attn_kernel fwd, stats;
     unsigned stats_threads;
+    size_t fwd_smem = 0;
     if (mma) {
 #if PT_CUDA_MMA
         /* tensor-core operands: f16 by default for both compute dtypes (three more mantissa bits
@@ -1206,6 +1224,7 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
         const bool packed = qrows > 1;
         fwd = bf16_ops ? mma_fwd<__nv_bfloat16>(HD, fwd_warps, packed) : mma_fwd<__half>(HD, fwd_warps, packed);
         stats = bf16_ops ? mma_stats<__nv_bfloat16>(HD, stats_warps) : mma_stats<__half>(HD, stats_warps);
+        if (mma_fwd_smem(c, fwd, HD, &fwd_smem)) return;
 #else
         fwd = stats = NULL;
 #endif
@@ -1215,7 +1234,8 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
         stats = plain_stats(HD);
         stats_threads = (unsigned)KB;
     }
-    PT_LAUNCH(fwd, dim3((unsigned)n1, (unsigned)(H / qrows)), 32u * (unsigned)fwd_warps, c->stream, P);
+    PT_LAUNCH_SMEM(fwd, dim3((unsigned)n1, (unsigned)(H / qrows)), 32u * (unsigned)fwd_warps,
+                   fwd_smem, c->stream, P);
     CU_LAUNCHED("attention forward");
     if (k2) {
         pt_attn_params P2 = P;

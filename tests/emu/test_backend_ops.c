@@ -1577,6 +1577,8 @@ int main(int argc, char **argv) {
     pt_backend *gb16_w8 = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_ATTN_WARPS", "8", skip_ok);
     /* one head a block on 4 warps for short launches too (the unpacked decode step) */
     pt_backend *gf16_nopack = make_gpu(PT_DTYPE_F16, NULL, NULL, skip_ok);
+    /* bf16 operands one head a block (head_dim 256: the launch rule packs the table's cases) */
+    pt_backend *gb16_mbf_nopack = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_MMA", "bf16", skip_ok);
     unsetenv("PUNCTUM_CUDA_ATTN_PACK");
     /* GQA-packed whatever the launch (long segments too; 4 warps, before ATTN_WARPS=8) */
     pt_backend *gb16_pack = make_gpu(PT_DTYPE_BF16, "PUNCTUM_CUDA_ATTN_PACK", "1", skip_ok);
@@ -1670,6 +1672,7 @@ int main(int argc, char **argv) {
     const int nc = build_attn_cases(C, quick);
     pair_t w8 = {cpu, gb16_w8, PT_DTYPE_BF16, "bf16/w8"};
     pair_t nopack = {cpu, gf16_nopack, PT_DTYPE_F16, "f16/nopack"};
+    pair_t mbf_nopack = {cpu, gb16_mbf_nopack, PT_DTYPE_BF16, "bf16/mmabf-nopack"};
     pair_t pack = {cpu, gb16_pack, PT_DTYPE_BF16, "bf16/pack"};
     pair_t pack16 = {cpu, gf16_pack, PT_DTYPE_F16, "f16/pack"};
     for (int i = 0; i < nc; i++) {
@@ -1678,7 +1681,10 @@ int main(int argc, char **argv) {
         test_attn_case(&pairs[1], &C[i], s);
         if (i % 3 == 0) test_attn_case(&pairs[2], &C[i], s);
         if (i % 4 == 1) test_attn_case(&plain, &C[i], s);
-        if (i % 4 == 2 || i == nc - 1) test_attn_case(&mbf, &C[i], s);
+        if (i % 4 == 2 || i == nc - 1 || C[i].hd == 256) test_attn_case(&mbf, &C[i], s);
+        /* (head_dim 256: bf16 operands on the forward's resident-Q instance unpacked too; mbf
+         * packs those cases by the launch rule) */
+        if (C[i].hd == 256) test_attn_case(&mbf_nopack, &C[i], s);
         test_attn_case(&w8, &C[i], s);
         test_attn_case(&pack, &C[i], s);
         test_attn_case(&nopack, &C[i], s);
@@ -1692,6 +1698,7 @@ int main(int argc, char **argv) {
     gb16_mbf->destroy(gb16_mbf);
     gb16_w8->destroy(gb16_w8);
     gf16_nopack->destroy(gf16_nopack);
+    gb16_mbf_nopack->destroy(gb16_mbf_nopack);
     gb16_pack->destroy(gb16_pack);
     gf16_pack->destroy(gf16_pack);
     gf16->destroy(gf16);
