@@ -348,9 +348,10 @@ def render(results: dict) -> list[str]:
     w = results.get("attn_warps")
     if w:
         cells = [f"{k} warps: sweep {num(v.get('sweep_s'), '{:.2f}')} s, attention "
-                 f"{num(v.get('attention_s'), '{:.3f}')} s (exit {v.get('rc')})" for k, v in w.items()]
-        lines += ["", f"Attention forward tiles at T = {PROFILE_T} (PUNCTUM_CUDA_ATTN_WARPS, plain sweep, "
-                      "PUNCTUM_PROFILE): " + "; ".join(cells) + "."]
+                 f"{num(v.get('attention_s'), '{:.3f}')} s (exit {v.get('rc')}), with --stats mass "
+                 f"{num(v.get('mass_attention_s'), '{:.3f}')} s (exit {v.get('mass_rc', '-')})" for k, v in w.items()]
+        lines += ["", f"Attention tiles at T = {PROFILE_T} (PUNCTUM_CUDA_ATTN_WARPS: both passes; PUNCTUM_PROFILE's "
+                      "attention seconds, the forward alone and with the statistics pass): " + "; ".join(cells) + "."]
     dp = results.get("decode_pack")
     if dp:
         cells = [f"{'packed' if k in (1, '1') else 'one head a block'}: sweep {num(v.get('sweep_s'), '{:.2f}')} s, "
@@ -472,6 +473,13 @@ def main() -> int:
                                 profile=True, env_extra={"PUNCTUM_CUDA_ATTN_WARPS": str(warps)})
                 results["attn_warps"][warps] = {"rc": r["rc"], "sweep_s": r.get("sweep_s"),
                                                 "attention_s": r.get("profile", {}).get("attention")}
+                if left() < 30:
+                    continue
+                # the statistics pass too (it follows the same override): attention with --stats mass
+                r = run_punctum(args.punctum, model, pairs, os.path.join(work, f"T{T}.w{warps}.mass.h5"), "mass",
+                                bt, profile=True, env_extra={"PUNCTUM_CUDA_ATTN_WARPS": str(warps)})
+                results["attn_warps"][warps].update(
+                    {"mass_rc": r["rc"], "mass_attention_s": r.get("profile", {}).get("attention")})
             print(f"bench_cuda: attention warps at T={T}: {results['attn_warps']}", flush=True)
         if not args.skip_hf and T <= args.hf_max_T and left() > 20:
             if hf_model is None:
