@@ -80,7 +80,9 @@ def copy_tree(dst: str) -> None:
         if not os.path.isfile(src):
             continue
         os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
-        shutil.copy2(src, os.path.join(dst, rel))
+        # fresh modification times (not copy2's): a kept BUILD/obj may hold objects of the last
+        # run's mutants, newer than the checkout's files, which make would then not rebuild
+        shutil.copy(src, os.path.join(dst, rel))
 
 
 def sh(cmd, cwd=None, timeout=None):
