@@ -1043,6 +1043,20 @@ static size_t attn_stage_bytes(int rows, size_t keys, int BQ, int KB) {
     return seg_bytes + (n1 + n2) * sizeof(pt_attn_item);
 }
 
+/* The launch's queries (*queries) and the tile rows they take in tiles of `tile` queries (the
+ * return value): what the forward's tile rules weigh. */
+static long long padded_queries(const pt_attn_args *a, int tile, long long *queries) {
+    long long padded = 0;
+    *queries = 0;
+    for (int i = 0; i < a->n_segs; i++) {
+        const int n = a->segs[i].n_q;
+        if (n <= 0) continue;
+        *queries += n;
+        padded += (long long)(n + tile - 1) / tile * tile;
+    }
+    return padded;
+}
+
 /* Warps of the tensor-core forward for a launch (BQ = 16 per warp; the statistics pass has its
  * own choice by the same rule on its keys, mma_stats_warps). 8 (128-query tiles) halve
  * the key / value tile loads per query, but a tile's rows past its segment's end are warps that
@@ -1055,13 +1069,8 @@ static size_t attn_stage_bytes(int rows, size_t keys, int BQ, int KB) {
 static int mma_fwd_warps(const cu_ctx *c, const pt_attn_args *a, int HDP) {
     if (HDP > 128) return 4;
     if (c->attn_warps) return c->attn_warps;
-    long long queries = 0, padded = 0;
-    for (int i = 0; i < a->n_segs; i++) {
-        const int n = a->segs[i].n_q;
-        if (n <= 0) continue;
-        queries += n;
-        padded += (n + 127) / 128 * 128;
-    }
+    long long queries;
+    const long long padded = padded_queries(a, 128, &queries);
     return 4 * queries >= 3 * padded ? 8 : 4;
 }
 
@@ -1118,13 +1127,8 @@ static int mma_fwd_qrows(const cu_ctx *c, const pt_attn_args *a) {
     const int group = a->n_heads / a->n_kv_heads;
     if (group < 2 || group > PT_ATTN_PACK_MAX || c->attn_pack == 0) return 1;
     if (c->attn_pack == 1) return group;
-    long long queries = 0, padded = 0;
-    for (int i = 0; i < a->n_segs; i++) {
-        const int n = a->segs[i].n_q;
-        if (n <= 0) continue;
-        queries += n;
-        padded += (n + 63) / 64 * 64;
-    }
+    long long queries;
+    const long long padded = padded_queries(a, 64, &queries);
     return 2 * queries < padded ? group : 1;
 }
 
