@@ -240,6 +240,12 @@ int pt_backend_refuse_alloc(pt_backend *be, size_t bytes, const char *what);
     } while (0)
 
 pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e);
+/* The OpenBLAS kernel set the cpu backend's GEMMs run on (its name, e.g. "SkylakeX"), and the
+ * name of a faster set this CPU supports, or NULL when the loaded one is as good. OpenBLAS picks
+ * its set from the CPU's model number when it loads and falls back to SSE3 ("Prescott") on
+ * models newer than itself; OPENBLAS_CORETYPE (read at load time only) overrides it. */
+const char *pt_blas_kernels(void);
+const char *pt_blas_better_kernels(void);
 /* NULL with e set when the build has no CUDA backend or no GPU is usable. */
 pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype, pt_error *e);
 /* 1 when device 0 is a usable CUDA GPU; else 0 and *why (may be NULL) says why not. */

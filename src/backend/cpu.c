@@ -902,8 +902,8 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     char model[96];
     cpu_model_name(model, sizeof model);
     snprintf(be->device_name, sizeof be->device_name, "cpu (%d threads)", nt);
-    snprintf(be->description, sizeof be->description, "%d thread%s, %s", nt, nt == 1 ? "" : "s",
-             model);
+    snprintf(be->description, sizeof be->description, "%d thread%s, %s, OpenBLAS %s kernels", nt,
+             nt == 1 ? "" : "s", model, pt_blas_kernels());
     be->destroy = cpu_destroy;
     be->load_weights = cpu_load_weights;
     be->free_weights = cpu_free_weights;

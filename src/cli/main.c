@@ -1,8 +1,16 @@
 /* punctum — command-line entry point: dispatch to the subcommands (SPEC §4). */
 #include <hdf5.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
 
+#include "punctum/backend.h"
 #include "punctum/cli.h"
 #include "punctum/config.h"
 #include "punctum/common.h"
@@ -31,11 +39,28 @@ static void usage(FILE *f) {
             "environment:\n"
             "  PUNCTUM_COMMIT_SECONDS  seconds between commits of a run (default 5)\n"
             "  PUNCTUM_FSYNC=0         skip fsync: a kill stays safe, a power cut may not\n"
-            "  PUNCTUM_COMPACT_FANIN   segment files compacted at a time (default 8)\n",
+            "  PUNCTUM_COMPACT_FANIN   segment files compacted at a time (default 8)\n"
+            "  OPENBLAS_CORETYPE       cpu GEMM kernels (default: the best the CPU runs)\n",
             PUNCTUM_VERSION);
 }
 
+/* OpenBLAS chose its kernels when it loaded, by CPU model; where that choice is slower than what
+ * the CPU supports (a model newer than the library: SSE3 kernels on an AVX-512 CPU, 4x slower),
+ * start again with OPENBLAS_CORETYPE naming the better set. Once only (the variable is then set),
+ * never against the user's own OPENBLAS_CORETYPE, and not under valgrind, whose CPU lacks
+ * AVX-512 and which would not follow the exec. If exec fails, go on with the loaded kernels. */
+static void blas_kernels_reexec(char **argv) {
+#ifdef RUNNING_ON_VALGRIND
+    if (RUNNING_ON_VALGRIND) return;
+#endif
+    const char *better = getenv("OPENBLAS_CORETYPE") ? NULL : pt_blas_better_kernels();
+    if (!better || setenv("OPENBLAS_CORETYPE", better, 1)) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE");
+}
+
 int main(int argc, char **argv) {
+    blas_kernels_reexec(argv);
     /* HDF5's own exit-time cleanup can crash on a file whose close failed (a full disk); every
      * file is closed explicitly, so it is not needed */
     H5dont_atexit();

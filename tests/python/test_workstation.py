@@ -7,6 +7,8 @@
 - out of memory (the test-only PUNCTUM_TEST_ALLOC_LIMIT) halves the batch, warns, and gives
   the same file as an unlimited run, on the cpu backend and on the emulated cuda backend; below
   one record it stops with exit 1 and a readable file that --resume completes;
+- the cpu backend's GEMMs on the best OpenBLAS kernels the CPU runs (restarting with
+  OPENBLAS_CORETYPE where OpenBLAS does not know the CPU's model), the user's own choice kept;
 - the start-up line, --backend auto's fallback reason, --dtype bf16 without a GPU, progress
   lines when stderr is not a terminal, a Hugging Face model id from a local cache, the
   `patterns` size guard, warnings for options that do nothing.
@@ -341,6 +343,51 @@ def test_startup_line_states_backend_dtype_model_and_budget(tiny_model, tmp_path
               "--progress", "never")
     m = startup(p.stderr)
     assert m["batch"] == "100" and m["why"] == "--batch-tokens"
+
+
+def cpu_flags() -> set:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+AVX512_KERNELS = {"SkylakeX", "Cooperlake", "SapphireRapids"}
+AVX2_KERNELS = AVX512_KERNELS | {"Haswell", "Zen", "Excavator"}
+
+
+def blas_kernels(stderr: str) -> str:
+    m = re.search(r", OpenBLAS (\S+) kernels$", startup(stderr)["note"])
+    assert m, stderr
+    return m.group(1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs /proc/cpuinfo")
+def test_gemm_kernels_are_the_best_the_cpu_runs(tiny_model, tmp_path):
+    """OpenBLAS picks its kernels by CPU model when it loads and falls back to SSE3 ("Prescott")
+    on models newer than itself (Emerald Rapids under Debian 12's 0.3.21: 4x slower GEMMs).
+    punctum restarts itself with OPENBLAS_CORETYPE naming the best set the CPU's instruction sets
+    allow, leaves the user's own OPENBLAS_CORETYPE alone, and the numbers agree either way."""
+    tiny = tiny_model("llama_gqa")
+    pairs = write_records(tmp_path / "p.jsonl", id_records(tiny.vocab_size, 6))
+    p = sweep(tiny.path, pairs, tmp_path / "best.h5", "--backend", "cpu", "--progress", "never",
+              "--stats", "mass,last,resid,topk", OPENBLAS_CORETYPE=None)
+    kernels, flags = blas_kernels(p.stderr), cpu_flags()
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= flags:
+        assert kernels in AVX512_KERNELS, kernels
+    elif {"avx2", "fma"} <= flags:
+        assert kernels in AVX2_KERNELS, kernels
+    p = sweep(tiny.path, pairs, tmp_path / "sse3.h5", "--backend", "cpu", "--progress", "never",
+              "--stats", "mass,last,resid,topk", OPENBLAS_CORETYPE="Prescott")
+    assert blas_kernels(p.stderr) == "Prescott"
+    with h5py.File(tmp_path / "best.h5") as a, h5py.File(tmp_path / "sse3.h5") as b:
+        assert (a["pairs/status"][()] == 0).all(), a["pairs/message"][()]
+        for name in ("tokens/attn_mass", "tokens/attn_last", "tokens/resid_norm", "seqs/entropy",
+                     "pairs/js"):
+            x, y = np.asarray(a[name][()], np.float64), np.asarray(b[name][()], np.float64)
+            assert x.size and np.isfinite(x).any(), name  # js: NaN where a record has no b
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_auto_without_gpu_says_why_and_bf16_falls_back(tiny_model, tmp_path):
