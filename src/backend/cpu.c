@@ -518,6 +518,36 @@ PT_CLONES static void attn_gemm_nn(int m, int n, int k, const float *A, int lda,
     }
 }
 
+/* One row of scores in place: soft-capped (cap > 0: Gemma 2's c tanh(s / c), before the mask),
+ * then the softmax over the visible keys lo .. i minus the knocked-out one (ko >= 0: left out of
+ * the max, probability 0), and zeros elsewhere up to nk. Branch-free loops, so they vectorise;
+ * compiled per instruction set (the exp is most of the attention's time outside the GEMMs). */
+PT_CLONES static void softmax_row(float *sr, int lo, int i, int nk, int ko, float cap) {
+    if (cap > 0)
+        for (int j = lo; j <= i; j++) sr[j] = cap * tanhf(sr[j] / cap);
+    if (ko >= 0) sr[ko] = -INFINITY;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = lo; j <= i; j++) mx = sr[j] > mx ? sr[j] : mx;
+#pragma omp simd
+    for (int j = lo; j <= i; j++) sr[j] = pt_expf(sr[j] - mx);
+    if (ko >= 0) sr[ko] = 0.0f;
+    double sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = lo; j <= i; j++) sum += (double)sr[j];
+    const float inv = (float)(1.0 / sum);
+    memset(sr, 0, (size_t)lo * sizeof(float));
+#pragma omp simd
+    for (int j = lo; j <= i; j++) sr[j] *= inv;
+    memset(sr + i + 1, 0, (size_t)(nk - i - 1) * sizeof(float));
+}
+
+/* mass[lo .. i] += p[lo .. i], in double (attn_mass sums up to T probabilities per key). */
+PT_CLONES static void add_row(double *mass, const float *p, int lo, int i) {
+#pragma omp simd
+    for (int j = lo; j <= i; j++) mass[j] += p[j];
+}
+
 /* One (segment, head): all of the segment's queries in blocks of ATTN_QBLOCK. Scores for a
  * block against every visible key are formed with two GEMMs (prefix keys, own keys), masked,
  * softmaxed, column-summed into attn_mass, and multiplied by V with two GEMMs. The queries sit
@@ -562,26 +592,9 @@ static void attend_segment_head(cpu_ctx *c, const pt_attn_args *a, const pt_segm
             const int i = qp + q0 + r; /* query position */
             float *sr = S + (size_t)r * nk;
             const int lo = a->window > 0 && i - a->window + 1 > 0 ? i - a->window + 1 : 0;
-            if (cap > 0) /* soft-capping (Gemma 2): c tanh(s / c), before the mask */
-                for (int j = lo; j <= i; j++) sr[j] = cap * tanhf(sr[j] / cap);
             const int ko = knock && s->ko_pos >= lo && s->ko_pos < i ? s->ko_pos : -1;
-            /* visible keys: lo .. i, minus the knocked-out one (its score is left out of the max
-             * and its probability is zeroed); the loops are branch-free so they vectorise */
-            if (ko >= 0) sr[ko] = -INFINITY;
-            float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-            for (int j = lo; j <= i; j++) mx = sr[j] > mx ? sr[j] : mx;
-            for (int j = lo; j <= i; j++) sr[j] = pt_expf(sr[j] - mx);
-            if (ko >= 0) sr[ko] = 0.0f;
-            double sum = 0;
-#pragma omp simd reduction(+ : sum)
-            for (int j = lo; j <= i; j++) sum += (double)sr[j];
-            const float inv = (float)(1.0 / sum);
-            for (int j = 0; j < lo; j++) sr[j] = 0;
-            for (int j = lo; j <= i; j++) sr[j] *= inv;
-            for (int j = i + 1; j < nk; j++) sr[j] = 0;
-            if (a->mass)
-                for (int j = lo; j <= i; j++) mass[j] += sr[j];
+            softmax_row(sr, lo, i, nk, ko, cap);
+            if (a->mass) add_row(mass, sr, lo, i);
             if (a->last && s->last_row >= 0 && i == s->final_pos)
                 for (int j = 0; j <= i; j++) a->last[(size_t)(s->last_row + j) * LH + lh] = sr[j];
             if (a->pattern && s->pattern_row >= 0) {

@@ -7,10 +7,11 @@
 #ifndef PUNCTUM_CPU_MATH_H
 #define PUNCTUM_CPU_MATH_H
 
-/* Hot loops compiled twice, for x86-64-v3 (AVX2 + FMA) and the baseline the build targets, the
- * version chosen once at load time (GCC target_clones): Debian's binaries run on any x86-64. */
+/* Hot loops compiled three times, for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the
+ * baseline the build targets, the version chosen once at load time (GCC target_clones): Debian's
+ * binaries run on any x86-64. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define PT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define PT_CLONES
 #endif
