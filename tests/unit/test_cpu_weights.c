@@ -221,6 +221,9 @@ static void test_linear(pt_backend *be) {
                 odd, 1, 0);
     linear_case(be, "rows: unaligned bf16 parts", PT_DT_BF16, 1, 0, 13, 517, parts3, 3, 1);
     linear_case(be, "rows: f16 parts", PT_DT_F16, 0, 0, 8, 300, parts3, 3, 1);
+    /* 4 + 3 rows and 2 rows: every row count of the 4-row AVX-512 blocks; 1100 inputs: chunks */
+    linear_case(be, "rows: f32 seven rows", PT_DT_F32, 0, 0, 7, 97, odd, 1, 1);
+    linear_case(be, "rows: bf16 two rows, long", PT_DT_BF16, 0, 0, 2, 1100, odd, 1, 0);
     linear_case(be, "rows: f32 transposed, short block", PT_DT_F32, 0, 1, 16, 77, odd, 1, 1);
     linear_case(be, "rows: bf16 transposed parts", PT_DT_BF16, 0, 1, 6, 77, parts3, 3, 0);
     linear_case(be, "gemm: f32 transposed, 40 rows", PT_DT_F32, 0, 1, 40, 77, odd, 1, 1);
@@ -302,8 +305,11 @@ int main(void) {
     pt_error e;
     pt_backend *be = pt_backend_cpu_create(0, &e); /* OMP_NUM_THREADS (valgrind.sh: 1) */
     test_linear(be);
-    /* the few-row kernels again in their portable version (on x86-64 with AVX2 the intrinsics
-     * ran above) */
+    /* the few-row kernels again in their other versions (above: the best the CPU runs) */
+    setenv("PUNCTUM_CPU_NO_AVX512", "1", 1);
+    printf("-- AVX2 few-row kernels where the CPU has AVX-512 (PUNCTUM_CPU_NO_AVX512=1)\n");
+    test_linear(be);
+    unsetenv("PUNCTUM_CPU_NO_AVX512");
     setenv("PUNCTUM_CPU_NO_AVX2", "1", 1);
     printf("-- portable few-row kernels (PUNCTUM_CPU_NO_AVX2=1)\n");
     test_linear(be);
