@@ -70,8 +70,9 @@ struct cu_plan { /* a cached cuBLASLt matmul */
 };
 /* index staging slots: one per kind of table, so that a table repeated by every layer
  * (positions, cache rows) stays in its slot and is uploaded once per forward */
-enum { CU_PLANS = 64, CU_IDX_SLOTS = 6 };
-enum { IDX_IDS = 0, IDX_POS_EMB = 1, IDX_GATHER = 2, IDX_ROPE_POS = 3, IDX_ROPE_ALT = 4, IDX_KV_ROWS = 5 };
+enum { CU_PLANS = 64, CU_IDX_SLOTS = 8 };
+enum { IDX_IDS = 0, IDX_POS_EMB = 1, IDX_GATHER = 2, IDX_ROPE_POS = 3, IDX_ROPE_ALT = 4, IDX_KV_ROWS = 5,
+       IDX_DIV_P = 6, IDX_DIV_Q = 7 };
 /* host staging for weight conversion: bounded, whatever the model's size */
 static const size_t STAGE_BYTES = (size_t)4 << 20;
 
@@ -1276,15 +1277,18 @@ static void cuda_log_softmax(pt_backend *be, float *logits, int m, int V, double
     if (k && topk_logp) memcpy(topk_logp, h + ent_b + id_b, lp_b);
 }
 
-static void cuda_divergence(pt_backend *be, const float *lp_p, size_t sp, const float *lp_q, size_t sq,
-                            int m, int V, double *kl_pq, double *kl_qp, double *js) {
+static void cuda_divergence(pt_backend *be, const float *lp_p, size_t sp, const int32_t *rows_p,
+                            const float *lp_q, size_t sq, const int32_t *rows_q, int m, int V,
+                            double *kl_pq, double *kl_qp, double *js) {
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
     const size_t b = (size_t)m * 3 * sizeof(double);
     double *d = (double *)cu_ensure(c, &c->res, b, "vocabulary results");
-    if (!d) return;
-    PT_LAUNCH(k_divergence, m, PT_VOCAB_THREADS, c->stream, lp_p, sp, lp_q, sq, V, d);
+    const int32_t *dp = rows_p ? stage_idx(c, IDX_DIV_P, rows_p, (size_t)m) : NULL;
+    const int32_t *dq = rows_q ? stage_idx(c, IDX_DIV_Q, rows_q, (size_t)m) : NULL;
+    if (!d || (rows_p && !dp) || (rows_q && !dq)) return;
+    PT_LAUNCH(k_divergence, m, PT_VOCAB_THREADS, c->stream, lp_p, sp, dp, lp_q, sq, dq, V, d);
     double *h = CU_LAUNCHED("k_divergence")
                     ? NULL
                     : (double *)pinned_scratch(c, &c->h_res, &c->h_res_cap, b);

@@ -84,12 +84,15 @@ k_log_softmax(float *logits, int V, double *entropy, int K, int32_t *topk_id, fl
     }
 }
 
-/* out[3r .. 3r+2] = KL(P||Q), KL(Q||P), JS for row r. */
+/* out[3r .. 3r+2] = KL(P||Q), KL(Q||P), JS for row r: P = lp_p + i sp, i = rows_p ? rows_p[r] :
+ * r, Q likewise. */
 __global__ void __launch_bounds__(PT_VOCAB_THREADS)
-k_divergence(const float *lp_p, size_t sp, const float *lp_q, size_t sq, int V, double *out) {
+k_divergence(const float *lp_p, size_t sp, const int32_t *rows_p, const float *lp_q, size_t sq,
+             const int32_t *rows_q, int V, double *out) {
     PT_SHARED(double, red, [32]);
     const int r = blockIdx.x;
-    const float *p = lp_p + (size_t)r * sp, *q = lp_q + (size_t)r * sq;
+    const float *p = lp_p + (size_t)(rows_p ? rows_p[r] : r) * sp;
+    const float *q = lp_q + (size_t)(rows_q ? rows_q[r] : r) * sq;
     double a = 0, b = 0, jsd = 0;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
         const double lp = p[v], lq = q[v], pp = exp(lp), pq = exp(lq);

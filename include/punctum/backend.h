@@ -212,10 +212,13 @@ struct pt_backend {
      * top-k ids/log-probs [m, K], ties broken by lower id. Sums in float64. */
     void (*log_softmax)(pt_backend *be, float *logits, int m, int V, double *entropy, int K,
                         int32_t *topk_id, float *topk_logp);
-    /* For r < m: P = logp_p + r*stride_p (stride 0 broadcasts one row), Q likewise:
-     * kl_pq[r] = KL(P||Q), kl_qp[r] = KL(Q||P), js[r] = Jensen-Shannon (host, NULL to skip). */
-    void (*divergence)(pt_backend *be, const float *logp_p, size_t stride_p, const float *logp_q,
-                       size_t stride_q, int m, int V, double *kl_pq, double *kl_qp, double *js);
+    /* For r < m: P = logp_p + i*stride_p with i = rows_p[r] (rows_p NULL: i = r; stride 0
+     * broadcasts one row), Q likewise: kl_pq[r] = KL(P||Q), kl_qp[r] = KL(Q||P), js[r] =
+     * Jensen-Shannon (host, NULL to skip; rows_p / rows_q host). One call serves every pair of a
+     * batch or every lane of a decode step: on a GPU each call is a launch and a wait. */
+    void (*divergence)(pt_backend *be, const float *logp_p, size_t stride_p, const int32_t *rows_p,
+                       const float *logp_q, size_t stride_q, const int32_t *rows_q, int m, int V,
+                       double *kl_pq, double *kl_qp, double *js);
     /* out[r] = logp[r*V + ids[r]] (host out; ids host; id < 0 gives NaN). */
     void (*pick)(pt_backend *be, const float *logp, int m, int V, const int32_t *ids, float *out);
 };

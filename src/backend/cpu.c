@@ -829,12 +829,14 @@ static void cpu_log_softmax(pt_backend *be, float *logits, int m, int V, double 
 }
 
 /* KL sums in float64 over the vocabulary, in a fixed order. */
-static void cpu_divergence(pt_backend *be, const float *lp_p, size_t sp, const float *lp_q,
-                           size_t sq, int m, int V, double *kl_pq, double *kl_qp, double *js) {
+static void cpu_divergence(pt_backend *be, const float *lp_p, size_t sp, const int32_t *rows_p,
+                           const float *lp_q, size_t sq, const int32_t *rows_q, int m, int V,
+                           double *kl_pq, double *kl_qp, double *js) {
     PT_BE_GUARD(be);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int r = 0; r < m; r++) {
-        const float *p = lp_p + (size_t)r * sp, *q = lp_q + (size_t)r * sq;
+        const float *p = lp_p + (size_t)(rows_p ? rows_p[r] : r) * sp;
+        const float *q = lp_q + (size_t)(rows_q ? rows_q[r] : r) * sq;
         double a = 0, b = 0, jsd = 0;
         for (int v = 0; v < V; v++) {
             const double lp = p[v], lq = q[v], pp = exp(lp), pq = exp(lq);

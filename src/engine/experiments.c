@@ -264,7 +264,7 @@ static void compare_knockout(pt_sweep *S, const float *Q, int v0, int v1) {
     pt_backend *be = S->be;
     const int V = S->cfg->vocab_size, K = S->topk, m = v1 - v0, s = X->vars[v0].seq;
     const float *Pc = S->logp_dev + (size_t)s * V;
-    be->divergence(be, Pc, 0, Q, (size_t)V, m, V, X->kl_tmp + v0, NULL, NULL);
+    be->divergence(be, Pc, 0, NULL, Q, (size_t)V, NULL, m, V, X->kl_tmp + v0, NULL, NULL);
     for (int v = 0; v < m; v++) X->ids_tmp[v] = P->topk_id.v[(size_t)s * K];
     be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2 + v0);
     const int32_t tgt = P->seqs.v[s].rec->target_id[P->seqs.v[s].side];
@@ -287,8 +287,8 @@ static void compare_patch(pt_sweep *S, const float *Q, int v0, int v1) {
     const pt_record *r = P->seqs.v[X->vars[v0].seq].rec;
     const int sa = r->seq_local[0], sb = r->seq_local[1];
     const float *Pa = S->logp_dev + (size_t)sa * V, *Pb = S->logp_dev + (size_t)sb * V;
-    be->divergence(be, Pb, 0, Q, (size_t)V, m, V, X->kl_tmp + v0, NULL, NULL);
-    be->divergence(be, Pa, 0, Q, (size_t)V, m, V, X->kl_tmp2 + v0, NULL, NULL);
+    be->divergence(be, Pb, 0, NULL, Q, (size_t)V, NULL, m, V, X->kl_tmp + v0, NULL, NULL);
+    be->divergence(be, Pa, 0, NULL, Q, (size_t)V, NULL, m, V, X->kl_tmp2 + v0, NULL, NULL);
     const int32_t top1_b = P->topk_id.v[(size_t)sb * S->topk];
     for (int v = 0; v < m; v++) X->ids_tmp[v] = top1_b;
     be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2 + v0);

@@ -52,6 +52,8 @@ struct pt_generation {
     pt_f32buf logp; /* their log-probabilities */
     pt_i32buf ids, pos, kvr, fin, top;
     pt_f32buf top_lp;
+    pt_i32buf div_p, div_q; /* teacher-forced lanes of a step: their partners' rows, theirs */
+    pt_f64buf div_kl;       /* ... and KL(P_a || P_b) of each */
     pt_segbuf segs;
     pt_chrbuf text;
     pt_devbuf logits;
@@ -130,6 +132,9 @@ void pt_generate_free(pt_sweep *S) {
     PT_BUF_FREE(&G->fin);
     PT_BUF_FREE(&G->top);
     PT_BUF_FREE(&G->top_lp);
+    PT_BUF_FREE(&G->div_p);
+    PT_BUF_FREE(&G->div_q);
+    PT_BUF_FREE(&G->div_kl);
     PT_BUF_FREE(&G->segs);
     PT_BUF_FREE(&G->text);
     free(G);
@@ -178,7 +183,9 @@ static int fit_lanes(pt_sweep *S, int n, int greedy, int rows) {
            PT_SWEEP_FIT(S, &G->logp, tok) || PT_SWEEP_FIT(S, &G->ids, rows) ||
            PT_SWEEP_FIT(S, &G->pos, rows) || PT_SWEEP_FIT(S, &G->kvr, rows) ||
            PT_SWEEP_FIT(S, &G->fin, rows) || PT_SWEEP_FIT(S, &G->top, rows) ||
-           PT_SWEEP_FIT(S, &G->top_lp, rows) || PT_SWEEP_FIT(S, &G->segs, rows);
+           PT_SWEEP_FIT(S, &G->top_lp, rows) || PT_SWEEP_FIT(S, &G->segs, rows) ||
+           PT_SWEEP_FIT(S, &G->div_p, rows) || PT_SWEEP_FIT(S, &G->div_q, rows) ||
+           PT_SWEEP_FIT(S, &G->div_kl, rows);
 }
 
 /* A lane continuing a prompt whose keys are all at kv0 + p, its tokens' keys at gen_kv. */
@@ -231,11 +238,13 @@ static void first_step(pt_sweep *S) {
     const int V = S->cfg->vocab_size, K = S->topk, nl = pt_generate_lanes(S);
     for (int i = 0; i < P->n_seqs; i++)
         choose(S, &G->lanes.v[i], P->topk_id.v[(size_t)i * K], P->topk_lp.v[(size_t)i * K]);
-    for (int i = P->n_seqs; i < nl; i++) {
-        gen_lane *L = &G->lanes.v[i];
-        S->be->divergence(S->be, S->logp_dev + (size_t)L->partner * V, 0,
-                          S->logp_dev + (size_t)L->seq * V, 0, 1, V, &L->kl, NULL, NULL);
-    }
+    int m = 0;
+    for (int i = P->n_seqs; i < nl; i++, m++)
+        G->div_p.v[m] = G->lanes.v[i].partner, G->div_q.v[m] = G->lanes.v[i].seq;
+    if (m > 0) /* one call for every teacher-forced lane (on a GPU: one launch, one wait) */
+        S->be->divergence(S->be, S->logp_dev, (size_t)V, G->div_p.v, S->logp_dev, (size_t)V,
+                          G->div_q.v, m, V, G->div_kl.v, NULL, NULL);
+    for (int i = P->n_seqs, k = 0; i < nl; i++, k++) G->lanes.v[i].kl = G->div_kl.v[k];
 }
 
 /* The query rows of step t (t >= 1) among lanes [l0, l1): every greedy lane still running, and
@@ -296,17 +305,22 @@ static int decode_steps(pt_sweep *S, int l0, int l1) {
                     .logits = logits};
         if (pt_forward(&S->en, &f)) return -1;
         be->log_softmax(be, logits, m, V, NULL, 1, G->top.v, G->top_lp.v);
+        int nd = 0; /* teacher-forced lanes: KL against their partners, all in one call */
         for (int i = l0; i < l1; i++) {
+            const gen_lane *L = &G->lanes.v[i];
+            if (L->row < 0 || L->partner < 0) continue;
+            G->div_p.v[nd] = G->lanes.v[L->partner].row, G->div_q.v[nd] = L->row, nd++;
+        }
+        if (nd > 0)
+            be->divergence(be, logits, (size_t)V, G->div_p.v, logits, (size_t)V, G->div_q.v, nd, V,
+                           G->div_kl.v, NULL, NULL);
+        for (int i = l0, k = 0; i < l1; i++) {
             gen_lane *L = &G->lanes.v[i];
             if (L->row < 0) continue;
-            if (L->partner < 0) {
+            if (L->partner < 0)
                 choose(S, L, G->top.v[L->row], G->top_lp.v[L->row]);
-            } else {
-                double kl = 0;
-                be->divergence(be, logits + (size_t)G->lanes.v[L->partner].row * V, 0,
-                               logits + (size_t)L->row * V, 0, 1, V, &kl, NULL, NULL);
-                L->kl += kl;
-            }
+            else
+                L->kl += G->div_kl.v[k++];
         }
         if (pt_backend_failed(be)) return -1;
     }

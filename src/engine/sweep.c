@@ -341,15 +341,27 @@ static int emit_pairs(pt_sweep *S, pt_record **recs, int n) {
     pt_backend *be = S->be;
     const int L = c->n_layers, d = c->d_model, V = c->vocab_size, ns = P->n_seqs;
     const size_t tap_n = (size_t)(L + 1) * ns * d;
-    if (PT_SWEEP_FIT(S, &S->h.kl, 3 * (size_t)n) || PT_SWEEP_FIT(S, &S->h.tap, tap_n)) return -1;
-    double *kl_ab = S->h.kl.v, *kl_ba = kl_ab + n, *js = kl_ab + 2 * n;
+    if (PT_SWEEP_FIT(S, &S->h.kl, 6 * (size_t)n) ||
+        PT_SWEEP_FIT(S, &S->h.div_rows, 2 * (size_t)n) || PT_SWEEP_FIT(S, &S->h.tap, tap_n))
+        return -1;
+    double *kl_ab = S->h.kl.v, *kl_ba = kl_ab + n, *js = kl_ab + 2 * n, *got = kl_ab + 3 * n;
+    int32_t *rows_a = S->h.div_rows.v, *rows_b = rows_a + n;
+    int m = 0; /* pairs with both sides */
     for (int p = 0; p < n; p++) {
-        kl_ab[p] = kl_ba[p] = js[p] = NAN;
-        pt_record *r = recs[p];
+        const pt_record *r = recs[p];
         if (r->status || r->seq_local[1] < 0) continue;
-        const float *la = S->logp_dev + (size_t)r->seq_local[0] * V;
-        const float *lb = S->logp_dev + (size_t)r->seq_local[1] * V;
-        be->divergence(be, la, 0, lb, 0, 1, V, &kl_ab[p], &kl_ba[p], &js[p]);
+        rows_a[m] = r->seq_local[0], rows_b[m] = r->seq_local[1], m++;
+    }
+    /* one call for all of them: on a GPU a call per pair was a launch and a wait each */
+    if (m > 0)
+        be->divergence(be, S->logp_dev, (size_t)V, rows_a, S->logp_dev, (size_t)V, rows_b, m, V,
+                       got, got + m, got + 2 * m);
+    for (int p = 0, k = 0; p < n; p++) {
+        const pt_record *r = recs[p];
+        kl_ab[p] = kl_ba[p] = js[p] = NAN;
+        if (r->status || r->seq_local[1] < 0) continue;
+        kl_ab[p] = got[k], kl_ba[p] = got[m + k], js[p] = got[2 * m + k];
+        k++;
     }
     const float *tap = S->h.tap.v;
     if (ns > 0) be->resid_to_host(be, S->h.tap.v, S->d.tap.p, tap_n);
@@ -612,6 +624,7 @@ void pt_sweep_free_buffers(pt_sweep *S) {
     PT_BUF_FREE(&S->h.kvr);
     PT_BUF_FREE(&S->h.fin);
     PT_BUF_FREE(&S->h.tgt);
+    PT_BUF_FREE(&S->h.div_rows);
     PT_BUF_FREE(&S->h.segs);
     PT_BUF_FREE(&S->h.kl);
     PT_BUF_FREE(&S->h.tap);

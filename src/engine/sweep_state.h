@@ -115,6 +115,7 @@ typedef struct {
     } d;
     struct {
         pt_i32buf ids, pos, kvr, fin, tgt;
+        pt_i32buf div_rows; /* the batch's pairs' rows of the clean log-probs, a's then b's */
         pt_segbuf segs;
         pt_f64buf kl;
         pt_f32buf tap;

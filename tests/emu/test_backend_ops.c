@@ -1131,20 +1131,48 @@ static void test_vocab(pair_t *P, int V, int m, int K) {
     /* divergence between rows of the log-probs: broadcast P (stride 0) against all rows */
     if (want("divergence")) {
         double *a3 = pt_xmalloc((size_t)3 * m * 8), *b3 = pt_xmalloc((size_t)3 * m * 8);
-        P->cpu->divergence(P->cpu, dla, 0, dla, (size_t)V, m, V, a3, a3 + m, a3 + 2 * m);
-        P->gpu->divergence(P->gpu, dlb, 0, dlb, (size_t)V, m, V, b3, b3 + m, b3 + 2 * m);
+        P->cpu->divergence(P->cpu, dla, 0, NULL, dla, (size_t)V, NULL, m, V, a3, a3 + m,
+                           a3 + 2 * m);
+        P->gpu->divergence(P->gpu, dlb, 0, NULL, dlb, (size_t)V, NULL, m, V, b3, b3 + m,
+                           b3 + 2 * m);
         cmp_t c;
         cmp_init(&c);
         cmp_d(&c, b3, a3, (size_t)3 * m, 1e-7, 1e-5);
         snprintf(shape, sizeof shape, "m=%d V=%d p broadcast, kl_pq kl_qp js", m, V);
         report("divergence", shape, P->tag, &c, 1e-7, 1e-5, 0);
         /* kl_qp / js skipped (NULL) */
-        P->gpu->divergence(P->gpu, dlb, (size_t)V, dlb + V * (m > 1), (size_t)V * (m > 1), m - (m > 1), V, b3, NULL, NULL);
-        P->cpu->divergence(P->cpu, dla, (size_t)V, dla + V * (m > 1), (size_t)V * (m > 1), m - (m > 1), V, a3, NULL, NULL);
+        P->gpu->divergence(P->gpu, dlb, (size_t)V, NULL, dlb + V * (m > 1), (size_t)V * (m > 1),
+                           NULL, m - (m > 1), V, b3, NULL, NULL);
+        P->cpu->divergence(P->cpu, dla, (size_t)V, NULL, dla + V * (m > 1), (size_t)V * (m > 1),
+                           NULL, m - (m > 1), V, a3, NULL, NULL);
         cmp_init(&c);
         cmp_d(&c, b3, a3, (size_t)(m - (m > 1)), 1e-7, 1e-5);
         snprintf(shape, sizeof shape, "m=%d V=%d row vs next row, kl only", m - (m > 1), V);
         report("divergence", shape, P->tag, &c, 1e-7, 1e-5, 0);
+        /* rows by index (the batch's pairs, a decode step's lanes): permuted and repeated rows,
+         * against one unindexed call per row at the pointers computed here; both backends */
+        const int mi = m + 3; /* more pairs than rows: rows repeat */
+        int32_t *rp = pt_xmalloc((size_t)mi * 4), *rq = pt_xmalloc((size_t)mi * 4);
+        double *r3 = pt_xmalloc((size_t)3 * mi * 8), *c3 = pt_xmalloc((size_t)3 * mi * 8);
+        double *g3 = pt_xmalloc((size_t)3 * mi * 8);
+        for (int r = 0; r < mi; r++) {
+            rp[r] = (r * 7 + 3) % m, rq[r] = (m - 1 - r % m + m) % m;
+            P->cpu->divergence(P->cpu, dla + (size_t)rp[r] * V, 0, NULL, dla + (size_t)rq[r] * V, 0,
+                               NULL, 1, V, r3 + r, r3 + mi + r, r3 + 2 * mi + r);
+        }
+        P->cpu->divergence(P->cpu, dla, (size_t)V, rp, dla, (size_t)V, rq, mi, V, c3, c3 + mi,
+                           c3 + 2 * mi);
+        P->gpu->divergence(P->gpu, dlb, (size_t)V, rp, dlb, (size_t)V, rq, mi, V, g3, g3 + mi,
+                           g3 + 2 * mi);
+        cmp_init(&c);
+        cmp_d(&c, c3, r3, (size_t)3 * mi, 0, 0); /* the same arithmetic: bitwise */
+        snprintf(shape, sizeof shape, "m=%d V=%d rows by index, cpu vs a call per row", mi, V);
+        report("divergence", shape, "cpu", &c, 0, 0, 0);
+        cmp_init(&c);
+        cmp_d(&c, g3, r3, (size_t)3 * mi, 1e-7, 1e-5);
+        snprintf(shape, sizeof shape, "m=%d V=%d rows by index", mi, V);
+        report("divergence", shape, P->tag, &c, 1e-7, 1e-5, 0);
+        free(rp), free(rq), free(r3), free(c3), free(g3);
         free(a3), free(b3);
     }
     if (want("pick")) {
