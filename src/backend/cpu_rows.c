@@ -130,6 +130,18 @@ static void row_group(const float *x, int n, int in, const pt_linear_part *p, in
 
 #define PT_AVX2 __attribute__((target("avx2,fma,f16c")))
 
+/* The group's weight rows o .. o+g (a short last group repeats its first row): element offsets
+ * and byte pointers; and the next group's rows requested. */
+static inline void group_weight_rows(const pt_linear_part *p, int in, int o, int g, pt_dtype dt,
+                                     const unsigned char *w[ROW_GROUP], size_t i_row[ROW_GROUP]) {
+    const size_t es = pt_tensor_esize(dt);
+    for (int j = 0; j < ROW_GROUP; j++) {
+        i_row[j] = (size_t)(o + (j < g ? j : 0)) * (size_t)in;
+        w[j] = (const unsigned char *)p->w.data + i_row[j] * es;
+    }
+    prefetch_group(p, in, o + ROW_GROUP);
+}
+
 static inline PT_AVX2 __attribute__((always_inline)) __m256 load8(const unsigned char *row, int k,
                                                                   pt_dtype dt) {
     if (dt == PT_DT_F32) return _mm256_loadu_ps((const float *)(const void *)(row + 4 * (size_t)k));
@@ -207,14 +219,9 @@ static inline PT_AVX2 __attribute__((always_inline)) void group_avx2(const float
                                                                      const pt_linear_part *p, int o,
                                                                      int g, pt_dtype dt,
                                                                      float acc[][ROW_GROUP]) {
-    const size_t es = pt_tensor_esize(dt);
     const unsigned char *w[ROW_GROUP];
     size_t i_row[ROW_GROUP];
-    for (int j = 0; j < ROW_GROUP; j++) {
-        i_row[j] = (size_t)(o + (j < g ? j : 0)) * (size_t)in;
-        w[j] = (const unsigned char *)p->w.data + i_row[j] * es;
-    }
-    prefetch_group(p, in, o + ROW_GROUP);
+    group_weight_rows(p, in, o, g, dt, w, i_row);
     for (int k0 = 0; k0 < in; k0 += AVX2_CHUNK) {
         const int kc = in - k0 < AVX2_CHUNK ? in - k0 : AVX2_CHUNK;
         for (int r = 0; r < n; r += 2)
@@ -295,14 +302,9 @@ block_avx512(const float *x, int ldx, const int R, const pt_linear_part *p,
 static inline PT_AVX512 __attribute__((always_inline)) void
 group_avx512(const float *x, int n, int in, const pt_linear_part *p, int o, int g, pt_dtype dt,
              float acc[][ROW_GROUP]) {
-    const size_t es = pt_tensor_esize(dt);
     const unsigned char *w[ROW_GROUP];
     size_t i_row[ROW_GROUP];
-    for (int j = 0; j < ROW_GROUP; j++) {
-        i_row[j] = (size_t)(o + (j < g ? j : 0)) * (size_t)in;
-        w[j] = (const unsigned char *)p->w.data + i_row[j] * es;
-    }
-    prefetch_group(p, in, o + ROW_GROUP);
+    group_weight_rows(p, in, o, g, dt, w, i_row);
     for (int k0 = 0; k0 < in; k0 += AVX2_CHUNK) {
         const int kc = in - k0 < AVX2_CHUNK ? in - k0 : AVX2_CHUNK;
         for (int r = 0; r < n; r += 4) {
