@@ -36,7 +36,7 @@ enum { KIND_KNOCKOUT = 0, KIND_PATCH = 1 };
 /* What a variant of the sub-batch is, for emitting its row. */
 struct variant {
     int seq, pos, window, layer, pair;
-    int64_t slot; /* knockout: its output row in the batch */
+    int64_t slot; /* its output row in the batch's knockout or patching rows */
 };
 /* Knockout results of the batch, by output row (sequence, window, position order). */
 struct ko_row {
@@ -47,6 +47,14 @@ typedef struct {
     struct ko_row *v;
     size_t cap;
 } ko_buf;
+/* Patching results of the batch, by output row (pair, layer, position order). */
+struct pa_row {
+    float kl_to_b, kl_from_a, dtop1_b;
+};
+typedef struct {
+    struct pa_row *v;
+    size_t cap;
+} pa_buf;
 
 struct pt_experiments {
     int n_windows;
@@ -58,6 +66,8 @@ struct pt_experiments {
     pt_gen_variant gen[MAX_VARIANTS];
     struct variant vars[MAX_VARIANTS];
     int32_t fin[MAX_VARIANTS], top1[MAX_VARIANTS], ids_tmp[MAX_VARIANTS];
+    /* the comparisons' reference rows of logp_dev (b's for patching), a's rows, target ids */
+    int32_t ref_rows[MAX_VARIANTS], a_rows[MAX_VARIANTS], tgt_ids[MAX_VARIANTS];
     float lp_tmp[MAX_VARIANTS], lp_tmp2[MAX_VARIANTS], tq[MAX_VARIANTS];
     double kl_tmp[MAX_VARIANTS], kl_tmp2[MAX_VARIANTS];
     pt_i32buf pos, kvr, src_rows; /* per variant row */
@@ -65,7 +75,11 @@ struct pt_experiments {
     pt_i32buf sets, set_n;
     pt_i64buf set_off, first;
     ko_buf ko;
-    pt_chrbuf mark; /* position_set scratch */
+    pa_buf pa;
+    pt_i64buf pa_first;   /* the batch's pair p has its patching rows from pa_first[p] */
+    pt_chrbuf mark;       /* position_set scratch */
+    pt_i32buf seq_ids;    /* patch_references' ids, by sequence */
+    pt_f32buf lp_a_top1b; /* ... and log p_a(top-1 of b), by a's sequence */
     pt_devbuf d_xin, d_logits, d_lens_x;
 };
 
@@ -137,7 +151,11 @@ void pt_experiments_free(pt_sweep *S) {
     PT_BUF_FREE(&X->set_off);
     PT_BUF_FREE(&X->first);
     PT_BUF_FREE(&X->ko);
+    PT_BUF_FREE(&X->pa);
+    PT_BUF_FREE(&X->pa_first);
     PT_BUF_FREE(&X->mark);
+    PT_BUF_FREE(&X->seq_ids);
+    PT_BUF_FREE(&X->lp_a_top1b);
     free(X);
     S->ex = NULL;
 }
@@ -242,7 +260,7 @@ static int add_variant(pt_sweep *S, int kind, int seq, int p, int layer, int ko_
     X->gen[X->n_var] = (pt_gen_variant){
         .seq = seq,
         .kind = kind == KIND_KNOCKOUT ? 1 : 2,
-        .variant = kind == KIND_KNOCKOUT ? v.slot : S->plan.n_patch_rows++,
+        .variant = v.slot,
         .n_own = n_q,
         .own_kv = own_kv,
         .clean_kv = q->kv0 + p,
@@ -257,51 +275,79 @@ static int add_variant(pt_sweep *S, int kind, int seq, int p, int layer, int ko_
     return 0;
 }
 
-/* Knockout rows of variants v0 .. v1-1 (all of clean sequence s) against the clean run. */
-static void compare_knockout(pt_sweep *S, const float *Q, int v0, int v1) {
+/* The comparisons make one call per quantity for the whole sub-batch, each variant's clean
+ * reference addressed by row index: on a GPU every call is a launch and a wait. */
+
+/* Knockout rows of the sub-batch's variants (logits Q, one row each) against their clean runs. */
+static void compare_knockout(pt_sweep *S, const float *Q) {
     pt_experiments *X = S->ex;
     pt_plan *P = &S->plan;
     pt_backend *be = S->be;
-    const int V = S->cfg->vocab_size, K = S->topk, m = v1 - v0, s = X->vars[v0].seq;
-    const float *Pc = S->logp_dev + (size_t)s * V;
-    be->divergence(be, Pc, 0, NULL, Q, (size_t)V, NULL, m, V, X->kl_tmp + v0, NULL, NULL);
-    for (int v = 0; v < m; v++) X->ids_tmp[v] = P->topk_id.v[(size_t)s * K];
-    be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2 + v0);
-    const int32_t tgt = P->seqs.v[s].rec->target_id[P->seqs.v[s].side];
-    for (int v = 0; v < m; v++) X->ids_tmp[v] = tgt;
-    be->pick(be, Q, m, V, X->ids_tmp, X->tq);
-    for (int v = v0; v < v1; v++)
+    const int V = S->cfg->vocab_size, K = S->topk, m = X->n_var;
+    int any_target = 0;
+    for (int v = 0; v < m; v++) {
+        const pt_bseq *q = &P->seqs.v[X->vars[v].seq];
+        X->ref_rows[v] = X->vars[v].seq;
+        X->ids_tmp[v] = P->topk_id.v[(size_t)X->vars[v].seq * K];
+        X->tgt_ids[v] = q->rec->target_id[q->side];
+        any_target |= X->tgt_ids[v] >= 0;
+    }
+    be->divergence(be, S->logp_dev, (size_t)V, X->ref_rows, Q, (size_t)V, NULL, m, V, X->kl_tmp,
+                   NULL, NULL);
+    be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2);
+    if (any_target) be->pick(be, Q, m, V, X->tgt_ids, X->tq);
+    for (int v = 0; v < m; v++) {
+        const int s = X->vars[v].seq;
         X->ko.v[X->vars[v].slot] =
             (struct ko_row){.kl = (float)X->kl_tmp[v],
                             .dtop1 = X->lp_tmp2[v] - P->topk_lp.v[(size_t)s * K],
-                            .dtarget = tgt >= 0 ? X->tq[v - v0] - P->target_lp.v[s] : NAN,
+                            .dtarget = X->tgt_ids[v] >= 0 ? X->tq[v] - P->target_lp.v[s] : NAN,
                             .changed = (int8_t)(X->top1[v] != P->topk_id.v[(size_t)s * K])};
+    }
 }
 
-/* Patching rows of variants v0 .. v1-1 (all of one pair) against its clean a and b. */
-static void compare_patch(pt_sweep *S, const float *Q, int v0, int v1) {
+/* log p_a(top-1 token of b) for the a side of every pair of the batch that is patched, by
+ * sequence (one pick over the batch's clean log-probabilities). */
+static int patch_references(pt_sweep *S, pt_record **recs, int n) {
+    pt_experiments *X = S->ex;
+    pt_plan *P = &S->plan;
+    const int ns = P->n_seqs;
+    if (PT_SWEEP_FIT(S, &X->seq_ids, ns) || PT_SWEEP_FIT(S, &X->lp_a_top1b, ns)) return -1;
+    int any = 0;
+    for (int s = 0; s < ns; s++) X->seq_ids.v[s] = -1;
+    for (int p = 0; p < n; p++)
+        if (!recs[p]->status && recs[p]->seq_local[1] >= 0) {
+            X->seq_ids.v[recs[p]->seq_local[0]] =
+                P->topk_id.v[(size_t)recs[p]->seq_local[1] * S->topk];
+            any = 1;
+        }
+    if (any) S->be->pick(S->be, S->logp_dev, ns, S->cfg->vocab_size, X->seq_ids.v, X->lp_a_top1b.v);
+    return pt_backend_failed(S->be) ? -1 : 0;
+}
+
+/* Patching rows of the sub-batch's variants (each patches its pair's a side with b) against
+ * the pair's clean b and a. */
+static void compare_patch(pt_sweep *S, const float *Q) {
     pt_experiments *X = S->ex;
     pt_plan *P = &S->plan;
     pt_backend *be = S->be;
-    const int V = S->cfg->vocab_size, m = v1 - v0;
-    const pt_record *r = P->seqs.v[X->vars[v0].seq].rec;
-    const int sa = r->seq_local[0], sb = r->seq_local[1];
-    const float *Pa = S->logp_dev + (size_t)sa * V, *Pb = S->logp_dev + (size_t)sb * V;
-    be->divergence(be, Pb, 0, NULL, Q, (size_t)V, NULL, m, V, X->kl_tmp + v0, NULL, NULL);
-    be->divergence(be, Pa, 0, NULL, Q, (size_t)V, NULL, m, V, X->kl_tmp2 + v0, NULL, NULL);
-    const int32_t top1_b = P->topk_id.v[(size_t)sb * S->topk];
-    for (int v = 0; v < m; v++) X->ids_tmp[v] = top1_b;
-    be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2 + v0);
-    float lp_a_top1b;
-    be->pick(be, Pa, 1, V, &top1_b, &lp_a_top1b);
-    for (int v = v0; v < v1; v++) {
-        *(int64_t *)pt_sweep_rows(S, C_PA_PAIR, 1) = S->rows.pairs + X->vars[v].pair;
-        *(int32_t *)pt_sweep_rows(S, C_PA_LAYER, 1) = X->vars[v].layer;
-        *(int32_t *)pt_sweep_rows(S, C_PA_POS, 1) = X->vars[v].pos;
-        *(float *)pt_sweep_rows(S, C_PA_KL_TO_B, 1) = (float)X->kl_tmp[v];
-        *(float *)pt_sweep_rows(S, C_PA_KL_FROM_A, 1) = (float)X->kl_tmp2[v];
-        *(float *)pt_sweep_rows(S, C_PA_DTOP1_B, 1) = X->lp_tmp2[v] - lp_a_top1b;
+    const int V = S->cfg->vocab_size, m = X->n_var;
+    for (int v = 0; v < m; v++) {
+        const pt_record *r = P->seqs.v[X->vars[v].seq].rec;
+        X->ref_rows[v] = r->seq_local[1];
+        X->a_rows[v] = r->seq_local[0];
+        X->ids_tmp[v] = P->topk_id.v[(size_t)r->seq_local[1] * S->topk];
     }
+    be->divergence(be, S->logp_dev, (size_t)V, X->ref_rows, Q, (size_t)V, NULL, m, V, X->kl_tmp,
+                   NULL, NULL);
+    be->divergence(be, S->logp_dev, (size_t)V, X->a_rows, Q, (size_t)V, NULL, m, V, X->kl_tmp2,
+                   NULL, NULL);
+    be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2);
+    for (int v = 0; v < m; v++)
+        X->pa.v[X->vars[v].slot] =
+            (struct pa_row){.kl_to_b = (float)X->kl_tmp[v],
+                            .kl_from_a = (float)X->kl_tmp2[v],
+                            .dtop1_b = X->lp_tmp2[v] - X->lp_a_top1b.v[X->vars[v].seq]};
 }
 
 static int flush_variants(pt_sweep *S, int kind) {
@@ -332,19 +378,10 @@ static int flush_variants(pt_sweep *S, int kind) {
     if (pt_forward(&S->en, &f)) return -1;
     be->log_softmax(be, logits, m, V, NULL, 1, X->top1, X->lp_tmp);
 
-    /* compare each variant with its clean reference, one run of same-reference variants at a time
-     */
-    for (int v0 = 0; v0 < m && !pt_backend_failed(be);) {
-        const int ref = kind == KIND_KNOCKOUT ? X->vars[v0].seq : X->vars[v0].pair;
-        int v1 = v0 + 1;
-        while (v1 < m && (kind == KIND_KNOCKOUT ? X->vars[v1].seq : X->vars[v1].pair) == ref) v1++;
-        const float *Q = logits + (size_t)v0 * V;
-        if (kind == KIND_KNOCKOUT)
-            compare_knockout(S, Q, v0, v1);
-        else
-            compare_patch(S, Q, v0, v1);
-        v0 = v1;
-    }
+    if (kind == KIND_KNOCKOUT)
+        compare_knockout(S, logits);
+    else
+        compare_patch(S, logits);
     /* --generate: the variants go on, their interventions held */
     if (pt_generate_variants(S, X->gen, m, X->start_layer, X->top1, X->lp_tmp)) return -1;
     X->n_var = 0;
@@ -410,22 +447,58 @@ static int knockout(pt_sweep *S) {
     return 0;
 }
 
+/* The batch's /patching/resid rows, from the results compare_patch stored by row. */
+static void emit_patch_rows(pt_sweep *S, int n) {
+    pt_experiments *X = S->ex;
+    const int L = S->cfg->n_layers;
+    S->plan.n_patch_rows = X->pa_first.v[n];
+    for (int p = 0; p < n; p++) {
+        const int T = (int)((X->pa_first.v[p + 1] - X->pa_first.v[p]) / L);
+        for (int64_t k = 0; k < (int64_t)L * T; k++) {
+            const struct pa_row *row = &X->pa.v[X->pa_first.v[p] + k];
+            *(int64_t *)pt_sweep_rows(S, C_PA_PAIR, 1) = S->rows.pairs + p;
+            *(int32_t *)pt_sweep_rows(S, C_PA_LAYER, 1) = (int32_t)(k / T);
+            *(int32_t *)pt_sweep_rows(S, C_PA_POS, 1) = (int32_t)(k % T);
+            *(float *)pt_sweep_rows(S, C_PA_KL_TO_B, 1) = row->kl_to_b;
+            *(float *)pt_sweep_rows(S, C_PA_KL_FROM_A, 1) = row->kl_from_a;
+            *(float *)pt_sweep_rows(S, C_PA_DTOP1_B, 1) = row->dtop1_b;
+        }
+    }
+}
+
+/* Patching: run a with one residual position (layer, pos) taken from b, for every layer and
+ * position of every pair of equal token counts. As for knockout, the variants are added layer
+ * by layer (all the batch's pairs at layer l share sub-batches) and the rows written in (pair,
+ * layer, position) order: a patchable pair's rows start at pa_first[p]. */
 static int patching(pt_sweep *S, pt_record **recs, int n) {
+    pt_experiments *X = S->ex;
     pt_plan *P = &S->plan;
     const int L = S->cfg->n_layers;
+    if (patch_references(S, recs, n) || PT_SWEEP_FIT(S, &X->pa_first, (size_t)n + 1)) return -1;
+    X->pa_first.v[0] = 0;
     for (int p = 0; p < n; p++) {
         const pt_record *r = recs[p];
-        if (r->status || r->seq_local[1] < 0) continue;
-        const pt_bseq *A = &P->seqs.v[r->seq_local[0]], *B = &P->seqs.v[r->seq_local[1]];
-        if (A->T != B->T) continue; /* patching needs equal token counts */
-        for (int l = 0; l < L; l++)
-            for (int pos = 0; pos < A->T; pos++) {
-                struct variant v = {r->seq_local[0], pos, 0, l, p, -1};
-                if (add_variant(S, KIND_PATCH, r->seq_local[0], pos, l, -1, 0, 0, B->kv0 + pos, v))
+        const int ok = !r->status && r->seq_local[1] >= 0 &&
+                       P->seqs.v[r->seq_local[0]].T == P->seqs.v[r->seq_local[1]].T;
+        X->pa_first.v[p + 1] =
+            X->pa_first.v[p] + (ok ? (int64_t)L * P->seqs.v[r->seq_local[0]].T : 0);
+    }
+    if (PT_SWEEP_FIT(S, &X->pa, (size_t)X->pa_first.v[n] + 1)) return -1;
+    for (int l = 0; l < L; l++)
+        for (int p = 0; p < n; p++) {
+            const int T = (int)((X->pa_first.v[p + 1] - X->pa_first.v[p]) / L);
+            const pt_record *r = recs[p];
+            for (int pos = 0; pos < T; pos++) {
+                const int64_t slot = X->pa_first.v[p] + (int64_t)l * T + pos;
+                struct variant v = {r->seq_local[0], pos, 0, l, p, slot};
+                const int b_row = P->seqs.v[r->seq_local[1]].kv0 + pos;
+                if (add_variant(S, KIND_PATCH, r->seq_local[0], pos, l, -1, 0, 0, b_row, v))
                     return -1;
             }
-    }
-    return flush_variants(S, KIND_PATCH);
+        }
+    if (flush_variants(S, KIND_PATCH)) return -1;
+    emit_patch_rows(S, n);
+    return 0;
 }
 
 /* The residual entering every layer at position `pos` of sequence s, decoded in chunks, into

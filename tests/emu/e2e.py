@@ -23,7 +23,10 @@ compared:
   is printed beside it. The agreement of the knockout variants' top1_changed flags is reported, not
   asserted (a knockout that moves the distribution to a near-tie flips under any rounding).
 
-A second, smaller sweep adds ``patterns`` and ``--windows each`` (f32 only).
+A second, smaller sweep adds ``patterns`` and ``--windows each`` (f32 only). Last, under the
+emulation only, the launches that are host waits on a GPU (``k_divergence``, ``k_pick``,
+device-to-host copies) are counted on llama_gqa's records with knockout, patching and
+``--generate``, then on the same records twice over: the counts must not grow.
 
     python e2e.py --punctum build/punctum --other build/punctum-emu --work DIR
                   [--models llama_gqa,...] [--skip-without-cuda]
@@ -214,6 +217,46 @@ def top1_pairs(vocab: int, seed: int, path: str) -> None:
             f.write(json.dumps({"id": f"t{i}", "a_ids": a, "b_ids": b}) + "\n")
 
 
+def launches(path: str) -> dict[str, int]:
+    """Kernel launches and copies by name, from a PUNCTUM_EMU_ROOFLINE table."""
+    with open(path) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][1:]
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def check_waits(tab: Table, other: str, env: dict, model: str, pairs: str, work: str) -> None:
+    """The comparisons of knockout and patching variants with their clean runs, the /pairs
+    divergences and the decode steps' picks are one call per sub-batch or step, whatever the
+    number of pairs: on a GPU each is a launch and a host wait. Counted by the emulation on the
+    records and on the same records twice over (one batch, one sub-batch per layer either way)."""
+    with open(pairs) as f:
+        recs = [json.loads(line) for line in f]
+    counts = []
+    for rep in (1, 2):
+        path = os.path.join(work, f"waits{rep}.jsonl")
+        with open(path, "w") as f:
+            for k in range(rep):
+                for r in recs:
+                    f.write(json.dumps(dict(r, id=f"{r['id']}.{k}")) + "\n")
+        table = os.path.join(work, f"waits{rep}.tsv")
+        if os.path.exists(table):
+            os.remove(table)
+        cmd = [other, "run", "--model", model, "--pairs", path, "--force", "--progress", "never",
+               "--out", os.path.join(work, f"waits{rep}.h5"), "--backend", "cuda", "--dtype", "f32",
+               "--ablate", "knockout", "--positions", "last:2", "--patch", "resid", "--generate", "3"]
+        rc, log, _ = run(cmd, dict(env, PUNCTUM_EMU_ROOFLINE=table))
+        if rc != 0:
+            tab.add("waits", "run", 0, 0, 0, False, log.splitlines()[-1:] if log else "")
+            return
+        if not os.path.exists(table):
+            print("e2e: waits: not an emulation build, launches not counted")
+            return
+        counts.append(launches(table))
+    for k in ("k_divergence", "k_pick", "cudaMemcpy DtoH"):
+        n1, n2 = counts[0].get(k, 0), counts[1].get(k, 0)
+        tab.add("waits", f"{k}: records x1 / x2", n1, 0, 0, n1 == n2 and n1 > 0, f"{n1} / {n2}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--punctum", required=True, help="binary run with --backend cpu (the reference)")
@@ -316,6 +359,9 @@ def main() -> int:
                 tab.add(name, "patterns run", 0, 0, 0, False, (log1 if rc1 else log2).splitlines()[-1:])
             else:
                 compare_f32(tab, name + "+pat", o1, o2)
+    if "llama_gqa" in args.models.split(","):
+        check_waits(tab, args.other, env, make_models.build("llama_gqa", models_dir),
+                    os.path.join(args.work, "llama_gqa.jsonl"), args.work)
     print(f"e2e: {len(tab.rows)} rows, {tab.failed} failed, {time.time() - t_start:.1f} s")
     return 1 if tab.failed else 0
 
