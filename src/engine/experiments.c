@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_VARIANTS = 256, LENS_CHUNK = 256 };
+enum { MAX_VARIANTS = 256 };
 
 /* Variants per sub-batch, and residual rows the logit lens decodes at once: their logits take
  * (rows x vocabulary) floats, so they shrink with the forward budget when memory runs out. */
@@ -22,14 +22,9 @@ static int max_variants(const pt_sweep *S) {
     const int m = S->fwd_budget / 4;
     return m < 1 ? 1 : m > MAX_VARIANTS ? MAX_VARIANTS : m;
 }
-static int lens_chunk(const pt_sweep *S) {
-    const int L1 = S->cfg->n_layers + 1, m = max_variants(S);
-    return L1 < m ? L1 : m;
-}
 
 int pt_experiments_final_rows(const pt_sweep *S) {
-    const int a = max_variants(S), b = lens_chunk(S);
-    return a > b ? a : b;
+    return max_variants(S);
 }
 enum { KIND_KNOCKOUT = 0, KIND_PATCH = 1 };
 
@@ -80,6 +75,8 @@ struct pt_experiments {
     pt_chrbuf mark;       /* position_set scratch */
     pt_i32buf seq_ids;    /* patch_references' ids, by sequence */
     pt_f32buf lp_a_top1b; /* ... and log p_a(top-1 of b), by a's sequence */
+    pt_i32buf lens_seq, lens_pos;     /* the lens' items (sequence, position) of the batch */
+    pt_f32buf lens_top1, lens_target; /* their rows, [item][L + 1] */
     pt_devbuf d_xin, d_logits, d_lens_x;
 };
 
@@ -156,6 +153,10 @@ void pt_experiments_free(pt_sweep *S) {
     PT_BUF_FREE(&X->mark);
     PT_BUF_FREE(&X->seq_ids);
     PT_BUF_FREE(&X->lp_a_top1b);
+    PT_BUF_FREE(&X->lens_seq);
+    PT_BUF_FREE(&X->lens_pos);
+    PT_BUF_FREE(&X->lens_top1);
+    PT_BUF_FREE(&X->lens_target);
     free(X);
     S->ex = NULL;
 }
@@ -501,55 +502,78 @@ static int patching(pt_sweep *S, pt_record **recs, int n) {
     return 0;
 }
 
-/* The residual entering every layer at position `pos` of sequence s, decoded in chunks, into
- * one /lens row. */
-static int lens_row(pt_sweep *S, int s, int pos, void *x, float *logits) {
+/* ---- logit lens ------------------------------------------------------------------------- */
+
+/* The lens decodes the residual entering every layer (and the final one) at each chosen
+ * position: (L + 1) rows an item (sequence, position). The rows of all the batch's items are
+ * decoded max_variants at a time, so a call serves many positions (on a GPU each is a wait;
+ * on any device a larger product with the unembedding). */
+
+/* The batch's items, into lens_seq / lens_pos; their count. */
+static int64_t lens_items(pt_sweep *S) {
+    pt_experiments *X = S->ex;
+    pt_plan *P = &S->plan;
+    int64_t n = 0;
+    for (int s = 0; s < P->n_seqs; s++) {
+        const int T = P->seqs.v[s].T;
+        if (PT_SWEEP_FIT(S, &X->lens_pos, (size_t)n + (size_t)T) ||
+            PT_SWEEP_FIT(S, &X->lens_seq, (size_t)n + (size_t)T))
+            return -1;
+        const int k = position_set(S, &P->seqs.v[s], 1, X->lens_pos.v + n);
+        if (k < 0) return -1;
+        for (int i = 0; i < k; i++) X->lens_seq.v[n + i] = s;
+        n += k;
+    }
+    return n;
+}
+
+/* Lens rows r0 .. r0+m-1 (row r: item r / (L+1), layer r % (L+1)) into lens_top1/lens_target. */
+static int lens_rows(pt_sweep *S, int64_t r0, int m, void *x, float *logits) {
+    pt_experiments *X = S->ex;
     pt_plan *P = &S->plan;
     pt_backend *be = S->be;
-    const pt_config *c = S->cfg;
-    const int L = c->n_layers, d = c->d_model, V = c->vocab_size;
-    const pt_bseq *q = &P->seqs.v[s];
-    const int chunk = lens_chunk(S);
-    const int32_t top1_id = P->topk_id.v[(size_t)s * S->topk], tgt_id = q->rec->target_id[q->side];
-    int32_t rows[LENS_CHUNK], ids[LENS_CHUNK];
-    float top1[LENS_CHUNK], tgt[LENS_CHUNK];
-    *(int64_t *)pt_sweep_rows(S, C_LENS_SEQ, 1) = S->rows.seqs + s;
-    *(int32_t *)pt_sweep_rows(S, C_LENS_POS, 1) = pos;
-    float *o_top1 = pt_sweep_rows(S, C_LENS_TOP1, 1), *o_tgt = pt_sweep_rows(S, C_LENS_TARGET, 1);
-    for (int l0 = 0; l0 <= L; l0 += chunk) {
-        const int m = L + 1 - l0 < chunk ? L + 1 - l0 : chunk;
+    const int L1 = S->cfg->n_layers + 1, d = S->cfg->d_model, V = S->cfg->vocab_size;
+    int any_target = 0;
+    for (int i = 0; i < m; i++) {
+        const int64_t item = (r0 + i) / L1;
+        const int layer = (int)((r0 + i) % L1), s = X->lens_seq.v[item];
+        const pt_bseq *q = &P->seqs.v[s];
         /* rows of resid_all viewed as [(L+1) * n_rows, d] */
-        for (int i = 0; i < m; i++) rows[i] = (l0 + i) * P->n_rows + q->kv0 + pos;
-        be->gather_rows(be, S->d.resid_all.p, rows, m, d, x);
-        if (pt_decode(&S->en, x, m, logits)) return -1;
-        be->log_softmax(be, logits, m, V, NULL, 0, NULL, NULL);
-        for (int i = 0; i < m; i++) ids[i] = top1_id;
-        be->pick(be, logits, m, V, ids, top1);
-        for (int i = 0; i < m; i++) ids[i] = tgt_id;
-        be->pick(be, logits, m, V, ids, tgt);
-        for (int i = 0; i < m; i++) {
-            o_top1[l0 + i] = top1[i];
-            o_tgt[l0 + i] = tgt_id >= 0 ? tgt[i] : NAN;
-        }
+        X->ref_rows[i] = layer * P->n_rows + q->kv0 + X->lens_pos.v[item];
+        X->ids_tmp[i] = P->topk_id.v[(size_t)s * S->topk];
+        X->tgt_ids[i] = q->rec->target_id[q->side];
+        any_target |= X->tgt_ids[i] >= 0;
     }
+    be->gather_rows(be, S->d.resid_all.p, X->ref_rows, m, d, x);
+    if (pt_decode(&S->en, x, m, logits)) return -1;
+    be->log_softmax(be, logits, m, V, NULL, 0, NULL, NULL);
+    be->pick(be, logits, m, V, X->ids_tmp, X->lens_top1.v + r0);
+    if (any_target)
+        be->pick(be, logits, m, V, X->tgt_ids, X->lens_target.v + r0);
+    else
+        for (int i = 0; i < m; i++) X->lens_target.v[r0 + i] = NAN;
     return pt_backend_failed(be) ? -1 : 0;
 }
 
 static int lens(pt_sweep *S) {
     pt_experiments *X = S->ex;
-    pt_plan *P = &S->plan;
     const pt_config *c = S->cfg;
-    const size_t chunk = (size_t)lens_chunk(S);
-    void *x = pt_sweep_dev(S, &X->d_lens_x, chunk * c->d_model * S->be->resid_bytes);
-    float *logits = pt_sweep_dev(S, &X->d_logits, chunk * c->vocab_size * sizeof(float));
-    if (!x || !logits) return -1;
-    for (int s = 0; s < P->n_seqs; s++) {
-        const pt_bseq *q = &P->seqs.v[s];
-        if (PT_SWEEP_FIT(S, &X->sets, q->T)) return -1;
-        const int n = position_set(S, q, 1, X->sets.v);
-        if (n < 0) return -1;
-        for (int k = 0; k < n; k++)
-            if (lens_row(S, s, X->sets.v[k], x, logits)) return -1;
+    const int L1 = c->n_layers + 1, chunk = max_variants(S);
+    void *x = pt_sweep_dev(S, &X->d_lens_x, (size_t)chunk * c->d_model * S->be->resid_bytes);
+    float *logits = pt_sweep_dev(S, &X->d_logits, (size_t)chunk * c->vocab_size * sizeof(float));
+    const int64_t n = lens_items(S);
+    if (!x || !logits || n < 0) return -1;
+    const int64_t rows = n * L1;
+    if (PT_SWEEP_FIT(S, &X->lens_top1, (size_t)rows + 1) ||
+        PT_SWEEP_FIT(S, &X->lens_target, (size_t)rows + 1))
+        return -1;
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk)
+        if (lens_rows(S, r0, rows - r0 < chunk ? (int)(rows - r0) : chunk, x, logits)) return -1;
+    for (int64_t i = 0; i < n; i++) {
+        *(int64_t *)pt_sweep_rows(S, C_LENS_SEQ, 1) = S->rows.seqs + X->lens_seq.v[i];
+        *(int32_t *)pt_sweep_rows(S, C_LENS_POS, 1) = X->lens_pos.v[i];
+        memcpy(pt_sweep_rows(S, C_LENS_TOP1, 1), X->lens_top1.v + i * L1, L1 * sizeof(float));
+        memcpy(pt_sweep_rows(S, C_LENS_TARGET, 1), X->lens_target.v + i * L1, L1 * sizeof(float));
     }
     return 0;
 }

@@ -226,8 +226,8 @@ def launches(path: str) -> dict[str, int]:
 
 def check_waits(tab: Table, other: str, env: dict, model: str, pairs: str, work: str) -> None:
     """The comparisons of knockout and patching variants with their clean runs, the /pairs
-    divergences and the decode steps' picks are one call per sub-batch or step, whatever the
-    number of pairs: on a GPU each is a launch and a host wait. Counted by the emulation on the
+    divergences, the logit lens' picks and the decode steps' picks are one call per sub-batch,
+    lens chunk or step, whatever the number of pairs: on a GPU each is a launch and a host wait. Counted by the emulation on the
     records and on the same records twice over (one batch, one sub-batch per layer either way)."""
     with open(pairs) as f:
         recs = [json.loads(line) for line in f]
@@ -243,7 +243,8 @@ def check_waits(tab: Table, other: str, env: dict, model: str, pairs: str, work:
             os.remove(table)
         cmd = [other, "run", "--model", model, "--pairs", path, "--force", "--progress", "never",
                "--out", os.path.join(work, f"waits{rep}.h5"), "--backend", "cuda", "--dtype", "f32",
-               "--ablate", "knockout", "--positions", "last:2", "--patch", "resid", "--generate", "3"]
+               "--ablate", "knockout", "--positions", "last:2", "--patch", "resid", "--generate", "3",
+               "--stats", "lens"]
         rc, log, _ = run(cmd, dict(env, PUNCTUM_EMU_ROOFLINE=table))
         if rc != 0:
             tab.add("waits", "run", 0, 0, 0, False, log.splitlines()[-1:] if log else "")
