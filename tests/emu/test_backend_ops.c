@@ -8,7 +8,11 @@
  * Linked against the emulated cuda backend it is the `cuda-emu` test (cuda_emu_backend_ops);
  * linked against the real one it runs on a GPU (cuda_backend_ops, label gpu).
  *
- *   test_backend_ops [--seed N] [--skip-without-gpu] [--filter SUBSTR] [--quick]
+ *   test_backend_ops [--seed N] [--skip-without-gpu] [--filter SUBSTR] [--quick] [--sample]
+ *
+ * --quick drops the largest shapes; --sample (valgrind's run) tests each attention case on the
+ * two applicable variants that have run least, instead of on all of them, so every case and
+ * every variant still runs.
  *
  * One table row per (op, shape, dtype): max abs error, max rel error, tolerance, verdict.
  * Tolerances (SPEC §6): f32 1e-4 relative; bf16/f16 attention statistics 2e-2 absolute. For
@@ -1567,16 +1571,55 @@ static pt_backend *make_gpu(pt_compute_dtype dt, const char *env_name, const cha
     return be;
 }
 
+/* the attention variants main() builds (f32, bf16, f16, bf16/plain, bf16/mmabf,
+ * bf16/mmabf-nopack, bf16/w8, bf16/pack, f16/nopack, f16/pack), and which cases each runs */
+enum { N_ATTN_VARIANTS = 10 };
+
+static int attn_variant_applies(int v, const attn_case *A, int i, int nc) {
+    switch (v) {
+    case 2:
+        return i % 3 == 0;
+    case 3:
+        return i % 4 == 1;
+    case 4:
+        return i % 4 == 2 || i == nc - 1 || A->hd == 256;
+    case 5:
+        return A->hd == 256;
+    case 9:
+        return i % 2 == 0 || strncmp(A->name, "pack", 4) == 0;
+    default:
+        return 1;
+    }
+}
+
+/* --sample (valgrind's run): of the variants a case applies to, keep the `keep` that have run
+ * on the fewest cases so far, so every case and every variant still runs, each a few times. */
+static void sample_attn_variants(int *chosen, const int *runs, int keep) {
+    int kept[N_ATTN_VARIANTS] = {0};
+    for (int k = 0; k < keep; k++) {
+        int best = -1;
+        for (int v = 0; v < N_ATTN_VARIANTS; v++)
+            if (chosen[v] && !kept[v] && (best < 0 || runs[v] < runs[best])) best = v;
+        if (best >= 0) kept[best] = 1;
+    }
+    for (int v = 0; v < N_ATTN_VARIANTS; v++) chosen[v] = kept[v];
+}
+
 int main(int argc, char **argv) {
     uint64_t seed = 20250611;
-    int skip_ok = 0, quick = 0;
+    int skip_ok = 0, quick = 0, sample = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--skip-without-gpu")) skip_ok = 1;
         else if (!strcmp(argv[i], "--filter") && i + 1 < argc) g_filter = argv[++i];
         else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--sample"))
+            sample = 1;
         else {
-            fprintf(stderr, "usage: %s [--seed N] [--skip-without-gpu] [--filter OP] [--quick]\n", argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--seed N] [--skip-without-gpu] [--filter OP] [--quick] [--sample]\n",
+                argv[0]);
             return 2;
         }
     }
@@ -1703,21 +1746,25 @@ int main(int argc, char **argv) {
     pair_t mbf_nopack = {cpu, gb16_mbf_nopack, PT_DTYPE_BF16, "bf16/mmabf-nopack"};
     pair_t pack = {cpu, gb16_pack, PT_DTYPE_BF16, "bf16/pack"};
     pair_t pack16 = {cpu, gf16_pack, PT_DTYPE_F16, "f16/pack"};
+    pair_t *variants[N_ATTN_VARIANTS] = {&pairs[0],   &pairs[1], &pairs[2], &plain,  &mbf,
+                                         &mbf_nopack, &w8,       &pack,     &nopack, &pack16};
+    int variant_runs[N_ATTN_VARIANTS] = {0};
     for (int i = 0; i < nc; i++) {
         const uint64_t s = seed + 1000 + (uint64_t)i;
-        test_attn_case(&pairs[0], &C[i], s);
-        test_attn_case(&pairs[1], &C[i], s);
-        if (i % 3 == 0) test_attn_case(&pairs[2], &C[i], s);
-        if (i % 4 == 1) test_attn_case(&plain, &C[i], s);
-        if (i % 4 == 2 || i == nc - 1 || C[i].hd == 256) test_attn_case(&mbf, &C[i], s);
-        /* (head_dim 256: bf16 operands on the forward's resident-Q instance unpacked too; mbf
-         * packs those cases by the launch rule) */
-        if (C[i].hd == 256) test_attn_case(&mbf_nopack, &C[i], s);
-        test_attn_case(&w8, &C[i], s);
-        test_attn_case(&pack, &C[i], s);
-        test_attn_case(&nopack, &C[i], s);
-        if (i % 2 == 0 || strncmp(C[i].name, "pack", 4) == 0) test_attn_case(&pack16, &C[i], s);
+        int chosen[N_ATTN_VARIANTS] = {0};
+        for (int v = 0; v < N_ATTN_VARIANTS; v++) chosen[v] = attn_variant_applies(v, &C[i], i, nc);
+        if (sample) sample_attn_variants(chosen, variant_runs, 2);
+        for (int v = 0; v < N_ATTN_VARIANTS; v++) {
+            if (!chosen[v]) continue;
+            test_attn_case(variants[v], &C[i], s);
+            variant_runs[v]++;
+        }
     }
+    for (int v = 0; v < N_ATTN_VARIANTS; v++)
+        if (!variant_runs[v] && !g_filter) {
+            printf("attention variant %s ran on no case\n", variants[v]->tag);
+            g_failed++;
+        }
 
     printf("test_backend_ops: %d rows, %d failed\n", g_rows, g_failed);
     gb16_cublas->destroy(gb16_cublas);
