@@ -61,7 +61,8 @@ struct pt_experiments {
     pt_gen_variant gen[MAX_VARIANTS];
     struct variant vars[MAX_VARIANTS];
     int32_t fin[MAX_VARIANTS], top1[MAX_VARIANTS], ids_tmp[MAX_VARIANTS];
-    /* the comparisons' reference rows of logp_dev (b's for patching), a's rows, target ids */
+    /* one call's row indices and ids: the comparisons' reference rows of logp_dev (b's for
+     * patching), a's rows, target ids; the lens' rows of resid_all, top-1 and target ids */
     int32_t ref_rows[MAX_VARIANTS], a_rows[MAX_VARIANTS], tgt_ids[MAX_VARIANTS];
     float lp_tmp[MAX_VARIANTS], lp_tmp2[MAX_VARIANTS], tq[MAX_VARIANTS];
     double kl_tmp[MAX_VARIANTS], kl_tmp2[MAX_VARIANTS];
