@@ -308,22 +308,20 @@ static void compare_knockout(pt_sweep *S, const float *Q) {
     }
 }
 
-/* log p_a(top-1 token of b) for the a side of every pair of the batch that is patched, by
- * sequence (one pick over the batch's clean log-probabilities). */
+/* log p_a(top-1 token of b) for the a side of every pair of the batch with patching rows
+ * (pa_first), by sequence: one pick over the batch's clean log-probabilities. */
 static int patch_references(pt_sweep *S, pt_record **recs, int n) {
     pt_experiments *X = S->ex;
     pt_plan *P = &S->plan;
     const int ns = P->n_seqs;
+    if (X->pa_first.v[n] == 0) return 0;
     if (PT_SWEEP_FIT(S, &X->seq_ids, ns) || PT_SWEEP_FIT(S, &X->lp_a_top1b, ns)) return -1;
-    int any = 0;
     for (int s = 0; s < ns; s++) X->seq_ids.v[s] = -1;
     for (int p = 0; p < n; p++)
-        if (!recs[p]->status && recs[p]->seq_local[1] >= 0) {
+        if (X->pa_first.v[p + 1] > X->pa_first.v[p])
             X->seq_ids.v[recs[p]->seq_local[0]] =
                 P->topk_id.v[(size_t)recs[p]->seq_local[1] * S->topk];
-            any = 1;
-        }
-    if (any) S->be->pick(S->be, S->logp_dev, ns, S->cfg->vocab_size, X->seq_ids.v, X->lp_a_top1b.v);
+    S->be->pick(S->be, S->logp_dev, ns, S->cfg->vocab_size, X->seq_ids.v, X->lp_a_top1b.v);
     return pt_backend_failed(S->be) ? -1 : 0;
 }
 
@@ -476,7 +474,7 @@ static int patching(pt_sweep *S, pt_record **recs, int n) {
     pt_experiments *X = S->ex;
     pt_plan *P = &S->plan;
     const int L = S->cfg->n_layers;
-    if (patch_references(S, recs, n) || PT_SWEEP_FIT(S, &X->pa_first, (size_t)n + 1)) return -1;
+    if (PT_SWEEP_FIT(S, &X->pa_first, (size_t)n + 1)) return -1;
     X->pa_first.v[0] = 0;
     for (int p = 0; p < n; p++) {
         const pt_record *r = recs[p];
@@ -485,7 +483,8 @@ static int patching(pt_sweep *S, pt_record **recs, int n) {
         X->pa_first.v[p + 1] =
             X->pa_first.v[p] + (ok ? (int64_t)L * P->seqs.v[r->seq_local[0]].T : 0);
     }
-    if (PT_SWEEP_FIT(S, &X->pa, (size_t)X->pa_first.v[n] + 1)) return -1;
+    if (PT_SWEEP_FIT(S, &X->pa, (size_t)X->pa_first.v[n] + 1) || patch_references(S, recs, n))
+        return -1;
     for (int l = 0; l < L; l++)
         for (int p = 0; p < n; p++) {
             const int T = (int)((X->pa_first.v[p + 1] - X->pa_first.v[p]) / L);
