@@ -10,9 +10,10 @@
  * in place for aligned F32, else converted chunk by chunk into a stack buffer) and, on x86-64
  * with AVX2 + FMA + F16C, intrinsics reading weights in their dtype, 8 wide, or 16 wide where the
  * CPU has AVX-512 (chosen at run time; for tests PUNCTUM_CPU_NO_AVX512=1 forces the AVX2 one,
- * PUNCTUM_CPU_NO_AVX2=1 the portable one). Transposed weights [in, out]
- * (GPT-2's Conv1D): columns in blocks of COL_BLOCK, threads over blocks, one weight row segment
- * per input. */
+ * PUNCTUM_CPU_NO_AVX2=1 the portable one); these request the weights PREFETCH_AHEAD bytes on
+ * as they go, since a decode step is bound by reading them from memory. Transposed weights [in,
+ * out] (GPT-2's Conv1D): columns in blocks of COL_BLOCK, threads over blocks, one weight row
+ * segment per input. */
 #include "backend/cpu_rows.h"
 
 #include "backend/cpu_math.h"
@@ -28,6 +29,12 @@
 #endif
 
 enum { ROW_GROUP = 4, IN_CHUNK = 1024, AVX2_CHUNK = 512, COL_BLOCK = 64 };
+
+/* How far ahead the vector kernels request weights (into L2), in bytes, rounded up to whole
+ * groups. A decode step streams every weight from memory once; the groups' rows are too short
+ * for the hardware prefetcher to ramp up, so without requests of our own a 2-core Xeon read
+ * weights at 12-16 GB/s of its 23 (greedy decode 1.3 -> 1.0 s, benchmarks/RESULTS.md). */
+enum { PREFETCH_AHEAD = 32768 };
 
 typedef union {
     uint32_t bits[IN_CHUNK];
@@ -60,16 +67,6 @@ static inline void store_group(const float acc[][ROW_GROUP], int n, int g, float
             float *d = y + (size_t)r * ldy + j;
             *d = accumulate ? *d + acc[r][j] : acc[r][j];
         }
-}
-
-/* Short rows (one chunk): the next group's weight rows, a few KB, requested while this group
- * is multiplied. Long rows stream well on the hardware prefetcher alone, and a burst of
- * requests for a whole next chunk measured slower (benchmarks/bench_linear.c). */
-static inline void prefetch_group(const pt_linear_part *p, int in, int o) {
-    if (in > AVX2_CHUNK || o + ROW_GROUP > p->out) return;
-    const size_t es = pt_tensor_esize(p->w.dtype), bytes = (size_t)ROW_GROUP * in * es;
-    const char *base = (const char *)p->w.data + (size_t)o * in * es;
-    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(base + b, 0, 0);
 }
 
 /* acc[i][j] += x_i . w_j over kc inputs, for rows x_i = x + i*ldx of x: 2 rows of x x 4 weight
@@ -131,15 +128,26 @@ static void row_group(const float *x, int n, int in, const pt_linear_part *p, in
 #define PT_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 /* The group's weight rows o .. o+g (a short last group repeats its first row): element offsets
- * and byte pointers; and the next group's rows requested. */
-static inline void group_weight_rows(const pt_linear_part *p, int in, int o, int g, pt_dtype dt,
-                                     const unsigned char *w[ROW_GROUP], size_t i_row[ROW_GROUP]) {
-    const size_t es = pt_tensor_esize(dt);
+ * and byte pointers. Returns the distance in bytes from each row to the same element of the
+ * group PREFETCH_AHEAD bytes on (whole groups), 0 when that group is past the last. */
+static inline size_t group_weight_rows(const pt_linear_part *p, int in, int o, int g, pt_dtype dt,
+                                       const unsigned char *w[ROW_GROUP], size_t i_row[ROW_GROUP]) {
+    const size_t es = pt_tensor_esize(dt), group_bytes = (size_t)ROW_GROUP * in * es;
     for (int j = 0; j < ROW_GROUP; j++) {
         i_row[j] = (size_t)(o + (j < g ? j : 0)) * (size_t)in;
         w[j] = (const unsigned char *)p->w.data + i_row[j] * es;
     }
-    prefetch_group(p, in, o + ROW_GROUP);
+    const size_t groups = (PREFETCH_AHEAD + group_bytes - 1) / group_bytes;
+    return (size_t)o + (groups + 1) * ROW_GROUP <= (size_t)p->out ? groups * group_bytes : 0;
+}
+
+/* Request the cache lines of bytes [b0, b0 + n) of each weight row, `ahead` bytes on (0: none). */
+static inline __attribute__((always_inline)) void
+prefetch_rows(const unsigned char *const w[ROW_GROUP], size_t ahead, size_t b0, size_t n) {
+    if (!ahead) return;
+    for (size_t b = b0 & ~(size_t)63; b < b0 + n; b += 64)
+        for (int j = 0; j < ROW_GROUP; j++)
+            _mm_prefetch((const char *)w[j] + ahead + b, _MM_HINT_T1);
 }
 
 static inline PT_AVX2 __attribute__((always_inline)) __m256 load8(const unsigned char *row, int k,
@@ -161,13 +169,15 @@ static inline PT_AVX2 float hsum8(__m256 v) {
 static inline PT_AVX2 __attribute__((always_inline)) void
 block_avx2(const float *x, int ldx, int rows, const pt_linear_part *p,
            const unsigned char *const w[ROW_GROUP], size_t i_row[ROW_GROUP], int k0, int kc,
-           pt_dtype dt, float acc[][ROW_GROUP]) {
+           pt_dtype dt, size_t ahead, float acc[][ROW_GROUP]) {
     const int kv = kc & ~7;
+    const size_t es = pt_tensor_esize(dt);
     if (rows == 2) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
                b3 = a0;
         const float *xa = x + k0, *xb = xa + ldx;
         for (int k = 0; k < kv; k += 8) {
+            prefetch_rows(w, ahead, (size_t)(k0 + k) * es, 8 * es);
             __m256 w0 = load8(w[0], k0 + k, dt), w1 = load8(w[1], k0 + k, dt);
             __m256 w2 = load8(w[2], k0 + k, dt), w3 = load8(w[3], k0 + k, dt);
             /* keep each weight vector in a register: folded into the FMAs it is loaded twice */
@@ -188,6 +198,7 @@ block_avx2(const float *x, int ldx, int rows, const pt_linear_part *p,
         const float *xa = x + k0;
         int k = 0;
         for (; k + 16 <= kv; k += 16) {
+            prefetch_rows(w, ahead, (size_t)(k0 + k) * es, 16 * es);
             const __m256 u = _mm256_loadu_ps(xa + k), v = _mm256_loadu_ps(xa + k + 8);
             a0 = _mm256_fmadd_ps(u, load8(w[0], k0 + k, dt), a0);
             a1 = _mm256_fmadd_ps(u, load8(w[1], k0 + k, dt), a1);
@@ -221,12 +232,12 @@ static inline PT_AVX2 __attribute__((always_inline)) void group_avx2(const float
                                                                      float acc[][ROW_GROUP]) {
     const unsigned char *w[ROW_GROUP];
     size_t i_row[ROW_GROUP];
-    group_weight_rows(p, in, o, g, dt, w, i_row);
+    const size_t ahead = group_weight_rows(p, in, o, g, dt, w, i_row);
     for (int k0 = 0; k0 < in; k0 += AVX2_CHUNK) {
         const int kc = in - k0 < AVX2_CHUNK ? in - k0 : AVX2_CHUNK;
-        for (int r = 0; r < n; r += 2)
+        for (int r = 0; r < n; r += 2) /* the first pass requests the group `ahead` on */
             block_avx2(x + (size_t)r * in, in, n - r >= 2 ? 2 : 1, p, w, i_row, k0, kc, dt,
-                       &acc[r]);
+                       r ? 0 : ahead, &acc[r]);
     }
 }
 
@@ -268,12 +279,14 @@ static inline PT_AVX512 __attribute__((always_inline)) __m512 load16(const unsig
 static inline PT_AVX512 __attribute__((always_inline)) void
 block_avx512(const float *x, int ldx, const int R, const pt_linear_part *p,
              const unsigned char *const w[ROW_GROUP], const size_t i_row[ROW_GROUP], int k0, int kc,
-             pt_dtype dt, float acc[][ROW_GROUP]) {
+             pt_dtype dt, size_t ahead, float acc[][ROW_GROUP]) {
     const int step = R == 1 ? 32 : 16, kv = kc / step * step;
+    const size_t es = pt_tensor_esize(dt);
     __m512 s[4][ROW_GROUP];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < ROW_GROUP; j++) s[i][j] = _mm512_setzero_ps();
     for (int k = 0; k < kv; k += step) {
+        prefetch_rows(w, ahead, (size_t)(k0 + k) * es, (size_t)step * es);
         __m512 w0 = load16(w[0], k0 + k, dt), w1 = load16(w[1], k0 + k, dt);
         __m512 w2 = load16(w[2], k0 + k, dt), w3 = load16(w[3], k0 + k, dt);
         __asm__("" : "+v"(w0), "+v"(w1), "+v"(w2), "+v"(w3)); /* see block_avx2 */
@@ -304,23 +317,24 @@ group_avx512(const float *x, int n, int in, const pt_linear_part *p, int o, int 
              float acc[][ROW_GROUP]) {
     const unsigned char *w[ROW_GROUP];
     size_t i_row[ROW_GROUP];
-    group_weight_rows(p, in, o, g, dt, w, i_row);
+    const size_t ahead = group_weight_rows(p, in, o, g, dt, w, i_row);
     for (int k0 = 0; k0 < in; k0 += AVX2_CHUNK) {
         const int kc = in - k0 < AVX2_CHUNK ? in - k0 : AVX2_CHUNK;
-        for (int r = 0; r < n; r += 4) {
+        for (int r = 0; r < n; r += 4) { /* the first pass requests the group `ahead` on */
             const float *xr = x + (size_t)r * in;
+            const size_t pf = r ? 0 : ahead;
             switch (n - r) { /* a constant row count in each call */
             case 1:
-                block_avx512(xr, in, 1, p, w, i_row, k0, kc, dt, &acc[r]);
+                block_avx512(xr, in, 1, p, w, i_row, k0, kc, dt, pf, &acc[r]);
                 break;
             case 2:
-                block_avx512(xr, in, 2, p, w, i_row, k0, kc, dt, &acc[r]);
+                block_avx512(xr, in, 2, p, w, i_row, k0, kc, dt, pf, &acc[r]);
                 break;
             case 3:
-                block_avx512(xr, in, 3, p, w, i_row, k0, kc, dt, &acc[r]);
+                block_avx512(xr, in, 3, p, w, i_row, k0, kc, dt, pf, &acc[r]);
                 break;
             default:
-                block_avx512(xr, in, 4, p, w, i_row, k0, kc, dt, &acc[r]);
+                block_avx512(xr, in, 4, p, w, i_row, k0, kc, dt, pf, &acc[r]);
                 break;
             }
         }

@@ -224,6 +224,10 @@ static void test_linear(pt_backend *be) {
     /* 4 + 3 rows and 2 rows: every row count of the 4-row AVX-512 blocks; 1100 inputs: chunks */
     linear_case(be, "rows: f32 seven rows", PT_DT_F32, 0, 0, 7, 97, odd, 1, 1);
     linear_case(be, "rows: bf16 two rows, long", PT_DT_BF16, 0, 0, 2, 1100, odd, 1, 0);
+    /* outputs enough that most groups request the one PREFETCH_AHEAD (32 KB) on */
+    const int tall[1] = {403};
+    linear_case(be, "rows: f32 8 rows, prefetching", PT_DT_F32, 0, 0, 8, 256, tall, 1, 1);
+    linear_case(be, "rows: bf16 5 rows, prefetching", PT_DT_BF16, 0, 0, 5, 520, tall, 1, 0);
     linear_case(be, "rows: f32 transposed, short block", PT_DT_F32, 0, 1, 16, 77, odd, 1, 1);
     linear_case(be, "rows: bf16 transposed parts", PT_DT_BF16, 0, 1, 6, 77, parts3, 3, 0);
     linear_case(be, "gemm: f32 transposed, 40 rows", PT_DT_F32, 0, 1, 40, 77, odd, 1, 1);
