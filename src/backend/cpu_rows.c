@@ -145,7 +145,7 @@ static inline size_t group_weight_rows(const pt_linear_part *p, int in, int o, i
 static inline __attribute__((always_inline)) void
 prefetch_rows(const unsigned char *const w[ROW_GROUP], size_t ahead, size_t b0, size_t n) {
     if (!ahead) return;
-    for (size_t b = b0 & ~(size_t)63; b < b0 + n; b += 64)
+    for (size_t b = (b0 + 63) & ~(size_t)63; b < b0 + n; b += 64) /* each line once */
         for (int j = 0; j < ROW_GROUP; j++)
             _mm_prefetch((const char *)w[j] + ahead + b, _MM_HINT_T1);
 }
