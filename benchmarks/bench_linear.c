@@ -5,7 +5,9 @@
  *
  * usage: bench_linear [--threads N] [--rows 1,4,8,16,32] [--seconds S] [--markdown]
  * Each cell: GFLOP/s (2 n in out / time), best of 3 runs of >= S seconds each. The GEMM column is
- * the backend with PUNCTUM_CPU_FEW_ROWS=0; the rows column only exists for n <= 16. */
+ * the backend with PUNCTUM_CPU_FEW_ROWS=0; the rows column only exists for n <= PT_CPU_FEW_ROWS.
+ * Like the command, it restarts itself with OPENBLAS_CORETYPE set where OpenBLAS loaded kernels
+ * slower than the CPU runs (cpu_blas.c), so the GEMM column is OpenBLAS at its best. */
 #include "punctum/backend.h"
 
 #include "backend/cpu_rows.h"
@@ -14,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+enum { MAX_ROWS = 256 }; /* rows of x at most */
 
 typedef struct {
     const char *name;
@@ -60,6 +65,9 @@ static pt_backend *make_backend(int threads, const char *few_rows) {
 }
 
 int main(int argc, char **argv) {
+    const char *better = getenv("OPENBLAS_CORETYPE") ? NULL : pt_blas_better_kernels();
+    if (better && !setenv("OPENBLAS_CORETYPE", better, 1)) execv("/proc/self/exe", argv);
+    printf("OpenBLAS kernels: %s\n", pt_blas_kernels());
     int threads = 0, markdown = 0, rows[16], n_rows = 0;
     double seconds = 0.2;
     const char *rows_arg = "1,4,8,16,32";
@@ -89,13 +97,14 @@ int main(int argc, char **argv) {
     for (size_t s = 0; s < sizeof SHAPES / sizeof *SHAPES; s++) {
         const shape *sh = &SHAPES[s];
         const size_t nw = (size_t)sh->in * sh->out;
-        float *w32 = malloc(nw * sizeof(float)), *x = malloc((size_t)32 * sh->in * sizeof(float));
-        float *y = malloc((size_t)32 * sh->out * sizeof(float));
+        float *w32 = malloc(nw * sizeof(float)),
+              *x = malloc((size_t)MAX_ROWS * sh->in * sizeof(float));
+        float *y = malloc((size_t)MAX_ROWS * sh->out * sizeof(float));
         uint16_t *w16 = malloc(nw * sizeof(uint16_t));
         if (!w32 || !x || !y || !w16) return 1;
         for (size_t i = 0; i < nw; i++) w32[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
         for (size_t i = 0; i < nw; i++) memcpy(&w16[i], (char *)&w32[i] + 2, 2); /* bf16 bits */
-        for (size_t i = 0; i < (size_t)32 * sh->in; i++) x[i] = (float)(i % 17) * 0.1f;
+        for (size_t i = 0; i < (size_t)MAX_ROWS * sh->in; i++) x[i] = (float)(i % 17) * 0.1f;
         for (int dt = 0; dt < 2; dt++) {
             pt_linear lin;
             memset(&lin, 0, sizeof lin);
@@ -116,7 +125,7 @@ int main(int argc, char **argv) {
                 return 1;
             }
             for (int r = 0; r < n_rows; r++) {
-                const int n = rows[r] > 32 ? 32 : rows[r];
+                const int n = rows[r] > MAX_ROWS ? MAX_ROWS : rows[r];
                 const double g = gflops(gemm, x, n, &lin, y, seconds);
                 const double f = n <= PT_CPU_FEW_ROWS ? gflops(fast, x, n, &lin, y, seconds) : 0;
                 if (markdown && f > 0)

@@ -355,9 +355,8 @@ static void convert_block(const pt_linear_part *p, int in, int r0, int rb, float
 static void part_gemm(cpu_ctx *c, const float *x, int n, int in, const pt_linear_part *p, float *y,
                       int ldy, int accumulate) {
     const float beta = accumulate ? 1.0f : 0.0f;
-    /* decode steps: one pass over the weights, no packing (at 16 rows OpenBLAS's own F32
-     * kernel matches it: benchmarks/bench_linear.c) */
-    if (n <= c->few_rows && !(n == PT_CPU_FEW_ROWS && in_place(p))) {
+    /* decode steps: one pass over the weights, no packing (the crossover: cpu_rows.h) */
+    if (n <= c->few_rows) {
         pt_cpu_rows_linear(x, n, in, p, y, ldy, accumulate);
         return;
     }

@@ -9,9 +9,13 @@
 
 #include "punctum/model.h"
 
-/* At most this many rows take the row-streaming path (measured crossover with OpenBLAS sgemm
- * on AVX2: benchmarks/RESULTS.md "Generation"). */
-#define PT_CPU_FEW_ROWS 16
+/* At most this many rows take the row-streaming path. OpenBLAS sgemm (its own best kernels)
+ * packs the weights on every call: at 16 rows the AVX-512 kernels here are 1.3-1.9x it with
+ * float32 weights and 2.6-3.5x with BF16 (which the GEMM path converts first), at 32 rows even
+ * with float32 and 1.3-1.9x with BF16, at 48 sgemm wins with float32 (bench_linear on a 2-core
+ * Xeon; the AVX2 kernel against OpenBLAS's Haswell kernels: the same crossover,
+ * benchmarks/RESULTS.md "Decode steps of 17-32 rows"). */
+#define PT_CPU_FEW_ROWS 32
 
 /* y[r, 0 .. p->out) = x[r, 0 .. in) W_p^T for r < n (n <= PT_CPU_FEW_ROWS), ldy = row stride of
  * y, added to what y holds when accumulate is set; W_p [out, in], or [in, out] when
