@@ -33,7 +33,7 @@ enum { ROW_GROUP = 4, IN_CHUNK = 1024, AVX2_CHUNK = 512, COL_BLOCK = 64 };
 /* How far ahead the vector kernels request weights (into L2), in bytes, rounded up to whole
  * groups. A decode step streams every weight from memory once; the groups' rows are too short
  * for the hardware prefetcher to ramp up, so without requests of our own a 2-core Xeon read
- * weights at 12-16 GB/s of its 23 (greedy decode 1.3 -> 1.0 s, benchmarks/RESULTS.md). */
+ * weights at 12-16 GB/s of its 23 (greedy decode 1.22-1.27 -> 0.95-0.97 s, RESULTS.md). */
 enum { PREFETCH_AHEAD = 32768 };
 
 typedef union {
