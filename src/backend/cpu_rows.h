@@ -10,10 +10,10 @@
 #include "punctum/model.h"
 
 /* At most this many rows take the row-streaming path. OpenBLAS sgemm (its own best kernels)
- * packs the weights on every call: at 16 rows the AVX-512 kernels here are 1.3-1.9x it with
- * float32 weights and 2.6-3.5x with BF16 (which the GEMM path converts first), at 32 rows even
- * with float32 and 1.3-1.9x with BF16, at 48 sgemm wins with float32 (bench_linear on a 2-core
- * Xeon; the AVX2 kernel against OpenBLAS's Haswell kernels: the same crossover,
+ * packs the weights on every call: at 16 rows the AVX-512 kernels here are 1.4-1.8x it with
+ * float32 weights and 2.4-3.3x with BF16 (which the GEMM path converts first), at 32 rows
+ * 0.96-1.2x with float32 and 1.3-2.2x with BF16; beyond, sgemm catches up (bench_linear on a
+ * 2-core Xeon; the AVX2 kernel against OpenBLAS's Haswell kernels crosses over alike;
  * benchmarks/RESULTS.md "Decode steps of 17-32 rows"). */
 #define PT_CPU_FEW_ROWS 32
 
