@@ -495,7 +495,13 @@ static int do_merge(pt_writer *w) {
     return pt_wr_merge_step(w) ? -1 : 1;
 }
 static int do_encode(pt_writer *w) {
-    return pt_cwriter_work(w->cw);
+    const int rc = pt_cwriter_work(w->cw);
+    if (!rc && w->test_idle_delay > 0) {
+        const struct timespec ts = {(time_t)w->test_idle_delay,
+                                    (long)((w->test_idle_delay - floor(w->test_idle_delay)) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+    return rc;
 }
 
 static void wait_until(pt_writer *w, double due) {
@@ -519,8 +525,12 @@ static void *writer_main(void *arg) {
             continue;
         }
         if (w->closing) break;
-        /* between batches: encode queued chunks (this thread is one of the pool's) */
+        /* between batches: encode queued chunks (this thread is one of the pool's). That
+         * releases the lock even when there was nothing to encode: a batch or pt_writer_close
+         * may have come meanwhile, their wake-up already sent, so look again before sleeping
+         * (a close right after the open hung here, waiting for a wake-up that had passed). */
         if (!w->failed && run_unlocked(w, do_encode)) continue;
+        if (w->q_len > 0 || w->closing) continue;
         const double due = w->last_commit + w->commit_s;
         if (!w->failed && w->seg_file >= 0 && pt_now() >= due) {
             run_unlocked(w, do_commit);
@@ -640,6 +650,7 @@ static pt_writer *writer_new(const pt_writer_opts *o) {
     w->fanin = (int)env_double("PUNCTUM_COMPACT_FANIN", DEFAULT_FANIN);
     w->fsync = env_double("PUNCTUM_FSYNC", 1) != 0;
     w->test_delay = env_double("PUNCTUM_WRITER_DELAY", 0);
+    w->test_idle_delay = env_double("PUNCTUM_TEST_WRITER_IDLE_DELAY", 0);
     w->abort_flag = o->abort_flag;
     const size_t n = (size_t)o->n_specs;
     w->col = pt_xmalloc(n * sizeof(int) + 1);

@@ -53,6 +53,8 @@ struct pt_writer {
     int fsync; /* 0 (PUNCTUM_FSYNC=0): no fsync; a kill stays safe, a power cut may not */
     volatile const int *abort_flag;
     double test_delay; /* PUNCTUM_WRITER_DELAY: crash tests slow compaction and finishing */
+    double test_idle_delay; /* PUNCTUM_TEST_WRITER_IDLE_DELAY: a pause when encoding found nothing
+                               to do, the lock released (test_writer: close racing the thread) */
     pt_cwriter *cw;
 
     /* committed state */

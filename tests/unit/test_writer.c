@@ -9,10 +9,13 @@
  *    chunks, a new target starting at the unfinished chunk, and raw chunk copies of the spans
  *    into one file give back exactly the rows appended;
  *  - the writer itself: commits, compaction (fan-in 2), a view, --resume from the view, and the
- *    final file, with strings, int and f16 columns, compared with the rows submitted.
+ *    final file, with strings, int and f16 columns, compared with the rows submitted;
+ *  - a close while the writer thread is between its encode step and its sleep returns (it hung:
+ *    the thread missed the close's wake-up; PUNCTUM_TEST_WRITER_IDLE_DELAY widens the window).
  * Seeds are printed. Also built with -fsanitize=thread by scripts/tsan.sh. */
 #include <libdeflate.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,13 +301,19 @@ static void fill_batch(pt_batch *b, int64_t p0, int64_t np) {
     b->n_pairs = np;
 }
 
-static pt_writer *open_writer(const char *path, const pt_outstate *st, int threads, int f16) {
+/* commit_s: seconds between commits (0: at every chance) */
+static pt_writer *open_writer_every(const char *path, const pt_outstate *st, int threads, int f16,
+                                    double commit_s) {
     const pt_attr attrs[] = {{"punctum_format", NULL, PUNCTUM_FORMAT}, {"note", "unit", 0}};
-    pt_writer_opts o = {path, SPECS, NCOL, attrs, 2, f16, 0.0, st, NULL, threads};
+    pt_writer_opts o = {path, SPECS, NCOL, attrs, 2, f16, commit_s, st, NULL, threads};
     pt_error e = {{0}};
     pt_writer *w = pt_writer_open(&o, &e);
     check(w != NULL, "writer open", e.msg);
     return w;
+}
+
+static pt_writer *open_writer(const char *path, const pt_outstate *st, int threads, int f16) {
+    return open_writer_every(path, st, threads, f16, 0.0);
 }
 
 static int64_t submit(pt_writer *w, int64_t p0, int64_t p1) {
@@ -407,6 +416,37 @@ static void writer_case(int threads, int f16) {
     printf("ok   %s (%lld commits)\n", what, (long long)st.commits);
 }
 
+static void close_hung(int sig) {
+    (void)sig;
+    static const char msg[] = "FAIL writer: pt_writer_close right after the open hung (120 s)\n";
+    if (write(1, msg, sizeof msg - 1) < 0) _exit(1);
+    _exit(1);
+}
+
+/* pt_writer_close while the writer thread has released its lock to encode, with nothing to
+ * encode: the thread must see `closing` before it sleeps (it used to wait for a wake-up that had
+ * already been sent, and the close waited for the thread forever). The test hook pauses the
+ * thread inside that window so the close lands there every time. */
+static void writer_close_race(void) {
+    char *path = tmp_path("race.h5");
+    setenv("PUNCTUM_TEST_WRITER_IDLE_DELAY", "0.2", 1);
+    signal(SIGALRM, close_hung);
+    for (int i = 0; i < 3; i++) {
+        alarm(120); /* generous: valgrind and TSan run this too */
+        pt_writer *w =
+            open_writer_every(path, NULL, 1, 0, 60.0); /* as the command: no commit due */
+        if (!w) break;
+        usleep(50000); /* the thread is in its 0.2 s pause by now */
+        pt_error e = {{0}};
+        check(pt_writer_close(w, 0, NULL, &e) == 0, "writer close right after open", e.msg);
+        alarm(0);
+    }
+    unsetenv("PUNCTUM_TEST_WRITER_IDLE_DELAY");
+    unlink(path);
+    free(path);
+    printf("ok   writer close right after open (3 times)\n");
+}
+
 int main(void) {
     const char *s = getenv("PT_TEST_SEED");
     const uint64_t seed = s ? strtoull(s, NULL, 10) : 20261206u;
@@ -425,6 +465,7 @@ int main(void) {
     writer_case(1, 0);
     writer_case(3, 0);
     writer_case(2, 1);
+    writer_close_race();
     rmdir(g_dir);
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
