@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 enum { MAX_ROWS = 256 }; /* rows of x at most */
 
@@ -65,8 +64,7 @@ static pt_backend *make_backend(int threads, const char *few_rows) {
 }
 
 int main(int argc, char **argv) {
-    const char *better = getenv("OPENBLAS_CORETYPE") ? NULL : pt_blas_better_kernels();
-    if (better && !setenv("OPENBLAS_CORETYPE", better, 1)) execv("/proc/self/exe", argv);
+    pt_blas_restart_with_better_kernels(argv);
     printf("OpenBLAS kernels: %s\n", pt_blas_kernels());
     int threads = 0, markdown = 0, rows[16], n_rows = 0;
     double seconds = 0.2;

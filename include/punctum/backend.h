@@ -249,6 +249,12 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e);
  * models newer than itself; OPENBLAS_CORETYPE (read at load time only) overrides it. */
 const char *pt_blas_kernels(void);
 const char *pt_blas_better_kernels(void);
+/* For a program's main(), first thing: where pt_blas_better_kernels names a set, start the
+ * program again (execv of /proc/self/exe with argv) with OPENBLAS_CORETYPE set to it. Once only
+ * (the variable is then set), never against the user's own OPENBLAS_CORETYPE, and not under
+ * valgrind, whose CPU lacks AVX-512 and which would not follow the exec. Returns when nothing is
+ * to be done or the exec failed (the loaded kernels are kept). */
+void pt_blas_restart_with_better_kernels(char **argv);
 /* NULL with e set when the build has no CUDA backend or no GPU is usable. */
 pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype, pt_error *e);
 /* 1 when device 0 is a usable CUDA GPU; else 0 and *why (may be NULL) says why not. */

@@ -4,12 +4,20 @@
  * when the library loads. A CPU newer than the library (Emerald Rapids, model 207, under
  * Debian 12's OpenBLAS 0.3.21) is not in its table and gets "Prescott": SSE3 kernels, a quarter
  * of the AVX-512 ones' speed on the same cores. OPENBLAS_CORETYPE overrides the choice, but only
- * before the library loads, so the command re-executes itself with it set (cli/main.c); here is
+ * before the library loads, so the command re-executes itself with it set (main() calls
+ * pt_blas_restart_with_better_kernels, below; so does bench_linear); here is
  * the part that decides, from the CPU's instruction sets rather than its model number. */
 #include "punctum/backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
 
 /* OpenBLAS extension, exported by every build (declared in its cblas.h only in some). */
 char *openblas_get_corename(void);
@@ -51,4 +59,14 @@ const char *pt_blas_better_kernels(void) {
     const int have = kernels_level(pt_blas_kernels()), can = cpu_level();
     if (can <= have) return NULL;
     return can == KERNELS_AVX512 ? "SkylakeX" : "Haswell";
+}
+
+void pt_blas_restart_with_better_kernels(char **argv) {
+#ifdef RUNNING_ON_VALGRIND
+    if (RUNNING_ON_VALGRIND) return;
+#endif
+    const char *better = getenv("OPENBLAS_CORETYPE") ? NULL : pt_blas_better_kernels();
+    if (!better || setenv("OPENBLAS_CORETYPE", better, 1)) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE");
 }

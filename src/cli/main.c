@@ -4,11 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
 
 #include "punctum/backend.h"
 #include "punctum/cli.h"
@@ -44,23 +39,10 @@ static void usage(FILE *f) {
             PUNCTUM_VERSION);
 }
 
-/* OpenBLAS chose its kernels when it loaded, by CPU model; where that choice is slower than what
- * the CPU supports (a model newer than the library: SSE3 kernels on an AVX-512 CPU, 4x slower),
- * start again with OPENBLAS_CORETYPE naming the better set. Once only (the variable is then set),
- * never against the user's own OPENBLAS_CORETYPE, and not under valgrind, whose CPU lacks
- * AVX-512 and which would not follow the exec. If exec fails, go on with the loaded kernels. */
-static void blas_kernels_reexec(char **argv) {
-#ifdef RUNNING_ON_VALGRIND
-    if (RUNNING_ON_VALGRIND) return;
-#endif
-    const char *better = getenv("OPENBLAS_CORETYPE") ? NULL : pt_blas_better_kernels();
-    if (!better || setenv("OPENBLAS_CORETYPE", better, 1)) return;
-    execv("/proc/self/exe", argv);
-    unsetenv("OPENBLAS_CORETYPE");
-}
-
 int main(int argc, char **argv) {
-    blas_kernels_reexec(argv);
+    /* OpenBLAS chose its kernels by CPU model when it loaded: a model newer than the library
+     * gets SSE3 kernels on an AVX-512 CPU, 4x slower */
+    pt_blas_restart_with_better_kernels(argv);
     /* HDF5's own exit-time cleanup can crash on a file whose close failed (a full disk); every
      * file is closed explicitly, so it is not needed */
     H5dont_atexit();

@@ -132,13 +132,17 @@ void pt_wr_trash_sweep(pt_writer *w, int all) {
     w->n_trash = k;
 }
 
+/* Test hooks: sleep for s seconds (s <= 0: not at all). */
+static void test_sleep(double s) {
+    if (s <= 0) return;
+    const struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
 /* PUNCTUM_WRITER_DELAY (seconds): a pause before each dataset a compaction merges and each
  * step of finishing the final file, so that crash tests can kill the process there. */
 void pt_wr_test_pause(const pt_writer *w) {
-    if (w->test_delay <= 0) return;
-    struct timespec ts = {(time_t)w->test_delay,
-                          (long)((w->test_delay - floor(w->test_delay)) * 1e9)};
-    nanosleep(&ts, NULL);
+    test_sleep(w->test_delay);
 }
 
 /* fsync the file, rename it into place, fsync the directory. */
@@ -496,11 +500,7 @@ static int do_merge(pt_writer *w) {
 }
 static int do_encode(pt_writer *w) {
     const int rc = pt_cwriter_work(w->cw);
-    if (!rc && w->test_idle_delay > 0) {
-        const struct timespec ts = {(time_t)w->test_idle_delay,
-                                    (long)((w->test_idle_delay - floor(w->test_idle_delay)) * 1e9)};
-        nanosleep(&ts, NULL);
-    }
+    if (!rc) test_sleep(w->test_idle_delay);
     return rc;
 }
 
