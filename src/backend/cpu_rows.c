@@ -165,6 +165,18 @@ static inline PT_AVX2 float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* Eight horizontal sums at once: lane 4i + j of the result is the sum of the lanes of
+ * a[i][j] (6 hadds, 1 lane swap, 1 add, instead of 8 reductions of 3 shuffles and 3 adds). */
+static inline PT_AVX2 __m256 hsum8x8(const __m256 a[2][ROW_GROUP]) {
+    const __m256 r0 =
+        _mm256_hadd_ps(_mm256_hadd_ps(a[0][0], a[0][1]), _mm256_hadd_ps(a[0][2], a[0][3]));
+    const __m256 r1 =
+        _mm256_hadd_ps(_mm256_hadd_ps(a[1][0], a[1][1]), _mm256_hadd_ps(a[1][2], a[1][3]));
+    /* r_i: each 128-bit half holds that half's sums of a[i][0 .. 3] */
+    return _mm256_add_ps(_mm256_permute2f128_ps(r0, r1, 0x20),
+                         _mm256_permute2f128_ps(r0, r1, 0x31));
+}
+
 /* acc[i][j] += x_i . w_j over inputs k0 .. k0+kc for the rows x_i (i < rows <= 2) of x. */
 static inline PT_AVX2 __attribute__((always_inline)) void
 block_avx2(const float *x, int ldx, int rows, const pt_linear_part *p,
@@ -188,9 +200,8 @@ block_avx2(const float *x, int ldx, int rows, const pt_linear_part *p,
             b0 = _mm256_fmadd_ps(v, w0, b0), b1 = _mm256_fmadd_ps(v, w1, b1);
             b2 = _mm256_fmadd_ps(v, w2, b2), b3 = _mm256_fmadd_ps(v, w3, b3);
         }
-        acc[0][0] += hsum8(a0), acc[0][1] += hsum8(a1), acc[0][2] += hsum8(a2);
-        acc[0][3] += hsum8(a3), acc[1][0] += hsum8(b0), acc[1][1] += hsum8(b1);
-        acc[1][2] += hsum8(b2), acc[1][3] += hsum8(b3);
+        const __m256 sums[2][ROW_GROUP] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
+        _mm256_storeu_ps(acc[0], _mm256_add_ps(_mm256_loadu_ps(acc[0]), hsum8x8(sums)));
     } else {
         /* one row: two sums per weight row (even and odd vectors), again 8 in flight */
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
@@ -273,6 +284,27 @@ static inline PT_AVX512 __attribute__((always_inline)) __m512 load16(const unsig
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* Sixteen horizontal sums at once: lane 4i + j of the result is the sum of the lanes of
+ * s[i][j]. A transposing tree (30 shuffles, 15 adds) instead of 16 reductions (64 + 64): at a
+ * few rows the kernel is bound by arithmetic, and these sums come once per chunk and block. */
+static inline PT_AVX512 __attribute__((always_inline)) __m512 hsum16x16(__m512 s[4][ROW_GROUP]) {
+    __m512 t[8], u[4], w[2];
+    for (int m = 0; m < 8; m++) { /* vectors v[4j + i] = s[i][j], in pairs (v[2m], v[2m + 1]) */
+        const __m512 a = s[(2 * m) % 4][(2 * m) / 4], b = s[(2 * m + 1) % 4][(2 * m + 1) / 4];
+        t[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    } /* t[m]: v[2m] in its low 256 bits, v[2m + 1] in its high 256 (each as 8 partial sums) */
+    for (int m = 0; m < 4; m++)
+        u[m] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * m], t[2 * m + 1], 0x88),
+                             _mm512_shuffle_f32x4(t[2 * m], t[2 * m + 1], 0xDD));
+    /* u[m]: 128-bit lane q holds v[4m + q] as 4 partial sums */
+    for (int m = 0; m < 2; m++)
+        w[m] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * m], u[2 * m + 1], 0x44),
+                             _mm512_shuffle_ps(u[2 * m], u[2 * m + 1], 0xEE));
+    /* w[m], lane q: v[8m + q] as 2 sums, then v[8m + 4 + q] as 2 */
+    return _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
+    /* lane q: v[q], v[4 + q], v[8 + q], v[12 + q] = s[q][0 .. 3]: element 4q + j */
+}
+
 /* acc[i][j] += x_i . w_j over inputs k0 .. k0+kc for the rows x_i (i < R <= 4) of x; R is a
  * constant at every call, so the sums stay in registers. One row keeps two sums per weight row
  * (even and odd vectors): 8 chains cover the FMA latency as 16 do for 4 rows. */
@@ -303,8 +335,12 @@ block_avx512(const float *x, int ldx, const int R, const pt_linear_part *p,
     }
     if (R == 1)
         for (int j = 0; j < ROW_GROUP; j++) s[0][j] = _mm512_add_ps(s[0][j], s[1][j]);
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < ROW_GROUP; j++) acc[i][j] += _mm512_reduce_add_ps(s[i][j]);
+    if (R == 4) { /* acc[0 .. 4) are 16 consecutive floats */
+        _mm512_storeu_ps(acc[0], _mm512_add_ps(_mm512_loadu_ps(acc[0]), hsum16x16(s)));
+    } else {
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < ROW_GROUP; j++) acc[i][j] += _mm512_reduce_add_ps(s[i][j]);
+    }
     for (int k = k0 + kv; k < k0 + kc; k++) /* the last inputs of a row that no vector covers */
         for (int j = 0; j < ROW_GROUP; j++) {
             const float wv = pt_tensor_get(&p->w, i_row[j] + (size_t)k);
