@@ -91,6 +91,23 @@ struct cu_ring {
     bool events;                      /* done[] created */
 };
 
+/* Results of the vocabulary operations headed for the host (log_softmax, divergence, pick). Each
+ * call's results take a slot of cu_ctx::res and a pending entry. Without deferral a call fetches
+ * its own at once (a copy and a wait); after defer_results they wait for the next sync, which
+ * fetches every slot in one copy and one wait. */
+enum { CU_PENDING = 8 };
+enum res_kind { RES_LOG_SOFTMAX, RES_DIVERGENCE, RES_PICK };
+struct res_pending {
+    res_kind kind;
+    size_t off; /* of the slot in cu_ctx::res */
+    int m, k;
+    double *entropy; /* log_softmax */
+    int32_t *topk_id;
+    float *topk_logp;
+    double *kl_pq, *kl_qp, *js; /* divergence */
+    float *picked;              /* pick */
+};
+
 struct cu_alloc_rec { /* one live device allocation, for the memory accounting */
     void *p;
     size_t bytes;
@@ -111,6 +128,10 @@ struct cu_ctx {
     cu_buf lse;               /* attention log-sum-exp per (row, head) */
     cu_buf attn;              /* attention segments + work items */
     cu_buf res;               /* small results headed for the host */
+    int defer;                /* defer_results: fetch them at the next sync */
+    int n_pending;            /* slots of res in use, [0, res_used) bytes */
+    size_t res_used;
+    res_pending pending[CU_PENDING];
     void *h_attn, *h_res;     /* host scratch (h_res pinned: device results land there) */
     size_t h_attn_cap, h_res_cap;
     cu_ring ring;             /* pinned staging of the host -> device tables */
@@ -406,9 +427,19 @@ static void cuda_fill(pt_backend *be, float *dst, float v, size_t n) {
     PT_LAUNCH(k_fill, grid_for(n, 256), 256, c->stream, dst, v, n);
     CU_LAUNCHED("k_fill");
 }
+static void res_flush(cu_ctx *c);
+
 static void cuda_sync(pt_backend *be) {
     cu_ctx *c = ctx_of(be);
-    CU(cudaStreamSynchronize(c->stream));
+    c->defer = 0;
+    if (c->n_pending)
+        res_flush(c); /* its wait is the sync */
+    else
+        CU(cudaStreamSynchronize(c->stream));
+}
+
+static void cuda_defer_results(pt_backend *be) {
+    ctx_of(be)->defer = 1;
 }
 static size_t cuda_mem_available(pt_backend *be) {
     cu_ctx *c = ctx_of(be);
@@ -1252,29 +1283,91 @@ static void cuda_attention(pt_backend *be, const pt_attn_args *a) {
 
 /* ---- vocabulary ------------------------------------------------------------------------------- */
 
+static size_t log_softmax_bytes(int m, int k, size_t *ent_b, size_t *id_b) {
+    *ent_b = (size_t)m * sizeof(double);
+    *id_b = (size_t)m * k * sizeof(int32_t);
+    return *ent_b + *id_b + (size_t)m * k * sizeof(float);
+}
+
+/* Copy one call's results from their slot (h: its host copy) to the caller's arrays. */
+static void res_unpack(const res_pending *q, const char *h) {
+    switch (q->kind) {
+    case RES_LOG_SOFTMAX: {
+        size_t ent_b, id_b;
+        const size_t all = log_softmax_bytes(q->m, q->k, &ent_b, &id_b);
+        if (q->entropy) memcpy(q->entropy, h, ent_b);
+        if (q->k && q->topk_id) memcpy(q->topk_id, h + ent_b, id_b);
+        if (q->k && q->topk_logp) memcpy(q->topk_logp, h + ent_b + id_b, all - ent_b - id_b);
+        break;
+    }
+    case RES_DIVERGENCE: {
+        const double *d = (const double *)(const void *)h;
+        for (int r = 0; r < q->m; r++) {
+            if (q->kl_pq) q->kl_pq[r] = d[3 * r];
+            if (q->kl_qp) q->kl_qp[r] = d[3 * r + 1];
+            if (q->js) q->js[r] = d[3 * r + 2];
+        }
+        break;
+    }
+    case RES_PICK:
+        memcpy(q->picked, h, (size_t)q->m * sizeof(float));
+        break;
+    }
+}
+
+/* Fetch every pending result: one copy of the slots in use, one wait. */
+static void res_flush(cu_ctx *c) {
+    const int n = c->n_pending;
+    const size_t bytes = c->res_used;
+    c->n_pending = 0;
+    c->res_used = 0;
+    if (n == 0 || c->be->status.failed) return;
+    char *h = (char *)pinned_scratch(c, &c->h_res, &c->h_res_cap, bytes);
+    if (!h || CU(cudaMemcpyAsync(h, c->res.p, bytes, cudaMemcpyDeviceToHost, c->stream)) ||
+        CU(cudaStreamSynchronize(c->stream)))
+        return;
+    for (int i = 0; i < n; i++) res_unpack(&c->pending[i], h + c->pending[i].off);
+}
+
+/* A slot of `bytes` in res for one call's results (device pointer; *off its offset); NULL on
+ * failure. Pending results that leave no room are fetched first. */
+static char *res_slot(cu_ctx *c, size_t bytes, size_t *off) {
+    size_t o = (c->res_used + 15) & ~(size_t)15;
+    if (c->n_pending > 0 && (o + bytes > c->res.cap || c->n_pending == CU_PENDING)) res_flush(c);
+    if (c->n_pending == 0) o = 0; /* res may grow now: nothing in it is waited for */
+    char *d = (char *)cu_ensure(c, &c->res, o + bytes, "vocabulary results");
+    *off = o;
+    return d ? d + o : NULL;
+}
+
+/* The call's results are in their slot (once the stream gets there): fetch now, or at the next
+ * sync when deferred. */
+static void res_push(cu_ctx *c, const res_pending *q, size_t bytes) {
+    c->pending[c->n_pending++] = *q;
+    c->res_used = q->off + bytes;
+    if (!c->defer) res_flush(c);
+}
+
 static void cuda_log_softmax(pt_backend *be, float *logits, int m, int V, double *entropy, int K,
                              int32_t *topk_id, float *topk_logp) {
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
     const int k = K > 0 && (topk_id || topk_logp) ? K : 0;
-    const size_t ent_b = (size_t)m * sizeof(double), id_b = (size_t)m * k * sizeof(int32_t);
-    const size_t lp_b = (size_t)m * k * sizeof(float);
-    char *d = (char *)cu_ensure(c, &c->res, ent_b + id_b + lp_b + 16, "vocabulary results");
+    size_t ent_b, id_b, off;
+    const size_t bytes = log_softmax_bytes(m, k, &ent_b, &id_b);
+    char *d = res_slot(c, bytes, &off);
     if (!d) return;
-    double *d_ent = (double *)d;
-    int32_t *d_id = (int32_t *)(d + ent_b);
-    float *d_lp = (float *)(d + ent_b + id_b);
+    double *d_ent = (double *)(void *)d;
+    int32_t *d_id = (int32_t *)(void *)(d + ent_b);
+    float *d_lp = (float *)(void *)(d + ent_b + id_b);
     PT_LAUNCH(k_log_softmax, m, PT_VOCAB_THREADS, c->stream, logits, V, entropy ? d_ent : (double *)NULL,
               k, d_id, d_lp);
     if (CU_LAUNCHED("k_log_softmax") || (!entropy && !k)) return;
-    char *h = (char *)pinned_scratch(c, &c->h_res, &c->h_res_cap, ent_b + id_b + lp_b + 16);
-    if (!h || CU(cudaMemcpyAsync(h, d, ent_b + id_b + lp_b, cudaMemcpyDeviceToHost, c->stream)) ||
-        CU(cudaStreamSynchronize(c->stream)))
-        return;
-    if (entropy) memcpy(entropy, h, ent_b);
-    if (k && topk_id) memcpy(topk_id, h + ent_b, id_b);
-    if (k && topk_logp) memcpy(topk_logp, h + ent_b + id_b, lp_b);
+    res_pending q = {};
+    q.kind = RES_LOG_SOFTMAX, q.off = off, q.m = m, q.k = k;
+    q.entropy = entropy, q.topk_id = topk_id, q.topk_logp = topk_logp;
+    res_push(c, &q, bytes);
 }
 
 static void cuda_divergence(pt_backend *be, const float *lp_p, size_t sp, const int32_t *rows_p,
@@ -1284,35 +1377,33 @@ static void cuda_divergence(pt_backend *be, const float *lp_p, size_t sp, const 
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
     const size_t b = (size_t)m * 3 * sizeof(double);
-    double *d = (double *)cu_ensure(c, &c->res, b, "vocabulary results");
+    size_t off;
+    double *d = (double *)(void *)res_slot(c, b, &off);
     const int32_t *dp = rows_p ? stage_idx(c, IDX_DIV_P, rows_p, (size_t)m) : NULL;
     const int32_t *dq = rows_q ? stage_idx(c, IDX_DIV_Q, rows_q, (size_t)m) : NULL;
     if (!d || (rows_p && !dp) || (rows_q && !dq)) return;
     PT_LAUNCH(k_divergence, m, PT_VOCAB_THREADS, c->stream, lp_p, sp, dp, lp_q, sq, dq, V, d);
-    double *h = CU_LAUNCHED("k_divergence")
-                    ? NULL
-                    : (double *)pinned_scratch(c, &c->h_res, &c->h_res_cap, b);
-    if (!h || CU(cudaMemcpyAsync(h, d, b, cudaMemcpyDeviceToHost, c->stream)) ||
-        CU(cudaStreamSynchronize(c->stream)))
-        return;
-    for (int r = 0; r < m; r++) {
-        if (kl_pq) kl_pq[r] = h[3 * r];
-        if (kl_qp) kl_qp[r] = h[3 * r + 1];
-        if (js) js[r] = h[3 * r + 2];
-    }
+    if (CU_LAUNCHED("k_divergence")) return;
+    res_pending q = {};
+    q.kind = RES_DIVERGENCE, q.off = off, q.m = m;
+    q.kl_pq = kl_pq, q.kl_qp = kl_qp, q.js = js;
+    res_push(c, &q, b);
 }
 
 static void cuda_pick(pt_backend *be, const float *logp, int m, int V, const int32_t *ids, float *out) {
     PT_BE_GUARD(be);
     cu_ctx *c = ctx_of(be);
     if (m <= 0) return;
+    const size_t b = (size_t)m * sizeof(float);
+    size_t off;
+    float *d = (float *)(void *)res_slot(c, b, &off);
     const int32_t *di = stage_idx(c, IDX_IDS, ids, (size_t)m);
-    float *d = (float *)cu_ensure(c, &c->res, (size_t)m * sizeof(float), "vocabulary results");
     if (!di || !d) return;
     PT_LAUNCH(k_pick, (m + 127) / 128, 128, c->stream, logp, m, V, di, d);
     if (CU_LAUNCHED("k_pick")) return;
-    CU(cudaMemcpyAsync(out, d, (size_t)m * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
-    CU(cudaStreamSynchronize(c->stream));
+    res_pending q = {};
+    q.kind = RES_PICK, q.off = off, q.m = m, q.picked = out;
+    res_push(c, &q, b);
 }
 
 /* ---- reserve ---------------------------------------------------------------------------------- */
@@ -1327,7 +1418,8 @@ static int cuda_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *
      * prefix of at most max_keys; bounded by rows * 2 for the clean pass and a few hundred
      * variants of max_keys each (larger ones grow the buffer) */
     const size_t keys = rows * 2 + (size_t)256 * (size_t)r->max_keys;
-    const size_t res = (size_t)r->logit_rows * (sizeof(double) * 3 + (size_t)r->topk * 8) + 64;
+    /* a log_softmax's entropy and top-k beside a divergence's three sums (deferred together) */
+    const size_t res = (size_t)r->logit_rows * (sizeof(double) * 4 + (size_t)r->topk * 8) + 64;
     const size_t ab = attn_stage_bytes((int)rows, keys, sh.BQ, sh.KB);
     for (int k = 0; k < CU_IDX_SLOTS; k++)
         if (!cu_ensure(c, &c->idx[k], rows * sizeof(int32_t) + 4, "index staging")) return -1;
@@ -1356,6 +1448,8 @@ static void cuda_release_scratch(pt_backend *be) {
     c->h_attn = c->h_res = NULL;
     c->h_attn_cap = c->h_res_cap = 0;
     ring_free(&c->ring);
+    c->defer = c->n_pending = 0; /* (nothing is deferred between batches) */
+    c->res_used = 0;
 }
 
 /* ---- creation --------------------------------------------------------------------------------- */
@@ -1501,6 +1595,7 @@ extern "C" pt_backend *pt_backend_cuda_create(int device, pt_compute_dtype dtype
     be->copy = cuda_copy;
     be->fill = cuda_fill;
     be->sync = cuda_sync;
+    be->defer_results = cuda_defer_results;
     be->embed = cuda_embed;
     be->norm = cuda_norm;
     be->rms_norm = cuda_rms_norm;

@@ -21,7 +21,8 @@
  *   log-probabilities are float32 device buffers.
  * - Index arrays (token ids, positions, row lists, segments) are passed as HOST pointers; a
  *   device backend copies what it needs.
- * - Outputs documented as "host" are written to host memory when the call returns.
+ * - Outputs documented as "host" are written to host memory when the call returns (after
+ *   `defer_results`: at the next `sync`).
  * - All operations are ordered; `sync` waits for everything issued so far.
  *
  * Errors: operations do not return them. The first failure (out of memory included) is kept in
@@ -147,6 +148,11 @@ struct pt_backend {
     void (*copy)(pt_backend *be, void *dst, const void *src, size_t bytes);
     void (*fill)(pt_backend *be, float *dst, float value, size_t n);
     void (*sync)(pt_backend *be);
+    /* The host outputs of the vocabulary operations that follow (log_softmax, divergence, pick)
+     * may be written only at the next `sync`, which a device backend then fetches in one copy
+     * and one wait instead of one each (a decode step's top-1 and divergences). The caller
+     * reads them after that sync. The cpu backend writes them at once. */
+    void (*defer_results)(pt_backend *be);
 
     /* x[r] = tok_emb[ids[r]] * pt_embed_scale(cfg) (+ pos_emb[pos[r]]) into the residual stream. */
     void (*embed)(pt_backend *be, const pt_config *cfg, const pt_weights *w, const int32_t *ids,

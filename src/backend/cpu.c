@@ -931,6 +931,7 @@ pt_backend *pt_backend_cpu_create(int n_threads, pt_error *e) {
     be->copy = cpu_memcpy;
     be->fill = cpu_fill;
     be->sync = cpu_sync;
+    be->defer_results = cpu_sync; /* results are written when each call returns */
     be->embed = cpu_embed;
     be->norm = cpu_norm;
     be->rms_norm = cpu_rms_norm;

@@ -304,6 +304,7 @@ static int decode_steps(pt_sweep *S, int l0, int l1) {
                     .n_final = m,
                     .logits = logits};
         if (pt_forward(&S->en, &f)) return -1;
+        be->defer_results(be); /* the greedy top-1 and the KL: one copy and one wait on a GPU */
         be->log_softmax(be, logits, m, V, NULL, 1, G->top.v, G->top_lp.v);
         int nd = 0; /* teacher-forced lanes: KL against their partners, all in one call */
         for (int i = l0; i < l1; i++) {
@@ -314,6 +315,7 @@ static int decode_steps(pt_sweep *S, int l0, int l1) {
         if (nd > 0)
             be->divergence(be, logits, (size_t)V, G->div_p.v, logits, (size_t)V, G->div_q.v, nd, V,
                            G->div_kl.v, NULL, NULL);
+        be->sync(be);
         for (int i = l0, k = 0; i < l1; i++) {
             gen_lane *L = &G->lanes.v[i];
             if (L->row < 0) continue;

@@ -1082,6 +1082,46 @@ static void test_row_abs_stats(pair_t *P, int n, int d, int kind) {
 
 /* ---- vocabulary ops --------------------------------------------------------------------------- */
 
+/* A decode step's results after defer_results: log_softmax (entropy, top-k), a divergence and
+ * PICKS picks (more calls than a device backend keeps pending, so it fetches part of them before
+ * the sync), read after one sync, against the cpu's results of the same calls (ea, ia, pa: the
+ * cpu's log_softmax of x; dla: its log-probs). */
+static void deferred_case(const pair_t *P, const float *x, int m, int V, int K, const double *ea,
+                          const int32_t *ia, const float *pa, const float *dla, double rt) {
+    enum { PICKS = 10 };
+    const size_t n = (size_t)m * V;
+    const int mm = m < 8 ? m : 8;
+    dbuf lc;
+    float *dlc = dfrom(P->gpu, &lc, x, n);
+    double *ed = pt_xmalloc((size_t)m * 8), *a3 = pt_xmalloc((size_t)3 * m * 8);
+    double *d3 = pt_xmalloc((size_t)3 * m * 8);
+    int32_t *id = pt_xcalloc((size_t)m * K, 4), ids[8];
+    float *pd = pt_xcalloc((size_t)m * K, 4), oa[8], od[PICKS][8];
+    for (int r = 0; r < mm; r++) ids[r] = rnd_int(V);
+    P->cpu->divergence(P->cpu, dla, 0, NULL, dla, (size_t)V, NULL, m, V, a3, a3 + m, a3 + 2 * m);
+    P->cpu->pick(P->cpu, dla, mm, V, ids, oa);
+    P->gpu->defer_results(P->gpu);
+    P->gpu->log_softmax(P->gpu, dlc, m, V, ed, K, id, pd);
+    P->gpu->divergence(P->gpu, dlc, 0, NULL, dlc, (size_t)V, NULL, m, V, d3, d3 + m, d3 + 2 * m);
+    for (int k = 0; k < PICKS; k++) P->gpu->pick(P->gpu, dlc, mm, V, ids, od[k]);
+    P->gpu->sync(P->gpu);
+    char shape[96];
+    snprintf(shape, sizeof shape, "m=%d V=%d K=%d: log_softmax, divergence, %d picks", m, V, K,
+             PICKS);
+    cmp_t c;
+    cmp_init(&c);
+    cmp_d(&c, ed, ea, (size_t)m, 1e-9, 1e-6);
+    cmp_f(&c, pd, pa, (size_t)m * K, 1e-6, rt);
+    cmp_d(&c, d3, a3, (size_t)3 * m, 1e-7, 1e-5);
+    for (int k = 0; k < PICKS; k++) cmp_f(&c, od[k], oa, (size_t)mm, 1e-6, rt);
+    cmp_t ci;
+    cmp_init(&ci);
+    cmp_i(&ci, id, ia, (size_t)m * K);
+    report("deferred", shape, P->tag, &c, 1e-6, rt, ci.bad != 0 || dguards(&lc));
+    dfree(&lc);
+    free(ed), free(a3), free(d3), free(id), free(pd);
+}
+
 static void test_vocab(pair_t *P, int V, int m, int K) {
     char shape[96];
     const double rt = 1e-4;
@@ -1193,6 +1233,7 @@ static void test_vocab(pair_t *P, int V, int m, int K) {
         snprintf(shape, sizeof shape, "m=%d V=%d ids -1, V, random", mm, V);
         report("pick", shape, P->tag, &c, 0, 0, ob[mm] != 12345.0f);
     }
+    if (want("deferred")) deferred_case(P, x, m, V, K, ea, ia, pa, dla, rt);
     dfree(&la), dfree(&lb);
     free(x), free(ea), free(eb), free(ia), free(ib), free(pa), free(pb), free(ha), free(hb);
 }
