@@ -1418,8 +1418,9 @@ static int cuda_reserve(pt_backend *be, const pt_config *cfg, const pt_reserve *
      * prefix of at most max_keys; bounded by rows * 2 for the clean pass and a few hundred
      * variants of max_keys each (larger ones grow the buffer) */
     const size_t keys = rows * 2 + (size_t)256 * (size_t)r->max_keys;
-    /* a log_softmax's entropy and top-k beside a divergence's three sums (deferred together) */
-    const size_t res = (size_t)r->logit_rows * (sizeof(double) * 4 + (size_t)r->topk * 8) + 64;
+    /* deferred together: a log_softmax's entropy and top-k, two divergences' three sums and two
+     * picks (a patching sub-batch); 16-byte aligned slots */
+    const size_t res = (size_t)r->logit_rows * (sizeof(double) * 7 + 8 + (size_t)r->topk * 8) + 128;
     const size_t ab = attn_stage_bytes((int)rows, keys, sh.BQ, sh.KB);
     for (int k = 0; k < CU_IDX_SLOTS; k++)
         if (!cu_ensure(c, &c->idx[k], rows * sizeof(int32_t) + 4, "index staging")) return -1;

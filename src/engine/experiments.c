@@ -278,7 +278,8 @@ static int add_variant(pt_sweep *S, int kind, int seq, int p, int layer, int ko_
 }
 
 /* The comparisons make one call per quantity for the whole sub-batch, each variant's clean
- * reference addressed by row index: on a GPU every call is a launch and a wait. */
+ * reference addressed by row index: on a GPU every call is a launch, and their results come
+ * back together in one copy and one wait (flush_variants defers them, compare_* syncs). */
 
 /* Knockout rows of the sub-batch's variants (logits Q, one row each) against their clean runs. */
 static void compare_knockout(pt_sweep *S, const float *Q) {
@@ -298,6 +299,7 @@ static void compare_knockout(pt_sweep *S, const float *Q) {
                    NULL, NULL);
     be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2);
     if (any_target) be->pick(be, Q, m, V, X->tgt_ids, X->tq);
+    be->sync(be); /* the deferred results (flush_variants) */
     for (int v = 0; v < m; v++) {
         const int s = X->vars[v].seq;
         X->ko.v[X->vars[v].slot] =
@@ -343,6 +345,7 @@ static void compare_patch(pt_sweep *S, const float *Q) {
     be->divergence(be, S->logp_dev, (size_t)V, X->a_rows, Q, (size_t)V, NULL, m, V, X->kl_tmp2,
                    NULL, NULL);
     be->pick(be, Q, m, V, X->ids_tmp, X->lp_tmp2);
+    be->sync(be); /* the deferred results (flush_variants) */
     for (int v = 0; v < m; v++)
         X->pa.v[X->vars[v].slot] =
             (struct pa_row){.kl_to_b = (float)X->kl_tmp[v],
@@ -376,6 +379,9 @@ static int flush_variants(pt_sweep *S, int kind) {
                 .n_final = m,
                 .logits = logits};
     if (pt_forward(&S->en, &f)) return -1;
+    /* the top-1 and the comparisons' sums, read after compare_*'s sync: on a GPU one copy and
+     * one wait for the sub-batch */
+    be->defer_results(be);
     be->log_softmax(be, logits, m, V, NULL, 1, X->top1, X->lp_tmp);
 
     if (kind == KIND_KNOCKOUT)
@@ -547,11 +553,13 @@ static int lens_rows(pt_sweep *S, int64_t r0, int m, void *x, float *logits) {
     be->gather_rows(be, S->d.resid_all.p, X->ref_rows, m, d, x);
     if (pt_decode(&S->en, x, m, logits)) return -1;
     be->log_softmax(be, logits, m, V, NULL, 0, NULL, NULL);
+    be->defer_results(be); /* the two picks: one copy and one wait on a GPU */
     be->pick(be, logits, m, V, X->ids_tmp, X->lens_top1.v + r0);
     if (any_target)
         be->pick(be, logits, m, V, X->tgt_ids, X->lens_target.v + r0);
     else
         for (int i = 0; i < m; i++) X->lens_target.v[r0 + i] = NAN;
+    be->sync(be);
     return pt_backend_failed(be) ? -1 : 0;
 }
 

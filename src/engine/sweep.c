@@ -316,8 +316,10 @@ static int clean_forward(pt_sweep *S) {
     if (PT_SWEEP_FIT(S, &P->entropy, ns) || PT_SWEEP_FIT(S, &P->topk_id, (size_t)ns * K) ||
         PT_SWEEP_FIT(S, &P->topk_lp, (size_t)ns * K) || PT_SWEEP_FIT(S, &P->target_lp, ns))
         return -1;
+    be->defer_results(be); /* entropy, top-k and target: one copy and one wait on a GPU */
     be->log_softmax(be, f.logits, ns, V, P->entropy.v, K, P->topk_id.v, P->topk_lp.v);
     be->pick(be, f.logits, ns, V, S->h.tgt.v, P->target_lp.v);
+    be->sync(be);
     S->logp_dev = f.logits; /* experiments compare against these rows */
     return pt_backend_failed(be) ? -1 : 0;
 }
