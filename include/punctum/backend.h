@@ -221,7 +221,8 @@ struct pt_backend {
     /* For r < m: P = logp_p + i*stride_p with i = rows_p[r] (rows_p NULL: i = r; stride 0
      * broadcasts one row), Q likewise: kl_pq[r] = KL(P||Q), kl_qp[r] = KL(Q||P), js[r] =
      * Jensen-Shannon (host, NULL to skip; rows_p / rows_q host). One call serves every pair of a
-     * batch or every lane of a decode step: on a GPU each call is a launch and a wait. */
+     * batch or every lane of a decode step: on a GPU each call is a launch and, unless
+     * deferred (defer_results), a wait. */
     void (*divergence)(pt_backend *be, const float *logp_p, size_t stride_p, const int32_t *rows_p,
                        const float *logp_q, size_t stride_q, const int32_t *rows_q, int m, int V,
                        double *kl_pq, double *kl_qp, double *js);
