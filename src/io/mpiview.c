@@ -148,7 +148,6 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
                 pt_cwriter_target(cw, col, ds, 0);
             }
             const int nonneg = !strcmp(path, "/pairs/seq_a") || !strcmp(path, "/pairs/seq_b");
-            int64_t at = 0;
             for (int r = 0; r < size && !rc; r++) {
                 hid_t sd = H5Dopen2(rf[r], path, H5P_DEFAULT);
                 hid_t kd = gen_variant ? H5Dopen2(rf[r], "/gen/kind", H5P_DEFAULT) : -1;
@@ -173,7 +172,6 @@ int pt_mpi_view_write(const char *out, int size, pt_error *e) {
                     if (pt_cwriter_append(cw, col, buf, (size_t)m))
                         rc = pt_fail(e, "%s: writing %s failed%s", tmp, path,
                                      errno == ENOSPC ? ": no space left on device" : "");
-                    at += m;
                 }
                 if (sd >= 0) H5Dclose(sd);
                 if (kd >= 0) H5Dclose(kd);
